@@ -1,0 +1,49 @@
+# qwenfleet developer entry points. `make test` is the README's test command; `make fleet` brings up
+# the simulated GPU fleet. Both create the virtualenv on first use, so a fresh clone needs nothing else.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test unit e2e lint crds fleet fleet-down build-cp clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+crds: $(STAMP)
+	$(BIN)/qwenfleet crds --out crds
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+# Builds the control-plane binaries once (cached under ~/.cache/qwenfleet), then runs the e2e suite on it.
+e2e: $(STAMP)
+	$(BIN)/qwenfleet dev build
+	$(BIN)/pytest -q tests/e2e
+
+test: lint unit e2e
+
+build-cp: $(STAMP)
+	$(BIN)/qwenfleet dev build
+
+fleet: $(STAMP)
+	$(BIN)/qwenfleet dev build
+	$(BIN)/qwenfleet dev up
+
+fleet-down: $(STAMP)
+	$(BIN)/qwenfleet dev down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,404 @@
+"""Qwen3Deployment: which Qwen3 model, on which GPU, how it may scale. Spec and status."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
+
+from qwenfleet.api.base import ApiModel
+from qwenfleet.api.cel import cel, one_of
+from qwenfleet.api.common import (
+    CONDITIONS_SCHEMA_EXTRA,
+    Condition,
+    LabelKey,
+    LabelValue,
+    ResourceName,
+    SecretKeyRef,
+    Toleration,
+)
+from qwenfleet.api.plan import Plan
+from qwenfleet.catalog import GPU_NAMES, MODEL_NAMES, MODELS, Precision
+
+if TYPE_CHECKING:
+    ModelName = str
+    GPUName = str
+    ExtraFlag = str
+else:
+    ModelName = one_of(MODEL_NAMES, "model", "Qwen3 model from the catalog (`qwenfleet catalog models`).")
+    GPUName = one_of(GPU_NAMES, "GPU", "GPU type the replicas run on (`qwenfleet catalog gpus`).")
+
+HF_REPO = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$"
+SAFE_ARG_VALUE = r"^[A-Za-z0-9._:/=,+@{}\"\[\] -]*$"
+IMAGE = (
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+)
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
+
+EXTRA_ARG_FLAGS = (
+    "--enable-prefix-caching",
+    "--no-enable-prefix-caching",
+    "--enable-chunked-prefill",
+    "--no-enable-chunked-prefill",
+    "--max-num-batched-tokens",
+    "--block-size",
+    "--enforce-eager",
+    "--seed",
+    "--max-logprobs",
+    "--scheduling-policy",
+    "--long-prefill-token-threshold",
+    "--max-num-partial-prefills",
+    "--disable-log-stats",
+    "--enable-log-requests",
+    "--uvicorn-log-level",
+    "--generation-config",
+    "--override-generation-config",
+    "--speculative-config",
+    "--cuda-graph-sizes",
+    "--disable-custom-all-reduce",
+)
+"""vLLM flags a user may add. Flags the planner owns (parallelism, context, memory, model) are not here."""
+if not TYPE_CHECKING:
+    ExtraFlag = one_of(EXTRA_ARG_FLAGS, "vLLM flag", "Flag name; only flags the planner does not own.")
+
+AWQ_MODELS = tuple(m.name for m in MODELS if Precision.AWQ in m.repos)
+
+
+class AutoscalingMode(StrEnum):
+    """Who owns the replica count."""
+
+    NONE = "none"
+    BUILTIN = "builtin"
+    KEDA = "keda"
+
+
+class HuggingFaceSource(ApiModel):
+    """Download the weights from Hugging Face."""
+
+    repo: Annotated[str, StringConstraints(pattern=HF_REPO, max_length=193)] | None = Field(
+        default=None,
+        description="Repository id; defaults to the official Qwen checkpoint for the model and precision.",
+    )
+    revision: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]{1,128}$")] = Field(
+        default="main",
+        description="Branch, tag or commit to download; pin a commit for reproducible rollouts.",
+    )
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding a Hugging Face token (passed to pods as HF_TOKEN, never inline).",
+    )
+
+
+class PVCSource(ApiModel):
+    """Read the weights from an existing PersistentVolumeClaim the user owns (never modified or deleted)."""
+
+    claim_name: ResourceName = Field(description="Name of the PersistentVolumeClaim in the same namespace.")
+    path: Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._/-]*$", max_length=512)] = Field(
+        default="/", description="Directory inside the volume that holds config.json and the safetensors."
+    )
+
+
+class WeightSource(ApiModel):
+    """Where the weights come from: exactly one of huggingFace or pvc."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "[has(self.huggingFace), has(self.pvc)].filter(x, x).size() == 1",
+                    "spec.weights needs exactly one source: huggingFace or pvc",
+                )
+            ]
+        }
+    )
+
+    hugging_face: HuggingFaceSource | None = Field(default=None, description="Download from Hugging Face.")
+    pvc: PVCSource | None = Field(default=None, description="Read from an existing PersistentVolumeClaim.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> WeightSource:
+        if (self.hugging_face is None) == (self.pvc is None):
+            raise ValueError("spec.weights needs exactly one source: huggingFace or pvc")
+        return self
+
+
+class VllmArg(ApiModel):
+    """One extra vLLM flag from the allow-list, with an optional value."""
+
+    name: ExtraFlag = Field(description="Flag name; only flags the planner does not own.")
+    value: Annotated[str, StringConstraints(pattern=SAFE_ARG_VALUE, max_length=512)] | None = Field(
+        default=None, description="Flag value; letters, digits and JSON punctuation only."
+    )
+
+
+class Overrides(ApiModel):
+    """Expert overrides of what the planner decides."""
+
+    tensor_parallel_size: Literal[1, 2, 4, 8] | None = Field(
+        default=None, description="Force a tensor parallel size; the planner still checks it fits."
+    )
+    gpu_memory_utilization: float | None = Field(
+        default=None, ge=0.5, le=0.98, description="Fraction of GPU memory vLLM may use (default 0.9)."
+    )
+    max_num_seqs: int | None = Field(default=None, ge=1, le=4096, description="vLLM --max-num-seqs (default 256).")
+    kv_cache_dtype: Literal["auto", "fp8"] = Field(
+        default="auto", description="KV-cache precision; fp8 doubles the tokens that fit."
+    )
+    image: Annotated[str, StringConstraints(pattern=IMAGE, max_length=512)] | None = Field(
+        default=None,
+        description="vLLM OpenAI server image; defaults to the version qwenfleet is tested with.",
+    )
+    extra_args: list[VllmArg] = Field(
+        default_factory=list, max_length=32, description="Additional vLLM flags from the allow-list."
+    )
+
+
+class Autoscaling(ApiModel):
+    """How the replica count follows load."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "spec.autoscaling.minReplicas must not exceed spec.autoscaling.maxReplicas",
+                )
+            ]
+        }
+    )
+
+    mode: AutoscalingMode = Field(
+        default=AutoscalingMode.NONE,
+        description=(
+            "none: spec.replicas is the truth (GitOps owns it). builtin: qwenfleet's queue-depth autoscaler owns "
+            "the replica count (leave spec.replicas unset). keda: qwenfleet renders a KEDA ScaledObject that "
+            "scales this resource through /scale."
+        ),
+    )
+    min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest replicas; 0 allows scale to zero.")
+    max_replicas: int = Field(default=1, ge=1, le=1000, description="Most replicas.")
+    target_queue_depth: int = Field(
+        default=4, ge=1, le=1000, description="Waiting requests per ready replica the autoscaler aims for."
+    )
+    scale_down_delay_seconds: int = Field(
+        default=300, ge=0, le=86400, description="Load must stay low this long before a replica is removed."
+    )
+    scale_to_zero_after_seconds: int = Field(
+        default=900,
+        ge=30,
+        le=604800,
+        description="Idle time (no requests) before scaling to zero, if allowed.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("spec.autoscaling.minReplicas must not exceed spec.autoscaling.maxReplicas")
+        return self
+
+
+class NodeClassRef(ApiModel):
+    """The Karpenter node class (cloud-specific launch settings) new GPU nodes use."""
+
+    group: Annotated[str, StringConstraints(pattern=r"^[a-z0-9.-]{1,253}$")] = Field(
+        description="API group, e.g. karpenter.k8s.aws."
+    )
+    kind: Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9]{0,62}$")] = Field(
+        description="Kind, e.g. EC2NodeClass."
+    )
+    name: ResourceName = Field(description="Name of the node class.")
+
+
+CapacityType = Literal["on-demand", "spot", "reserved"]
+
+
+def _on_demand() -> list[CapacityType]:
+    return ["on-demand"]
+
+
+class NodePool(ApiModel):
+    """GPU nodes for this deployment."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.provisioner != 'karpenter' || has(self.nodeClassRef) || has(self.sharedPoolName)",
+                    "spec.nodePool.provisioner karpenter needs nodeClassRef (a pool of our own) or sharedPoolName",
+                )
+            ]
+        }
+    )
+
+    provisioner: Literal["none", "karpenter"] = Field(
+        default="none",
+        description="none: schedule on existing GPU nodes by label. karpenter: qwenfleet writes a NodePool.",
+    )
+    node_class_ref: NodeClassRef | None = Field(default=None, description="Node class for a dedicated NodePool.")
+    shared_pool_name: ResourceName | None = Field(
+        default=None, description="Use (and do not own) an existing shared Karpenter NodePool of this name."
+    )
+    capacity_types: list[CapacityType] = Field(
+        default_factory=_on_demand,
+        min_length=1,
+        max_length=3,
+        description="Karpenter capacity types.",
+    )
+
+    @model_validator(mode="after")
+    def _karpenter_needs_class(self) -> NodePool:
+        if self.provisioner == "karpenter" and self.node_class_ref is None and self.shared_pool_name is None:
+            raise ValueError(
+                "spec.nodePool.provisioner karpenter needs nodeClassRef (a pool of our own) or sharedPoolName"
+            )
+        return self
+
+
+class ModelCache(ApiModel):
+    """Fetch the weights once into a shared volume instead of once per pod."""
+
+    mode: Literal["none", "pvc"] = Field(
+        default="none",
+        description="none: each pod downloads (fine for small models). pvc: one Job fills a shared PVC first.",
+    )
+    size: Annotated[str, StringConstraints(pattern=QUANTITY)] | None = Field(
+        default=None, description="PVC size; defaults to the checkpoint size plus 20%."
+    )
+    storage_class_name: ResourceName | None = Field(default=None, description="StorageClass of the cache PVC.")
+    access_mode: Literal["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce"] = Field(
+        default="ReadWriteMany",
+        description="Access mode; ReadWriteOnce only when every replica shares one node.",
+    )
+
+
+class Scheduling(ApiModel):
+    """Extra placement rules for the model-server pods."""
+
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32, description="Extra tolerations.")
+    node_selector: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=32, description="Extra node labels the pods require."
+    )
+    priority_class_name: ResourceName | None = Field(default=None, description="PriorityClass of the pods.")
+
+
+class Pricing(ApiModel):
+    """Price overrides for cost estimates."""
+
+    gpu_hour_usd: float | None = Field(
+        default=None,
+        alias="gpuHourUSD",
+        ge=0,
+        le=1000,
+        description="Price of one GPU-hour, replacing the catalog's.",
+    )
+
+
+_REPLICAS_RULE = cel(
+    "!has(self.replicas) || !has(self.autoscaling) || self.autoscaling.mode == 'none'",
+    "spec.replicas must be unset when spec.autoscaling.mode is builtin or keda: the autoscaler owns the "
+    "replica count (set autoscaling.minReplicas/maxReplicas instead)",
+)
+_AWQ_RULE = cel(
+    f"self.precision != 'awq' || self.model in {list(AWQ_MODELS)}",
+    f"precision awq is offered only for {', '.join(AWQ_MODELS)}; "
+    "Qwen publishes no AWQ checkpoint for the MoE and 2507 models: use bf16 or fp8",
+)
+_CACHE_RULE = cel(
+    "!has(self.weights) || !has(self.weights.pvc) || !has(self.cache) || self.cache.mode == 'none'",
+    "spec.cache must be mode none when spec.weights.pvc is set: the weights are already in your volume",
+)
+
+
+class Qwen3DeploymentSpec(ApiModel):
+    """What to serve: a Qwen3 model on a GPU type, and how it may scale."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_REPLICAS_RULE, _AWQ_RULE, _CACHE_RULE]})
+
+    model: ModelName = Field(description="Qwen3 model from the catalog (`qwenfleet catalog models`).")
+    gpu: GPUName = Field(description="GPU type the replicas run on (`qwenfleet catalog gpus`).")
+    precision: Precision = Field(default=Precision.BF16, description="Weight precision: bf16, fp8 or awq.")
+    weights: WeightSource | None = Field(
+        default=None,
+        description="Where the weights come from; defaults to the official Hugging Face checkpoint.",
+    )
+    max_model_len: int | None = Field(
+        default=None,
+        ge=256,
+        le=1_048_576,
+        description="Context length (prompt plus output); defaults to the longest that fits on the fewest GPUs.",
+    )
+    thinking_by_default: bool = Field(
+        default=True,
+        description="For hybrid models: think unless a request says otherwise (false sets enable_thinking off).",
+    )
+    overrides: Overrides | None = Field(default=None, description="Expert overrides of the planner.")
+    replicas: int | None = Field(
+        default=None, ge=0, le=1000, description="Replica count when autoscaling.mode is none (default 1)."
+    )
+    autoscaling: Autoscaling | None = Field(default=None, description="Autoscaling; default mode none.")
+    node_pool: NodePool | None = Field(default=None, description="GPU node provisioning; default none.")
+    cache: ModelCache | None = Field(default=None, description="Weight cache; default none.")
+    scheduling: Scheduling | None = Field(default=None, description="Extra tolerations and node selectors.")
+    pricing: Pricing | None = Field(default=None, description="Cost estimate overrides.")
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Qwen3DeploymentSpec:
+        mode = self.autoscaling.mode if self.autoscaling else AutoscalingMode.NONE
+        if self.replicas is not None and mode != AutoscalingMode.NONE:
+            raise ValueError(str(_REPLICAS_RULE["message"]))
+        if self.precision == Precision.AWQ and self.model not in AWQ_MODELS:
+            raise ValueError(str(_AWQ_RULE["message"]))
+        if self.weights and self.weights.pvc and self.cache and self.cache.mode != "none":
+            raise ValueError(str(_CACHE_RULE["message"]))
+        return self
+
+
+class CacheStatus(ApiModel):
+    """Progress of the weight cache."""
+
+    phase: Literal["Pending", "Downloading", "Ready", "Failed"] = Field(description="Where the cache is.")
+    message: str = Field(default="", description="Details.")
+    pvc_name: str | None = Field(default=None, description="The cache PVC.")
+
+
+class AutoscalerStatus(ApiModel):
+    """What the builtin autoscaler last observed and decided."""
+
+    desired_replicas: int = Field(description="Replicas the autoscaler wants.")
+    queue_per_replica: float = Field(default=0.0, description="Waiting requests per ready replica.")
+    last_scale_time: str | None = Field(default=None, description="When the replica count last changed.")
+    reason: str = Field(default="", description="Why.")
+
+
+class Qwen3DeploymentStatus(ApiModel):
+    """Observed state, written by qwenfleet."""
+
+    model_config = ConfigDict(frozen=False)
+
+    observed_generation: int | None = Field(default=None, description="The generation last reconciled.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, PlanFeasible, ModelCached, ...",
+        json_schema_extra=CONDITIONS_SCHEMA_EXTRA,
+    )
+    plan: Plan | None = Field(default=None, description="The planner's layout of one replica.")
+    replicas: int = Field(default=0, description="Replicas that exist (pods or groups).")
+    ready_replicas: int = Field(default=0, description="Replicas ready to serve.")
+    desired_replicas: int = Field(default=0, description="Replicas wanted now.")
+    ready_summary: str = Field(default="0/0", description="ready/desired, for kubectl get.")
+    selector: str = Field(default="", description="Label selector of the model-server pods (for /scale).")
+    endpoint: str = Field(default="", description="In-cluster OpenAI base URL of the replicas' Service.")
+    cache: CacheStatus | None = Field(default=None, description="Weight cache progress.")
+    autoscaler: AutoscalerStatus | None = Field(default=None, description="Builtin autoscaler state.")
+
+
+class Qwen3Deployment(ApiModel):
+    """A Qwen3 model served by vLLM on GPUs, sized and scaled by qwenfleet."""
+
+    api_version: Literal["qwenfleet.dev/v1alpha1"] = "qwenfleet.dev/v1alpha1"
+    kind: Literal["Qwen3Deployment"] = "Qwen3Deployment"
+    metadata: dict[str, object] = Field(default_factory=dict)
+    spec: Qwen3DeploymentSpec
+    status: Qwen3DeploymentStatus | None = None
