@@ -61,7 +61,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     else:
         table = Table(title=f"{result['model']} on {result['gpu']} ({result['precision']})", show_header=False)
         for key, value in ordered.items():
-            shown = " ".join(value) if key == "vllmArgs" else "; ".join(value) if key == "notes" else value
+            shown = " ".join(map(str, value)) if isinstance(value, list) else value
             table.add_row(key, str(shown))
         Console().print(table)
     return 0
@@ -128,8 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", default="crds", help="directory (default: crds)")
     k.set_defaults(func=_cmd_crds)
 
+    from qwenfleet.controller.main import register as register_run
     from qwenfleet.devcluster.cli import register as register_dev
 
+    register_run(sub)
     register_dev(sub)
     return parser
 

@@ -1,0 +1,1 @@
+"""kopf handlers and the reconcile they call: thin shells over the pure cores."""

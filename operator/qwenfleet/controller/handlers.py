@@ -1,0 +1,208 @@
+"""kopf registrations: thin shells that trigger the one reconcile per Qwen3Deployment.
+
+Every Qwen3Deployment has one daemon that reconciles it, then sleeps until something relevant happens (its own
+spec or wake annotation changed, a child or a model-server pod changed) or the resync period passes. Creation,
+updates, operator restarts (resume) and the periodic resync all end in the same level-based reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from contextlib import suppress
+from typing import Any
+
+import kopf
+
+from qwenfleet.controller import metrics
+from qwenfleet.controller.deployment import (
+    FINALIZER,
+    PodState,
+    finalize_deployment,
+    reconcile_deployment,
+)
+from qwenfleet.kube import Kube, KubeError, make_api_client
+from qwenfleet.render import Capabilities
+from qwenfleet.render.names import GROUP, WAKE_ANNOTATION
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENTS = ("qwenfleet.dev", "v1alpha1", "qwen3deployments")
+OWNED = {"app.kubernetes.io/managed-by": "qwenfleet"}
+CHILD_RESOURCES = (
+    ("apps", "v1", "deployments"),
+    ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"),
+    ("", "v1", "services"),
+    ("policy", "v1", "poddisruptionbudgets"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+    ("batch", "v1", "jobs"),
+    ("", "v1", "persistentvolumeclaims"),
+)
+RESYNC_SECONDS = 60.0
+MAX_BACKOFF_SECONDS = 120.0
+Key = tuple[str, str]
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Credentials for kopf's own watches: the same kubeconfig or service account as our client."""
+    try:
+        return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    except Exception:  # kopf raises its own LoginError types; fall back to kubeconfig
+        return kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Production settings and the one API client."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300  # reconnect watches periodically (kopf#585, #698)
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
+    settings.networking.request_timeout = 60
+    settings.queueing.worker_limit = None  # indexes must be complete before handlers run
+    kube = Kube(await make_api_client(memo.get("kubeconfig")))
+    memo.kube = kube
+    memo.triggers = {}
+    memo.seen = {}
+    memo.caps = Capabilities(
+        service_monitor=await kube.crd_exists("servicemonitors.monitoring.coreos.com"),
+        prometheus_url=memo.get("prometheus_url") or Capabilities().prometheus_url,
+    )
+    metrics.start(memo.get("metrics_port"))
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    """Close the API client."""
+    kube: Kube | None = memo.get("kube")
+    if kube:
+        await kube.close()
+
+
+def _pod_state(name: str, status: dict[str, Any]) -> PodState:
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    scheduled = conditions.get("PodScheduled") or {}
+    unschedulable = None
+    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        unschedulable = str(scheduled.get("message") or "unschedulable")
+    ready = (conditions.get("Ready") or {}).get("status") == "True"
+    return PodState(name=name, phase=str(status.get("phase") or ""), ready=ready, unschedulable=unschedulable)
+
+
+@kopf.index("pods", labels={**OWNED, "app.kubernetes.io/component": "model-server"})
+def model_server_pods(
+    namespace: str | None, name: str, labels: Mapping[str, str], status: kopf.Status, **_: Any
+) -> dict[Key, PodState]:
+    """Model-server pods by (namespace, deployment): phase, readiness, why unschedulable."""
+    return {(namespace or "", labels.get(f"{GROUP}/deployment", "")): _pod_state(name, dict(status))}
+
+
+def _trigger(memo: kopf.Memo, key: Key) -> None:
+    event = memo.triggers.get(key)
+    if event is not None:
+        event.set()
+
+
+@kopf.on.event("pods", labels={**OWNED, "app.kubernetes.io/component": "model-server"})
+def pod_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+    """A model-server pod changed: its deployment's status may have too."""
+    _trigger(memo, (namespace or "", labels.get(f"{GROUP}/deployment", "")))
+
+
+def _child_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+    """A child changed or vanished: restore it now, not at the next resync."""
+    _trigger(memo, (namespace or "", labels.get(f"{GROUP}/deployment", "")))
+
+
+for _group, _version, _plural in CHILD_RESOURCES:
+    kopf.on.event(_group, _version, _plural, labels=OWNED, id=f"child-{_plural}")(_child_changed)
+
+
+@kopf.on.event(*DEPLOYMENTS)
+def deployment_changed(namespace: str | None, name: str, meta: kopf.Meta, memo: Any, **_: Any) -> None:
+    """Wake the deployment's daemon when its spec or wake annotation changed (not for our own status writes)."""
+    key = (namespace or "", name)
+    seen = (meta.get("generation"), (meta.get("annotations") or {}).get(WAKE_ANNOTATION))
+    if memo.seen.get(key) != seen:
+        memo.seen[key] = seen
+        _trigger(memo, key)
+
+
+async def _post_events(body: kopf.Body, events: list[tuple[str, str, str]]) -> None:
+    for kind, reason, message in events:
+        kopf.event(body, type=kind, reason=reason, message=message[:1024])
+
+
+async def _reconcile_once(body: kopf.Body, memo: kopf.Memo, pods: list[PodState]) -> float | None:
+    started = time.perf_counter()
+    outcome = await reconcile_deployment(memo.kube, dict(body), pods, memo.caps)
+    meta = body["metadata"]
+    metrics.observe_reconcile(meta["namespace"], meta["name"], time.perf_counter() - started, outcome.status)
+    await _post_events(body, outcome.events)
+    return outcome.retry_after
+
+
+@kopf.daemon(*DEPLOYMENTS, cancellation_timeout=10.0)
+async def deployment_daemon(
+    body: kopf.Body,
+    namespace: str | None,
+    name: str,
+    memo: Any,
+    stopped: kopf.DaemonStopped,
+    **kwargs: Any,
+) -> None:
+    """Reconcile now, then whenever triggered, at least every RESYNC_SECONDS; back off on errors."""
+    key = (namespace or "", name)
+    model_server_pods: kopf.Index[Key, PodState] = kwargs["model_server_pods"]
+    trigger: asyncio.Event = memo.triggers.setdefault(key, asyncio.Event())
+    failures = 0
+    try:
+        while not stopped:
+            trigger.clear()
+            try:
+                pods = list(model_server_pods.get(key, []))
+                retry = await _reconcile_once(body, memo, pods)
+                failures = 0
+                wait = retry or RESYNC_SECONDS
+            except KubeError as exc:
+                failures += 1
+                wait = min(MAX_BACKOFF_SECONDS, 2.0**failures)
+                metrics.ERRORS.labels(reason=exc.reason or str(exc.status)).inc()
+                log.warning("reconcile %s/%s failed (%s); retrying in %.0fs", namespace, name, exc, wait)
+                kopf.event(body, type="Warning", reason="ApplyFailed", message=str(exc)[:1024])
+            except Exception as exc:  # a bug must not kill the daemon or loop hot
+                failures += 1
+                wait = min(MAX_BACKOFF_SECONDS, 2.0**failures)
+                metrics.ERRORS.labels(reason=type(exc).__name__).inc()
+                log.exception("reconcile %s/%s crashed; retrying in %.0fs", namespace, name, wait)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(_first(trigger, stopped), timeout=wait)
+    finally:
+        memo.triggers.pop(key, None)
+        metrics.forget(key[0], name)
+
+
+async def _first(trigger: asyncio.Event, stopped: kopf.DaemonStopped) -> None:
+    waiters = [asyncio.ensure_future(trigger.wait()), asyncio.ensure_future(stopped.wait())]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+@kopf.on.delete(*DEPLOYMENTS)
+async def deployment_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Remove the cluster-scoped NodePool we own; namespaced children go by owner references."""
+    try:
+        await finalize_deployment(memo.kube, dict(body))
+    except KubeError as exc:
+        raise kopf.TemporaryError(f"cannot delete the NodePool yet: {exc}", delay=10) from exc

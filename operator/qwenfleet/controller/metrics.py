@@ -1,0 +1,42 @@
+"""The operator's Prometheus metrics (prometheus-client), served on their own port."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RECONCILE_SECONDS = Histogram(
+    "qwenfleet_reconcile_duration_seconds",
+    "Time of one Qwen3Deployment reconcile.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+ERRORS = Counter("qwenfleet_reconcile_errors_total", "Failed reconciles by reason.", ["reason"])
+MANAGED = Gauge("qwenfleet_managed_deployments", "Qwen3Deployments this operator reconciles.")
+DESIRED = Gauge("qwenfleet_desired_replicas", "Replicas wanted.", ["namespace", "name"])
+READY = Gauge("qwenfleet_ready_replicas", "Replicas ready.", ["namespace", "name"])
+_tracked: set[tuple[str, str]] = set()
+
+
+def start(port: int | None) -> None:
+    """Serve /metrics on `port` (0 or None: do not serve)."""
+    if port:
+        start_http_server(port)
+
+
+def observe_reconcile(namespace: str, name: str, seconds: float, status: dict[str, Any]) -> None:
+    """Record one reconcile and the replica counts its status shows."""
+    RECONCILE_SECONDS.observe(seconds)
+    _tracked.add((namespace, name))
+    MANAGED.set(len(_tracked))
+    DESIRED.labels(namespace, name).set(int(status.get("desiredReplicas") or 0))
+    READY.labels(namespace, name).set(int(status.get("readyReplicas") or 0))
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop a deployment's series when it goes away."""
+    if (namespace, name) in _tracked:
+        _tracked.discard((namespace, name))
+        DESIRED.remove(namespace, name)
+        READY.remove(namespace, name)
+    MANAGED.set(len(_tracked))

@@ -1,0 +1,147 @@
+"""The one Kubernetes client (kubernetes_asyncio): server-side apply, reads, status patches, deletes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from qwenfleet.kube.resources import Resource, resource_of
+
+FIELD_MANAGER = "qwenfleet"
+Obj = dict[str, Any]
+
+
+class KubeError(Exception):
+    """An API call that failed, with the HTTP status and the server's message."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        """True for 404."""
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        """True for 409."""
+        return self.status == 409
+
+
+def _error(exc: ApiException) -> KubeError:
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    return KubeError(int(exc.status or 0), str(body.get("reason") or exc.reason), str(body.get("message") or exc.body))
+
+
+async def make_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """An ApiClient from a kubeconfig file, else the in-cluster service account."""
+    configuration = client.Configuration()
+    if kubeconfig:
+        await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            await config.load_kube_config(client_configuration=configuration)
+    return client.ApiClient(configuration)
+
+
+class Kube:
+    """Thin, typed-enough access to the API for the kinds in `resources`."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: object = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str | None = None,
+    ) -> Obj:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        try:
+            result = await self.api.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                response_types_map={200: "object", 201: "object", 202: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+            )
+        except ApiException as exc:
+            raise _error(exc) from None
+        return result if isinstance(result, dict) else {}
+
+    async def apply(self, manifest: Mapping[str, Any]) -> Obj:
+        """Server-side apply with our field manager, forcing ownership of every field we send."""
+        res = resource_of(manifest["apiVersion"], manifest["kind"])
+        meta = manifest["metadata"]
+        path = res.path(meta.get("namespace"), meta["name"])
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        return await self._call(
+            "PATCH", path, body=dict(manifest), query=query, content_type="application/apply-patch+yaml"
+        )
+
+    async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        """One object, or None when it does not exist."""
+        try:
+            return await self._call("GET", resource_of(api_version, kind).path(namespace, name))
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    async def list(
+        self, api_version: str, kind: str, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> list[Obj]:
+        """Objects of a kind, optionally in one namespace and matching a label selector."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        result = await self._call("GET", resource_of(api_version, kind).path(namespace), query=query)
+        items: list[Obj] = result.get("items", [])
+        return items
+
+    async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Delete with background propagation; False when it was already gone."""
+        res: Resource = resource_of(api_version, kind)
+        try:
+            await self._call("DELETE", res.path(namespace, name), body={"propagationPolicy": "Background"})
+        except KubeError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
+
+    async def patch_status(self, api_version: str, kind: str, namespace: str, name: str, status: Obj) -> Obj:
+        """Replace our status fields with a merge patch on the status subresource."""
+        path = resource_of(api_version, kind).path(namespace, name, "status")
+        return await self._call("PATCH", path, body={"status": status}, content_type="application/merge-patch+json")
+
+    async def merge_patch(self, api_version: str, kind: str, name: str, namespace: str | None, patch: Obj) -> Obj:
+        """A JSON merge patch of the main resource."""
+        path = resource_of(api_version, kind).path(namespace, name)
+        return await self._call("PATCH", path, body=patch, content_type="application/merge-patch+json")
+
+    async def crd_exists(self, name: str) -> bool:
+        """True when a CustomResourceDefinition of that name is installed."""
+        return await self.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name) is not None
+
+    async def close(self) -> None:
+        """Close the underlying HTTP session."""
+        await self.api.close()

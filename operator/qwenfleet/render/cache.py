@@ -1,0 +1,114 @@
+"""The weight cache: one PVC and exactly one download Job that fills it, resumably, before any pod starts."""
+
+from __future__ import annotations
+
+import math
+import shlex
+from typing import Any
+
+from qwenfleet.render.inputs import DeploymentInput
+from qwenfleet.render.names import (
+    CACHE_COMPLETE_MARKER,
+    MODEL_DIR,
+    VLLM_IMAGE,
+    cache_pvc_name,
+    download_job_name,
+    labels,
+)
+
+Manifest = dict[str, Any]
+GIB = 1024**3
+DOWNLOAD_BACKOFF_LIMIT = 6
+
+
+def cache_size(inp: DeploymentInput) -> str:
+    """The PVC size: the user's, or the checkpoint plus 20%."""
+    if inp.spec.cache and inp.spec.cache.size:
+        return inp.spec.cache.size
+    return f"{max(10, math.ceil(inp.plan.weight_bytes_total * 1.2 / GIB))}Gi"
+
+
+def _metadata(inp: DeploymentInput, name: str) -> Manifest:
+    return {
+        "name": name,
+        "namespace": inp.owner.namespace,
+        "labels": labels(inp.owner.name, "model-cache"),
+        "ownerReferences": [inp.owner.reference()],
+    }
+
+
+def render_cache_pvc(inp: DeploymentInput) -> Manifest:
+    """The shared volume the weights are downloaded into."""
+    cache = inp.spec.cache
+    assert cache is not None
+    spec: Manifest = {"accessModes": [cache.access_mode], "resources": {"requests": {"storage": cache_size(inp)}}}
+    if cache.storage_class_name:
+        spec["storageClassName"] = cache.storage_class_name
+    metadata = _metadata(inp, cache_pvc_name(inp.owner.name))
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
+
+
+def download_deadline_seconds(inp: DeploymentInput) -> int:
+    """Bounded run time: three times the estimated download, at least an hour."""
+    return max(3600, 3 * inp.plan.download_seconds)
+
+
+def render_download_job(inp: DeploymentInput) -> Manifest:
+    """Download the checkpoint into the cache, resuming partial files, then write a completion marker."""
+    target = f"{MODEL_DIR}/{inp.repo}"
+    script = " && ".join(
+        [
+            f"mkdir -p {shlex.quote(target)}",
+            shlex.join(["hf", "download", inp.repo, "--revision", inp.revision, "--local-dir", target]),
+            f"touch {shlex.quote(target + '/' + CACHE_COMPLETE_MARKER)}",
+        ]
+    )
+    env: list[Manifest] = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": f"{MODEL_DIR}/.hf"},
+        {"name": "HF_HUB_ENABLE_HF_TRANSFER", "value": "0"},
+    ]
+    secret = inp.token_secret
+    if secret:
+        env.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret[0], "key": secret[1]}}})
+    container: Manifest = {
+        "name": "download",
+        "image": inp.spec.overrides.image if inp.spec.overrides and inp.spec.overrides.image else VLLM_IMAGE,
+        "command": ["/bin/sh", "-c", script],
+        "env": env,
+        "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}},
+        "volumeMounts": [{"name": "weights", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": _metadata(inp, download_job_name(inp.owner.name, inp.repo, inp.revision)),
+        "spec": {
+            "backoffLimit": DOWNLOAD_BACKOFF_LIMIT,
+            "activeDeadlineSeconds": download_deadline_seconds(inp),
+            "template": {
+                "metadata": {"labels": labels(inp.owner.name, "model-cache")},
+                "spec": {
+                    "restartPolicy": "OnFailure",
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "fsGroup": 1000,
+                        "runAsNonRoot": True,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "weights", "persistentVolumeClaim": {"claimName": cache_pvc_name(inp.owner.name)}},
+                        {"name": "tmp", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }

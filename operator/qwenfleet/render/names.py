@@ -1,0 +1,65 @@
+"""Names and labels of everything qwenfleet creates for a Qwen3Deployment."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+GROUP = "qwenfleet.dev"
+MANAGER = "qwenfleet"
+HTTP_PORT = 8000
+VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
+"""The vLLM release qwenfleet's flags are written for (reasoning parser, --hf-overrides YaRN)."""
+OPERATOR_IMAGE = "ghcr.io/qwenfleet/qwenfleet:0.1.0"
+PLAN_ANNOTATION = f"{GROUP}/plan"
+WAKE_ANNOTATION = f"{GROUP}/wake"
+MODEL_DIR = "/models"
+CACHE_COMPLETE_MARKER = ".qwenfleet-complete"
+
+
+def labels(name: str, component: str) -> dict[str, str]:
+    """The labels on every object qwenfleet creates for deployment `name`."""
+    return {
+        "app.kubernetes.io/name": "qwen3",
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": MANAGER,
+        f"{GROUP}/deployment": name,
+    }
+
+
+def selector(name: str, component: str = "model-server") -> dict[str, str]:
+    """The immutable subset of labels that selects a deployment's pods."""
+    return {"app.kubernetes.io/instance": name, "app.kubernetes.io/component": component, f"{GROUP}/deployment": name}
+
+
+def selector_string(match: dict[str, str]) -> str:
+    """A label selector as the string the /scale subresource wants."""
+    return ",".join(f"{k}={v}" for k, v in sorted(match.items()))
+
+
+def short_hash(*parts: str, length: int = 8) -> str:
+    """A stable hex digest of the parts."""
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:length]
+
+
+def bounded(name: str, limit: int = 63) -> str:
+    """`name`, shortened with a hash suffix when longer than `limit` (DNS label rules)."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 9].rstrip('-')}-{short_hash(name)}"
+
+
+def cache_pvc_name(name: str) -> str:
+    """The weight-cache PVC of a deployment."""
+    return bounded(f"{name}-weights")
+
+
+def download_job_name(name: str, repo: str, revision: str) -> str:
+    """The download Job; a new checkpoint (repo or revision) gets a new Job."""
+    return bounded(f"{name}-download-{short_hash(repo, revision, length=6)}")
+
+
+def nodepool_name(namespace: str, name: str) -> str:
+    """The cluster-scoped Karpenter NodePool owned by one deployment."""
+    return bounded(f"qwenfleet-{namespace}-{name}")

@@ -1,0 +1,153 @@
+"""Renderers: the children a Qwen3Deployment gets, checked field by field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from qwenfleet.api import Qwen3DeploymentSpec
+from qwenfleet.controller.deployment import desired_replicas, plan_request
+from qwenfleet.planner import plan
+from qwenfleet.render import Capabilities, DeploymentInput, Owner, desired_children
+from qwenfleet.render.names import PLAN_ANNOTATION, WAKE_ANNOTATION, bounded, nodepool_name
+
+OWNER = Owner(name="qwen", namespace="team-a", uid="1234")
+
+
+def _input(spec: dict[str, Any], replicas: int = 1, **kw: Any) -> DeploymentInput:
+    parsed = Qwen3DeploymentSpec.model_validate(spec)
+    return DeploymentInput(owner=OWNER, spec=parsed, plan=plan(plan_request(parsed)), replicas=replicas, **kw)
+
+
+def _by_kind(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {c["kind"]: c for c in children}
+
+
+def test_single_node_model_gets_a_deployment_and_its_companions() -> None:
+    children = desired_children(_input({"model": "Qwen3-30B-A3B", "gpu": "H100-80GB"}, replicas=2))
+    kinds = [c["kind"] for c in children]
+    assert kinds == ["Service", "PodDisruptionBudget", "NetworkPolicy", "Deployment"]
+    for child in children:
+        assert child["metadata"]["ownerReferences"][0]["uid"] == "1234"
+        assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "qwenfleet"
+    dep = _by_kind(children)["Deployment"]
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    pod = dep["spec"]["template"]["spec"]
+    vllm = pod["containers"][0]
+    assert vllm["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    assert vllm["args"][0] == "Qwen/Qwen3-30B-A3B" and "--port" in vllm["args"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert term["matchExpressions"][0]["values"] == ["NVIDIA-H100-80GB-HBM3"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in pod["volumes"]
+    assert vllm["securityContext"]["runAsNonRoot"] and vllm["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert vllm["readinessProbe"]["httpGet"]["path"] == "/v1/models"
+    assert (
+        vllm["startupProbe"]["failureThreshold"] * 10
+        >= 2 * json.loads(dep["spec"]["template"]["metadata"]["annotations"][PLAN_ANNOTATION])["coldStartSeconds"]
+    )
+    assert vllm["lifecycle"]["preStop"] == {"sleep": {"seconds": 10}}
+    assert all("HF_TOKEN" != e["name"] for e in vllm["env"])
+
+
+def test_hf_token_only_from_a_secret_reference() -> None:
+    spec = {"model": "Qwen3-8B", "gpu": "L4-24GB",
+            "weights": {"huggingFace": {"tokenSecretRef": {"name": "hf", "key": "token"}}}}  # fmt: skip
+    dep = _by_kind(desired_children(_input(spec)))["Deployment"]
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["HF_TOKEN"] == {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+
+
+def test_multi_node_replica_gets_a_leader_worker_set() -> None:
+    children = _by_kind(desired_children(_input({"model": "Qwen3-235B-A22B", "gpu": "A100-40GB"})))
+    assert "Deployment" not in children
+    lws = children["LeaderWorkerSet"]
+    template = lws["spec"]["leaderWorkerTemplate"]
+    assert template["size"] == 2 and template["restartPolicy"] == "RecreateGroupOnPodRestart"
+    leader = template["leaderTemplate"]["spec"]["containers"][0]
+    worker = template["workerTemplate"]["spec"]["containers"][0]
+    assert "--pipeline-parallel-size 2" in leader["args"][0] and "leader" in leader["args"][0]
+    assert "LWS_LEADER_ADDRESS" in worker["args"][0] and "readinessProbe" not in worker
+    assert leader["resources"]["limits"] == {"nvidia.com/gpu": "8"}
+    assert children["Service"]["spec"]["selector"]["qwenfleet.dev/role"] == "leader"
+
+
+def test_model_cache_renders_pvc_and_one_job_and_gates_pods() -> None:
+    spec = {"model": "Qwen3-235B-A22B", "gpu": "H100-80GB", "precision": "fp8",
+            "cache": {"mode": "pvc", "storageClassName": "fast"}}  # fmt: skip
+    children = _by_kind(desired_children(_input(spec, replicas=0, cache_ready=False)))
+    pvc, job = children["PersistentVolumeClaim"], children["Job"]
+    assert pvc["spec"]["storageClassName"] == "fast" and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert int(pvc["spec"]["resources"]["requests"]["storage"].removesuffix("Gi")) >= 236
+    assert job["spec"]["backoffLimit"] == 6 and job["spec"]["activeDeadlineSeconds"] >= 3600
+    assert "hf download Qwen/Qwen3-235B-A22B-FP8" in job["spec"]["template"]["spec"]["containers"][0]["command"][2]
+    dep = children["Deployment"]
+    assert dep["spec"]["replicas"] == 0
+    vllm = dep["spec"]["template"]["spec"]["containers"][0]
+    assert vllm["args"][0] == "/models/Qwen/Qwen3-235B-A22B-FP8"
+    assert {"name": "HF_HUB_OFFLINE", "value": "1"} in vllm["env"]
+
+
+def test_user_pvc_is_mounted_read_only_and_never_rendered() -> None:
+    spec = {"model": "Qwen3-8B", "gpu": "L4-24GB", "weights": {"pvc": {"claimName": "mine", "path": "/qwen3-8b"}}}
+    children = desired_children(_input(spec))
+    assert all(c["kind"] != "PersistentVolumeClaim" for c in children)
+    pod = _by_kind(children)["Deployment"]["spec"]["template"]["spec"]
+    assert {"name": "weights", "persistentVolumeClaim": {"claimName": "mine", "readOnly": True}} in pod["volumes"]
+    assert pod["containers"][0]["args"][0] == "/models/qwen3-8b"
+
+
+def test_karpenter_nodepool() -> None:
+    spec = {"model": "Qwen3-235B-A22B", "gpu": "H100-80GB", "precision": "fp8",
+            "autoscaling": {"mode": "builtin", "minReplicas": 0, "maxReplicas": 3},
+            "nodePool": {"provisioner": "karpenter",
+                         "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu"}}}  # fmt: skip
+    children = _by_kind(desired_children(_input(spec)))
+    pool = children["NodePool"]
+    assert pool["metadata"]["name"] == nodepool_name("team-a", "qwen") and "ownerReferences" not in pool["metadata"]
+    assert pool["spec"]["limits"] == {"nvidia.com/gpu": "12"}
+    reqs = {r["key"]: r["values"] for r in pool["spec"]["template"]["spec"]["requirements"]}
+    assert reqs["node.kubernetes.io/instance-type"] == ["p5.48xlarge"]
+    assert pool["spec"]["template"]["spec"]["taints"] == [
+        {"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}
+    ]
+    pod = children["Deployment"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"]["karpenter.sh/nodepool"] == pool["metadata"]["name"]
+
+
+def test_keda_scaled_object_targets_the_custom_resource() -> None:
+    spec = {"model": "Qwen3-8B", "gpu": "L4-24GB", "autoscaling": {"mode": "keda", "maxReplicas": 5}}
+    scaled = _by_kind(desired_children(_input(spec)))["ScaledObject"]
+    assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "qwenfleet.dev/v1alpha1", "kind": "Qwen3Deployment",
+                                                "name": "qwen"}  # fmt: skip
+    assert "vllm:num_requests_waiting" in scaled["spec"]["triggers"][0]["metadata"]["query"]
+
+
+def test_service_monitor_only_when_the_crd_exists() -> None:
+    spec = {"model": "Qwen3-8B", "gpu": "L4-24GB"}
+    assert "ServiceMonitor" not in _by_kind(desired_children(_input(spec)))
+    caps = Capabilities(service_monitor=True)
+    assert "ServiceMonitor" in _by_kind(desired_children(_input(spec, capabilities=caps)))
+
+
+def test_extra_args_are_appended_after_planner_args() -> None:
+    spec = {"model": "Qwen3-8B", "gpu": "L4-24GB", "overrides": {"extraArgs": [{"name": "--enable-prefix-caching"}]}}
+    args = _by_kind(desired_children(_input(spec)))["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[-1] == "--enable-prefix-caching"
+
+
+def test_replica_writer_per_mode() -> None:
+    none = Qwen3DeploymentSpec.model_validate({"model": "Qwen3-8B", "gpu": "L4-24GB", "replicas": 3})
+    assert desired_replicas(none, {}, {}) == 3
+    builtin = Qwen3DeploymentSpec.model_validate(
+        {"model": "Qwen3-8B", "gpu": "L4-24GB", "autoscaling": {"mode": "builtin", "minReplicas": 0, "maxReplicas": 4}}
+    )
+    assert desired_replicas(builtin, {}, {}) == 0
+    assert desired_replicas(builtin, {"autoscaler": {"desiredReplicas": 9}}, {}) == 4
+    assert desired_replicas(builtin, {"autoscaler": {"desiredReplicas": 0}}, {WAKE_ANNOTATION: "t"}) == 1
+
+
+def test_long_names_are_bounded() -> None:
+    long = "x" * 80
+    assert len(bounded(long)) == 63 and bounded(long) != bounded(long + "y")
