@@ -52,11 +52,14 @@ def test_rewriter_golden() -> None:
 def _walk(node: Any, path: str, problems: list[str]) -> None:
     if not isinstance(node, dict):
         return
-    for bad in ("$ref", "anyOf", "oneOf", "allOf", "const", "title", "$defs", "propertyNames"):
+    for bad in ("$ref", "anyOf", "oneOf", "allOf", "const", "title", "$defs", "propertyNames", "patternProperties"):
         if bad in node:
             problems.append(f"{path}: {bad}")
     if node.get("additionalProperties") is False:
         problems.append(f"{path}: additionalProperties false")
+    for bound in ("exclusiveMinimum", "exclusiveMaximum"):
+        if bound in node and not isinstance(node[bound], bool):
+            problems.append(f"{path}: {bound} must be a boolean in OpenAPI v3.0")
     if "type" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
         problems.append(f"{path}: no type")
     for name, sub in node.get("properties", {}).items():

@@ -63,6 +63,14 @@ def _rewrite(node: Any, defs: dict[str, Schema], seen: tuple[str, ...]) -> Any:
         node["enum"] = [node.pop("const")]
     if node.get("additionalProperties") is False:
         node.pop("additionalProperties")
+    if "patternProperties" in node:  # dict keys with a pattern: Kubernetes only takes the value schema
+        (value_schema,) = node.pop("patternProperties").values()
+        node["additionalProperties"] = value_schema
+    for bound in ("Minimum", "Maximum"):  # JSON Schema 2020 numbers -> OpenAPI 3.0 booleans
+        exclusive = f"exclusive{bound}"
+        if isinstance(node.get(exclusive), (int, float)) and not isinstance(node[exclusive], bool):
+            node[bound.lower()] = node.pop(exclusive)
+            node[exclusive] = True
     out: Schema = {}
     for key, value in node.items():
         if key in _DROP:

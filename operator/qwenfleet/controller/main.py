@@ -17,6 +17,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if not args.verbose:  # kopf logs every successful watch-event handler at INFO
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import qwenfleet.controller.handlers  # noqa: F401  (registers the handlers)
 
     memo = kopf.Memo(kubeconfig=args.kubeconfig, metrics_port=args.metrics_port, prometheus_url=args.prometheus_url)

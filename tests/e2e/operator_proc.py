@@ -1,0 +1,101 @@
+"""The operator under test as a real `qwenfleet run` process, and polling with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def wait_for(probe: Callable[[], Awaitable[T | None | bool]], timeout: float, what: str) -> T:
+    """Poll `probe` until it returns something truthy; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    last: object = None
+    while True:
+        last = await probe()
+        if last:
+            return last  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+        await asyncio.sleep(delay)
+        delay = min(1.0, delay * 1.5)
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OperatorProcess:
+    """`qwenfleet run --all-namespaces` against the test cluster, restartable, with its log kept."""
+
+    def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = 0
+        self.starts = 0
+
+    @property
+    def log_path(self) -> Path:
+        """Where the current run logs."""
+        return self.log_dir / f"operator-{self.starts}.log"
+
+    def start(self) -> None:
+        """Start the operator and wait until its metrics endpoint answers."""
+        self.starts += 1
+        self.metrics_port = free_port()
+        log = self.log_path.open("wb")
+        cmd = [sys.executable, "-m", "qwenfleet.cli", "run", "--all-namespaces", f"--kubeconfig={self.kubeconfig}",
+               f"--metrics-port={self.metrics_port}", "--health-port=0"]  # fmt: skip
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while self._metrics() is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"operator did not start; see {self.log_path}:\n{self.log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the operator (SIGKILL after 10 s)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.proc = None
+
+    async def restart(self) -> None:
+        """Stop and start again."""
+        await asyncio.to_thread(self.stop)
+        await asyncio.to_thread(self.start)
+
+    def _metrics(self) -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
+                return str(r.read().decode())
+        except OSError:
+            return None
+
+    def reconcile_count(self) -> float:
+        """Reconciles the current process has finished."""
+        text = self._metrics() or ""
+        for line in text.splitlines():
+            if line.startswith("qwenfleet_reconcile_duration_seconds_count"):
+                return float(line.split()[-1])
+        return 0.0

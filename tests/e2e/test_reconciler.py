@@ -1,0 +1,260 @@
+"""The Qwen3Deployment reconciler on a real control plane with kwok GPU nodes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from qwenfleet.kube import Kube
+from tests.e2e.operator_proc import OperatorProcess, wait_for
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
+API = "qwenfleet.dev/v1alpha1"
+KIND = "Qwen3Deployment"
+
+
+def _example(name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    return doc
+
+
+async def _create(kube: Kube, namespace: str, doc: dict[str, Any]) -> dict[str, Any]:
+    doc = {**doc, "metadata": {**doc["metadata"], "namespace": namespace}}
+    return await kube.apply(doc)
+
+
+async def _condition(kube: Kube, namespace: str, name: str, ctype: str = "Ready") -> dict[str, Any] | None:
+    obj = await kube.get(API, KIND, name, namespace)
+    for cond in ((obj or {}).get("status") or {}).get("conditions", []):
+        if cond["type"] == ctype:
+            return dict(cond)
+    return None
+
+
+async def _wait_ready(kube: Kube, namespace: str, name: str, timeout: float = 90) -> dict[str, Any]:
+    async def ready() -> dict[str, Any] | None:
+        cond = await _condition(kube, namespace, name)
+        return cond if cond and cond["status"] == "True" else None
+
+    return await wait_for(ready, timeout, f"{namespace}/{name} Ready=True")
+
+
+async def _pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
+    selector = f"qwenfleet.dev/deployment={name},app.kubernetes.io/component=model-server"
+    return [p for p in await kube.list("v1", "Pod", namespace, label_selector=selector)
+            if not p["metadata"].get("deletionTimestamp")]  # fmt: skip
+
+
+async def _node_product(kube: Kube, node: str) -> str:
+    obj = await kube.get("v1", "Node", node)
+    return str(((obj or {}).get("metadata") or {}).get("labels", {}).get("nvidia.com/gpu.product"))
+
+
+@pytest.mark.parametrize(
+    ("example", "product", "gpus"),
+    [
+        ("qwen3-0.6b-l4.yaml", "NVIDIA-L4", "1"),
+        ("qwen3-30b-a3b-h100.yaml", "NVIDIA-H100-80GB-HBM3", "1"),
+        ("qwen3-235b-fp8-h100.yaml", "NVIDIA-H100-80GB-HBM3", "4"),
+    ],
+)
+async def test_example_reaches_ready_on_the_right_gpus(
+    kube: Kube, namespace: str, operator: OperatorProcess, kubeconfig: Path, example: str, product: str, gpus: str
+) -> None:
+    doc = _example(example)
+    name = doc["metadata"]["name"]
+    await _create(kube, namespace, doc)
+    await _wait_ready(kube, namespace, name)
+    pods = await _pods(kube, namespace, name)
+    assert pods and all(p["status"]["phase"] == "Running" for p in pods)
+    for pod in pods:
+        assert await _node_product(kube, pod["spec"]["nodeName"]) == product
+        assert pod["status"]["podIP"].startswith("127.1.")
+        assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == gpus
+    obj = await kube.get(API, KIND, name, namespace)
+    assert obj is not None
+    status = obj["status"]
+    assert status["observedGeneration"] == obj["metadata"]["generation"]
+    assert status["plan"]["gpusPerReplica"] == int(gpus) and status["readySummary"] == "1/1"
+    assert status["endpoint"] == f"http://{name}.{namespace}.svc:8000/v1"
+    for kind, api in (
+        ("Service", "v1"),
+        ("PodDisruptionBudget", "policy/v1"),
+        ("NetworkPolicy", "networking.k8s.io/v1"),
+    ):
+        assert await kube.get(api, kind, name, namespace) is not None, kind
+    table = subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", "-n", namespace, "get", "q3d", name],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    header = table.splitlines()[0].split()
+    assert header[:7] == ["NAME", "MODEL", "GPU", "TP", "REPLICAS", "QUEUE", "READY"]
+    assert "1/1" in table.splitlines()[1]
+
+
+async def test_infeasible_plan_is_reported_and_nothing_is_applied(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    doc = _example("qwen3-235b-infeasible-l4.yaml")
+    name = doc["metadata"]["name"]
+    await _create(kube, namespace, doc)
+
+    async def infeasible() -> dict[str, Any] | None:
+        cond = await _condition(kube, namespace, name)
+        return cond if cond and cond["reason"] == "PlanInfeasible" else None
+
+    cond = await wait_for(infeasible, 60, "PlanInfeasible")
+    assert cond["status"] == "False" and "without the override" in cond["message"]
+    assert await kube.get("apps/v1", "Deployment", name, namespace) is None
+    assert await kube.get("v1", "Service", name, namespace) is None
+    events = await kube.list("v1", "Event", namespace)
+    assert any(e.get("reason") == "PlanInfeasible" for e in events)
+
+
+async def test_changing_the_gpu_rolls_the_workload(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    doc = _example("qwen3-0.6b-l4.yaml")
+    name = doc["metadata"]["name"]
+    await _create(kube, namespace, doc)
+    await _wait_ready(kube, namespace, name)
+    await kube.merge_patch(API, KIND, name, namespace, {"spec": {"gpu": "H100-80GB"}})
+
+    async def rolled() -> bool:
+        pods = await _pods(kube, namespace, name)
+        if len(pods) != 1 or pods[0]["status"].get("phase") != "Running":
+            return False
+        return await _node_product(kube, pods[0]["spec"]["nodeName"]) == "NVIDIA-H100-80GB-HBM3"
+
+    await wait_for(rolled, 90, "pod moved to an H100 node")
+    obj = await kube.get(API, KIND, name, namespace)
+    assert obj is not None and obj["status"]["plan"]["gpu"] == "H100-80GB"
+    await _wait_ready(kube, namespace, name)
+
+
+async def test_deleted_and_edited_children_come_back(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    doc = _example("qwen3-0.6b-l4.yaml")
+    name = doc["metadata"]["name"]
+    await _create(kube, namespace, doc)
+    await _wait_ready(kube, namespace, name)
+    service = await kube.get("v1", "Service", name, namespace)
+    assert service is not None
+    await kube.delete("v1", "Service", name, namespace)
+
+    async def recreated() -> bool:
+        again = await kube.get("v1", "Service", name, namespace)
+        return again is not None and again["metadata"]["uid"] != service["metadata"]["uid"]
+
+    await wait_for(recreated, 20, "Service recreated")
+    await kube.merge_patch("policy/v1", "PodDisruptionBudget", name, namespace, {"spec": {"maxUnavailable": 5}})
+
+    async def restored() -> bool:
+        pdb = await kube.get("policy/v1", "PodDisruptionBudget", name, namespace)
+        return pdb is not None and pdb["spec"]["maxUnavailable"] == 1
+
+    await wait_for(restored, 20, "PodDisruptionBudget restored")
+
+
+async def test_missing_secret_blocks_then_recovers(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    doc = _example("qwen3-0.6b-l4.yaml")
+    doc["spec"]["weights"] = {"huggingFace": {"tokenSecretRef": {"name": "hf-token", "key": "token"}}}
+    name = doc["metadata"]["name"]
+    await _create(kube, namespace, doc)
+
+    async def blocked() -> dict[str, Any] | None:
+        cond = await _condition(kube, namespace, name)
+        return cond if cond and cond["reason"] == "SecretMissing" else None
+
+    cond = await wait_for(blocked, 60, "SecretMissing")
+    assert "hf-token" in cond["message"]
+    assert await kube.get("apps/v1", "Deployment", name, namespace) is None
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "hf-token", "namespace": namespace},
+              "stringData": {"token": "hf_sentinel_value"}}  # fmt: skip
+    await kube.apply(secret)
+    await _wait_ready(kube, namespace, name, timeout=90)
+    dep = await kube.get("apps/v1", "Deployment", name, namespace)
+    assert dep is not None
+    env = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token"}
+    assert "hf_sentinel_value" not in json.dumps(dep)
+
+
+async def test_delete_removes_children_and_keeps_the_users_pvc(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "my-weights", "namespace": namespace},
+           "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "5Gi"}}}}  # fmt: skip
+    await kube.apply(pvc)
+    doc = _example("qwen3-0.6b-l4.yaml")
+    doc["spec"]["weights"] = {"pvc": {"claimName": "my-weights", "path": "/qwen3-0.6b"}}
+    name = doc["metadata"]["name"]
+    await _create(kube, namespace, doc)
+
+    async def deployed() -> bool:
+        return await kube.get("apps/v1", "Deployment", name, namespace) is not None
+
+    await wait_for(deployed, 60, "Deployment created")
+    await kube.delete(API, KIND, name, namespace)
+
+    async def gone() -> bool:
+        for api, kind in (("apps/v1", "Deployment"), ("v1", "Service"), ("policy/v1", "PodDisruptionBudget"),
+                          ("networking.k8s.io/v1", "NetworkPolicy"), (API, KIND)):  # fmt: skip
+            if await kube.get(api, kind, name, namespace) is not None:
+                return False
+        return True
+
+    await wait_for(gone, 60, "children garbage-collected")
+    kept = await kube.get("v1", "PersistentVolumeClaim", "my-weights", namespace)
+    assert kept is not None and not kept["metadata"].get("deletionTimestamp")
+
+
+async def test_multi_node_plan_renders_a_leader_worker_set(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    doc = _example("qwen3-235b-bf16-a100-multinode.yaml")
+    name = doc["metadata"]["name"]
+    await _create(kube, namespace, doc)
+
+    async def lws() -> dict[str, Any] | None:
+        return await kube.get("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", name, namespace)
+
+    obj = await wait_for(lws, 60, "LeaderWorkerSet created")
+    template = obj["spec"]["leaderWorkerTemplate"]
+    assert template["size"] == 2
+    leader = template["leaderTemplate"]["spec"]["containers"][0]
+    assert leader["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert await kube.get("apps/v1", "Deployment", name, namespace) is None
+
+
+async def test_restart_with_nothing_changed_writes_nothing(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    doc = _example("qwen3-0.6b-l4.yaml")
+    name = doc["metadata"]["name"]
+    await _create(kube, namespace, doc)
+    await _wait_ready(kube, namespace, name)
+    await asyncio.sleep(2)  # let the last status patch settle before sampling versions
+
+    async def versions() -> dict[str, str]:
+        out = {}
+        for api, kind in ((API, KIND), ("apps/v1", "Deployment"), ("v1", "Service"),
+                          ("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "NetworkPolicy")):  # fmt: skip
+            obj = await kube.get(api, kind, name, namespace)
+            assert obj is not None
+            out[kind] = obj["metadata"]["resourceVersion"]
+        return out
+
+    before = await versions()
+    await operator.restart()
+
+    async def reconciled_again() -> bool:
+        return operator.reconcile_count() >= 1
+
+    await wait_for(reconciled_again, 60, "operator reconciled after restart")
+    assert await versions() == before
