@@ -17,7 +17,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def wait_for(probe: Callable[[], Awaitable[T | None | bool]], timeout: float, what: str) -> T:
+async def wait_for(probe: Callable[[], Awaitable[T | bool | None]], timeout: float, what: str) -> T:
     """Poll `probe` until it returns something truthy; fail with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     delay = 0.1

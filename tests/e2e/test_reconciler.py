@@ -188,8 +188,9 @@ async def test_missing_secret_blocks_then_recovers(kube: Kube, namespace: str, o
 async def test_delete_removes_children_and_keeps_the_users_pvc(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
-    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "my-weights", "namespace": namespace},
-           "spec": {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "5Gi"}}}}  # fmt: skip
+    meta = {"name": "my-weights", "namespace": namespace}
+    spec = {"accessModes": ["ReadOnlyMany"], "resources": {"requests": {"storage": "5Gi"}}}
+    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
     await kube.apply(pvc)
     doc = _example("qwen3-0.6b-l4.yaml")
     doc["spec"]["weights"] = {"pvc": {"claimName": "my-weights", "path": "/qwen3-0.6b"}}

@@ -48,7 +48,7 @@ def test_single_node_model_gets_a_deployment_and_its_companions() -> None:
         >= 2 * json.loads(dep["spec"]["template"]["metadata"]["annotations"][PLAN_ANNOTATION])["coldStartSeconds"]
     )
     assert vllm["lifecycle"]["preStop"] == {"sleep": {"seconds": 10}}
-    assert all("HF_TOKEN" != e["name"] for e in vllm["env"])
+    assert all(e["name"] != "HF_TOKEN" for e in vllm["env"])
 
 
 def test_hf_token_only_from_a_secret_reference() -> None:
@@ -99,10 +99,10 @@ def test_user_pvc_is_mounted_read_only_and_never_rendered() -> None:
 
 
 def test_karpenter_nodepool() -> None:
+    node_class = {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu"}
     spec = {"model": "Qwen3-235B-A22B", "gpu": "H100-80GB", "precision": "fp8",
             "autoscaling": {"mode": "builtin", "minReplicas": 0, "maxReplicas": 3},
-            "nodePool": {"provisioner": "karpenter",
-                         "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "gpu"}}}  # fmt: skip
+            "nodePool": {"provisioner": "karpenter", "nodeClassRef": node_class}}  # fmt: skip
     children = _by_kind(desired_children(_input(spec)))
     pool = children["NodePool"]
     assert pool["metadata"]["name"] == nodepool_name("team-a", "qwen") and "ownerReferences" not in pool["metadata"]
