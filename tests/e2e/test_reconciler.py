@@ -215,22 +215,47 @@ async def test_delete_removes_children_and_keeps_the_users_pvc(
     assert kept is not None and not kept["metadata"].get("deletionTimestamp")
 
 
-async def test_multi_node_plan_renders_a_leader_worker_set(
+async def _ensure_a100_nodes(kube: Kube) -> None:
+    """Two 8 x A100-40GB kwok nodes (not in the default profile) for the multi-node example."""
+    for i in range(2):
+        name = f"a100-40gb-{i}"
+        labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
+                  "type": "kwok", "nvidia.com/gpu.present": "true", "nvidia.com/gpu.count": "8",
+                  "nvidia.com/gpu.product": "NVIDIA-A100-SXM4-40GB", "nvidia.com/gpu.memory": "40960"}  # fmt: skip
+        resources = {"cpu": "96", "memory": "1152Gi", "pods": "110", "nvidia.com/gpu": "8"}
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": labels,
+                         "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"}},
+            "spec": {"podCIDR": f"127.1.{240 + i}.0/24",
+                     "taints": [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]},
+            "status": {"capacity": resources, "allocatable": resources},
+        }  # fmt: skip
+        if await kube.get("v1", "Node", name) is None:
+            await kube.apply(node)
+
+
+async def test_multi_node_replica_runs_as_a_leader_worker_set(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
+    await _ensure_a100_nodes(kube)
     doc = _example("qwen3-235b-bf16-a100-multinode.yaml")
     name = doc["metadata"]["name"]
     await _create(kube, namespace, doc)
-
-    async def lws() -> dict[str, Any] | None:
-        return await kube.get("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", name, namespace)
-
-    obj = await wait_for(lws, 60, "LeaderWorkerSet created")
+    await _wait_ready(kube, namespace, name)
+    obj = await kube.get("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", name, namespace)
+    assert obj is not None
     template = obj["spec"]["leaderWorkerTemplate"]
     assert template["size"] == 2
-    leader = template["leaderTemplate"]["spec"]["containers"][0]
-    assert leader["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert template["leaderTemplate"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
     assert await kube.get("apps/v1", "Deployment", name, namespace) is None
+    pods = await _pods(kube, namespace, name)
+    assert sorted(p["metadata"]["name"] for p in pods) == [f"{name}-0", f"{name}-0-1"]
+    nodes = {p["spec"]["nodeName"] for p in pods}
+    assert len(nodes) == 2
+    for node in nodes:
+        assert await _node_product(kube, node) == "NVIDIA-A100-SXM4-40GB"
 
 
 async def test_restart_with_nothing_changed_writes_nothing(
