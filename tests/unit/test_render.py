@@ -10,6 +10,7 @@ from qwenfleet.controller.deployment import desired_replicas, plan_request
 from qwenfleet.planner import plan
 from qwenfleet.render import Capabilities, DeploymentInput, Owner, desired_children
 from qwenfleet.render.names import PLAN_ANNOTATION, WAKE_ANNOTATION, bounded, nodepool_name
+from qwenfleet.render.nodepool import gpu_limit
 
 OWNER = Owner(name="qwen", namespace="team-a", uid="1234")
 
@@ -106,7 +107,7 @@ def test_karpenter_nodepool() -> None:
     children = _by_kind(desired_children(_input(spec)))
     pool = children["NodePool"]
     assert pool["metadata"]["name"] == nodepool_name("team-a", "qwen") and "ownerReferences" not in pool["metadata"]
-    assert pool["spec"]["limits"] == {"nvidia.com/gpu": "12"}
+    assert pool["spec"]["limits"] == {"nvidia.com/gpu": "16"}  # 3 replicas x 4 GPUs on whole 8-GPU nodes
     reqs = {r["key"]: r["values"] for r in pool["spec"]["template"]["spec"]["requirements"]}
     assert reqs["node.kubernetes.io/instance-type"] == ["p5.48xlarge"]
     assert pool["spec"]["template"]["spec"]["taints"] == [
@@ -114,6 +115,12 @@ def test_karpenter_nodepool() -> None:
     ]
     pod = children["Deployment"]["spec"]["template"]["spec"]
     assert pod["nodeSelector"]["karpenter.sh/nodepool"] == pool["metadata"]["name"]
+
+
+def test_gpu_limit_rounds_up_to_whole_nodes() -> None:
+    assert gpu_limit(2, [1, 8]) == 8
+    assert gpu_limit(16, [8]) == 16
+    assert gpu_limit(1, [1]) == 1
 
 
 def test_keda_scaled_object_targets_the_custom_resource() -> None:

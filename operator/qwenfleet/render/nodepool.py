@@ -10,6 +10,16 @@ from qwenfleet.render.names import GROUP, labels, nodepool_name
 Manifest = dict[str, Any]
 
 
+def gpu_limit(gpus_needed: int, node_sizes: list[int]) -> int:
+    """The pool's GPU cap: enough whole nodes of any allowed size to hold every replica.
+
+    Karpenter counts a node's whole capacity against the limit, so a cap of exactly maxReplicas x GPUs per
+    replica would forbid an 8-GPU node for a 1-GPU replica; round up to whole nodes of the largest size.
+    """
+    largest = max(node_sizes)
+    return -(-gpus_needed // largest) * largest
+
+
 def render_nodepool(inp: DeploymentInput) -> Manifest | None:
     """The NodePool, or None when the deployment uses existing nodes or a shared pool."""
     pool = inp.spec.node_pool
@@ -17,7 +27,8 @@ def render_nodepool(inp: DeploymentInput) -> Manifest | None:
         return None
     gpu = inp.gpu
     per_pod = inp.plan.gpus_per_node
-    instance_types = sorted(t for n, t in gpu.instance_types.items() if n >= per_pod)
+    sizes = sorted(n for n in gpu.instance_types if n >= per_pod) or [gpu.max_gpus_per_node]
+    instance_types = [gpu.instance_types[n] for n in sizes if n in gpu.instance_types]
     max_replicas = inp.spec.autoscaling.max_replicas if inp.spec.autoscaling else max(1, inp.replicas)
     requirements: list[Manifest] = [
         {"key": "karpenter.sh/capacity-type", "operator": "In", "values": list(pool.capacity_types)},
@@ -45,7 +56,7 @@ def render_nodepool(inp: DeploymentInput) -> Manifest | None:
                     "expireAfter": "720h",
                 },
             },
-            "limits": {gpu.resource_name: str(max_replicas * inp.plan.gpus_per_replica)},
+            "limits": {gpu.resource_name: str(gpu_limit(max_replicas * inp.plan.gpus_per_replica, sizes))},
             "disruption": {"consolidationPolicy": "WhenEmpty", "consolidateAfter": "5m"},
         },
     }
