@@ -34,6 +34,11 @@ PLAN_KEYS = (
 """Stable keys of `plan -o json`, printed first; the rest of the plan follows."""
 
 
+def _console() -> Console:
+    """A console that does not truncate tables when output goes to a pipe or file."""
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 class UsageError(Exception):
     """Bad input on the command line: exit 2 with one line."""
 
@@ -63,12 +68,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         for key, value in ordered.items():
             shown = " ".join(map(str, value)) if isinstance(value, list) else value
             table.add_row(key, str(shown))
-        Console().print(table)
+        _console().print(table)
     return 0
 
 
 def _cmd_catalog(args: argparse.Namespace) -> int:
-    console = Console()
+    console = _console()
     if args.what == "models":
         table = Table("model", "params", "active", "thinking", "context", "precisions")
         for m in MODELS:

@@ -1,0 +1,87 @@
+"""`qwenfleet dev build|up|down|status`: the simulated GPU fleet on a real local control plane."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from qwenfleet.devcluster import build, nodes, versions
+from qwenfleet.devcluster.cluster import ClusterError, DevCluster, State, alive, default_run_dir, stop_state
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    return Path(args.run_dir).resolve() if args.run_dir else default_run_dir()
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    try:
+        path = build.build(force=args.force)
+    except build.BuildError as exc:
+        print(f"qwenfleet dev build: {exc}")
+        return 1
+    print(path)
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    console = Console()
+    try:
+        build.build()
+        started = time.monotonic()
+        profile = args.profile or ("karpenter" if args.karpenter else "default")
+        cluster = DevCluster(_run_dir(args), profile=profile, karpenter=args.karpenter)
+        state = cluster.start()
+    except (ClusterError, build.BuildError) as exc:
+        print(f"qwenfleet dev up: {exc}")
+        return 1
+    took = time.monotonic() - started
+    console.print(f"Dev cluster ready in {took:.1f}s: {state.server} (Kubernetes {versions.KUBERNETES})")
+    console.print(f"Logs: {cluster.run_dir / 'logs'}")
+    console.print(f"export KUBECONFIG={cluster.kubeconfig}")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    state = State.load(_run_dir(args))
+    if state is None or not state.pids:
+        print("no dev cluster is running")
+        return 0
+    stop_state(state)
+    print("dev cluster stopped")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    state = State.load(_run_dir(args))
+    if state is None or not state.pids:
+        print("no dev cluster is running")
+        return 1
+    table = Table("component", "pid", "alive", title=f"{state.server} ({state.profile} profile)")
+    for name, pid in state.pids.items():
+        table.add_row(name, str(pid), "yes" if alive(pid) else "NO")
+    Console().print(table)
+    print(f"export KUBECONFIG={state.kubeconfig}")
+    return 0 if all(alive(p) for p in state.pids.values()) else 1
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `qwenfleet dev ...`."""
+    dev = sub.add_parser("dev", help="the simulated GPU fleet on a local control plane")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
+    b = dev_sub.add_parser("build", help="build the control-plane binaries (cached)")
+    b.add_argument("--force", action="store_true", help="rebuild even when cached")
+    b.set_defaults(func=_cmd_build)
+    up = dev_sub.add_parser("up", help="start the control plane and the simulated GPU nodes")
+    up.add_argument("--karpenter", action="store_true", help="run Karpenter's kwok provider: nodes on demand")
+    up.add_argument("--profile", choices=sorted(nodes.PROFILES), help="node profile (default: default)")
+    up.set_defaults(func=_cmd_up)
+    down = dev_sub.add_parser("down", help="stop everything")
+    down.set_defaults(func=_cmd_down)
+    status = dev_sub.add_parser("status", help="show the components")
+    status.set_defaults(func=_cmd_status)
+    for p in (up, down, status):
+        p.add_argument("--run-dir", help=f"state directory (default: {default_run_dir()})")

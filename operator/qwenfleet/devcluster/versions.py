@@ -1,0 +1,81 @@
+"""Pinned versions of the local control plane and where its build and run state live."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+GOMOD_DIR = Path(__file__).resolve().parent / "gomod"
+RECIPE_VERSION = "3"
+"""Bump when the build recipe (flags, layout) changes, so cached binaries are rebuilt."""
+
+KUBERNETES = "v1.36.3"
+ETCD = "v3.6.16"
+KWOK = "v0.8.0"
+KARPENTER = "v1.14.1"
+GO = "go1.26.8"
+
+
+@dataclass(frozen=True)
+class ThirdPartyCRDs:
+    """CRD files taken from a Go module's source in the module cache (never committed)."""
+
+    module: str
+    version: str
+    files: tuple[str, ...]
+
+
+THIRD_PARTY_CRDS = (
+    ThirdPartyCRDs(
+        "sigs.k8s.io/karpenter",
+        KARPENTER,
+        (
+            "pkg/apis/crds/karpenter.sh_nodepools.yaml",
+            "pkg/apis/crds/karpenter.sh_nodeclaims.yaml",
+            "pkg/apis/crds/karpenter.sh_nodeoverlays.yaml",
+            "kwok/apis/crds/karpenter.kwok.sh_kwoknodeclasses.yaml",
+        ),
+    ),
+    # v0.10.0's module zip is not served by the proxy; v0.9.0 has the same leaderworkerset.x-k8s.io/v1 API.
+    ThirdPartyCRDs("sigs.k8s.io/lws", "v0.9.0", ("config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml",)),
+    ThirdPartyCRDs("github.com/kedacore/keda/v2", "v2.21.0", ("config/crd/bases/keda.sh_scaledobjects.yaml",)),
+    ThirdPartyCRDs(
+        "github.com/prometheus-operator/prometheus-operator",
+        "v0.85.0",
+        ("example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml",),
+    ),
+)
+
+KWOK_STAGES = (
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
+
+
+def cache_root() -> Path:
+    """`$XDG_CACHE_HOME/qwenfleet` (default `~/.cache/qwenfleet`)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "qwenfleet"
+
+
+def state_root() -> Path:
+    """`$XDG_STATE_HOME/qwenfleet` (default `~/.local/state/qwenfleet`): run directories of dev clusters."""
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "qwenfleet"
+
+
+def bin_dir() -> Path:
+    """The versioned directory the binaries are built into."""
+    key = f"k8s-{KUBERNETES}_etcd-{ETCD}_kwok-{KWOK}_karpenter-{KARPENTER}_{GO}"
+    return cache_root() / "cp-bin" / key
+
+
+def recipe_digest() -> str:
+    """What the stamp must match: the wrapper modules' go.sum files and the recipe version."""
+    digest = hashlib.sha256(RECIPE_VERSION.encode())
+    for gosum in sorted(GOMOD_DIR.glob("*/go.sum")):
+        digest.update(gosum.read_bytes())
+    return digest.hexdigest()
