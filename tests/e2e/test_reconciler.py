@@ -284,3 +284,33 @@ async def test_restart_with_nothing_changed_writes_nothing(
 
     await wait_for(reconciled_again, 60, "operator reconciled after restart")
     assert await versions() == before
+
+
+async def test_karpenter_pool_and_weight_cache(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    doc = _example("qwen3-32b-karpenter-cache.yaml")
+    name = doc["metadata"]["name"]
+    await _create(kube, namespace, doc)
+    obj = await _wait_ready(kube, namespace, name, timeout=120)
+    assert obj["reason"] == "Available"
+    cached = await _condition(kube, namespace, name, "ModelCached")
+    assert cached is not None and cached["status"] == "True" and cached["reason"] == "Downloaded"
+    jobs = await kube.list("batch/v1", "Job", namespace)
+    assert len(jobs) == 1 and jobs[0]["status"].get("succeeded") == 1
+    pvc = await kube.get("v1", "PersistentVolumeClaim", f"{name}-weights", namespace)
+    assert pvc is not None and pvc["status"]["phase"] == "Bound"
+    pool_name = f"qwenfleet-{namespace}-{name}"
+    pool = await kube.get("karpenter.sh/v1", "NodePool", pool_name)
+    assert pool is not None
+    pods = await _pods(kube, namespace, name)
+    assert len(pods) == 1
+    node = await kube.get("v1", "Node", pods[0]["spec"]["nodeName"])
+    assert node is not None and node["metadata"]["labels"]["karpenter.sh/nodepool"] == pool_name
+    volumes = {v["name"]: v for v in pods[0]["spec"]["volumes"]}
+    assert volumes["weights"]["persistentVolumeClaim"] == {"claimName": f"{name}-weights", "readOnly": True}
+
+    await kube.delete(API, KIND, name, namespace)
+
+    async def pool_gone() -> bool:
+        return await kube.get("karpenter.sh/v1", "NodePool", pool_name) is None
+
+    await wait_for(pool_gone, 60, "NodePool removed by the finalizer")

@@ -24,7 +24,7 @@ from qwenfleet.devcluster.versions import bin_dir, state_root
 
 REPO_CRDS = Path(__file__).resolve().parents[3] / "crds"
 KARPENTER_POD_CIDR = "127.1.128.0/17"
-COMPONENT_ORDER = ("lws-emulator", "karpenter", "kwok", "kube-scheduler", "kube-controller-manager",
+COMPONENT_ORDER = ("standins", "karpenter", "kwok", "kube-scheduler", "kube-controller-manager",
                    "kube-apiserver", "etcd")  # fmt: skip
 
 
@@ -142,11 +142,13 @@ class DevCluster:
             self._spawn("kube-scheduler", self._scheduler_args(ports))
             self._spawn("kwok", self._kwok_args(ports))
             self._install_crds()
+            self._create_storage_class()
             self._create_nodes()
             if self.karpenter:
                 self._start_karpenter()
-            self._spawn("lws-emulator", [sys.executable, "-m", "qwenfleet.devcluster.lws_emulator",
-                                         f"--kubeconfig={self.kubeconfig}"], binary=False)  # fmt: skip
+            standins = [sys.executable, "-m", "qwenfleet.devcluster.standins", f"--kubeconfig={self.kubeconfig}",
+                        f"--storage-root={self.run_dir / 'volumes'}"]  # fmt: skip
+            self._spawn("standins", standins, binary=False)
             self._wait_nodes_ready()
         except BaseException:
             self.stop()
@@ -276,7 +278,7 @@ class DevCluster:
             api = m["apiVersion"]
             base = f"/api/{api}" if "/" not in api else f"/apis/{api}"
             plural = {"CustomResourceDefinition": "customresourcedefinitions", "Node": "nodes",
-                      "KWOKNodeClass": "kwoknodeclasses"}[m["kind"]]  # fmt: skip
+                      "KWOKNodeClass": "kwoknodeclasses", "StorageClass": "storageclasses"}[m["kind"]]  # fmt: skip
             path = f"{base}/{plural}/{m['metadata']['name']}?fieldManager=qwenfleet-dev&force=true"
             self.request("PATCH", path, m, "application/apply-patch+yaml")
 
@@ -297,6 +299,16 @@ class DevCluster:
                 if time.monotonic() > deadline:
                     raise ClusterError(f"CRD {name} not established")
                 time.sleep(0.1)
+
+    def _create_storage_class(self) -> None:
+        self.apply([{
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {"name": "standard", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "qwenfleet.dev/dev-hostpath",
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "Immediate",
+        }])  # fmt: skip
 
     def _create_nodes(self) -> None:
         for manifest in nodes.profile_nodes(self.profile):

@@ -33,6 +33,7 @@ _KNOWN = (
     Resource("v1", "Secret", "secrets"),
     Resource("v1", "ConfigMap", "configmaps"),
     Resource("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+    Resource("v1", "PersistentVolume", "persistentvolumes", namespaced=False),
     Resource("v1", "Event", "events"),
     Resource("v1", "Namespace", "namespaces", namespaced=False),
     Resource("v1", "Node", "nodes", namespaced=False),

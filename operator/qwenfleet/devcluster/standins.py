@@ -1,9 +1,12 @@
-"""A stand-in for the LeaderWorkerSet controller in the simulated fleet.
+"""Stand-ins for two controllers a real cluster has and the simulated fleet cannot run.
 
-The real LWS controller needs its admission webhooks, which cannot run out of cluster. This emulator does the
-part the fleet needs: for every LeaderWorkerSet it keeps one leader pod and size-1 worker pods per group, with
-LWS's names, labels and environment, recreates a group whose template changed, and writes status.
-It is dev-cluster machinery only; production clusters run the real controller.
+- LeaderWorkerSet: the real controller needs its admission webhooks, which cannot run out of cluster. For every
+  LeaderWorkerSet this keeps one leader pod and size-1 worker pods per group, with LWS's names, labels and
+  environment, recreates a group whose template changed, and writes status.
+- A storage provisioner: every PVC of the `standard` StorageClass (the dev cluster's default) gets a hostPath
+  PersistentVolume of its size under the run directory, so weight caches bind.
+
+Dev-cluster machinery only; production clusters run the real controllers.
 """
 
 from __future__ import annotations
@@ -130,10 +133,44 @@ async def sync_one(kube: Kube, lws: Obj) -> None:
         await kube.patch_status(LWS, "LeaderWorkerSet", namespace, name, status)
 
 
-async def run(kube: Kube, stop: asyncio.Event, interval: float = 1.0) -> None:
-    """Sync every LeaderWorkerSet until `stop` is set."""
+STORAGE_CLASS = "standard"
+
+
+def volume_for(pvc: Obj, root: str) -> Obj:
+    """A hostPath PersistentVolume pre-bound to `pvc`."""
+    meta, spec = pvc["metadata"], pvc["spec"]
+    name = f"pv-{meta['uid']}"
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": name, "labels": {"qwenfleet.dev/dev-provisioned": "true"}},
+        "spec": {
+            "capacity": {"storage": spec["resources"]["requests"]["storage"]},
+            "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+            "storageClassName": STORAGE_CLASS,
+            "persistentVolumeReclaimPolicy": "Delete",
+            "hostPath": {"path": f"{root}/{name}", "type": "DirectoryOrCreate"},
+            "claimRef": {"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]},
+        },
+    }
+
+
+async def provision(kube: Kube, root: str) -> None:
+    """A volume for every pending PVC of the default class."""
+    for pvc in await kube.list("v1", "PersistentVolumeClaim"):
+        phase = (pvc.get("status") or {}).get("phase")
+        if phase == "Pending" and pvc["spec"].get("storageClassName") == STORAGE_CLASS:
+            try:
+                await kube.apply(volume_for(pvc, root))
+            except KubeError as exc:
+                log.warning("provisioner: %s", exc)
+
+
+async def run(kube: Kube, stop: asyncio.Event, storage_root: str, interval: float = 1.0) -> None:
+    """Sync every LeaderWorkerSet and provision volumes until `stop` is set."""
     while not stop.is_set():
         try:
+            await provision(kube, storage_root)
             for lws in await kube.list(LWS, "LeaderWorkerSet"):
                 await sync_one(kube, lws)
         except KubeError as exc:
@@ -143,15 +180,17 @@ async def run(kube: Kube, stop: asyncio.Event, interval: float = 1.0) -> None:
             await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
-async def _main(kubeconfig: str) -> None:
+async def _main(kubeconfig: str, storage_root: str) -> None:
     kube = Kube(await make_api_client(kubeconfig))
     try:
-        await run(kube, asyncio.Event())
+        await run(kube, asyncio.Event(), storage_root)
     finally:
         await kube.close()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="LeaderWorkerSet stand-in for the simulated fleet")
+    parser = argparse.ArgumentParser(description="LeaderWorkerSet and storage stand-ins for the simulated fleet")
     parser.add_argument("--kubeconfig", required=True)
-    asyncio.run(_main(parser.parse_args().kubeconfig))
+    parser.add_argument("--storage-root", required=True)
+    args = parser.parse_args()
+    asyncio.run(_main(args.kubeconfig, args.storage_root))
