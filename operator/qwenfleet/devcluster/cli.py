@@ -33,7 +33,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         build.build()
         started = time.monotonic()
         profile = args.profile or ("karpenter" if args.karpenter else "default")
-        cluster = DevCluster(_run_dir(args), profile=profile, karpenter=args.karpenter)
+        cluster = DevCluster(_run_dir(args), profile=profile, karpenter=args.karpenter, operator=not args.no_operator)
         state = cluster.start()
     except (ClusterError, build.BuildError) as exc:
         print(f"qwenfleet dev up: {exc}")
@@ -42,6 +42,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
     console.print(f"Dev cluster ready in {took:.1f}s: {state.server} (Kubernetes {versions.KUBERNETES})")
     console.print(f"Logs: {cluster.run_dir / 'logs'}")
     console.print(f"export KUBECONFIG={cluster.kubeconfig}")
+    if not args.no_operator:
+        console.print(
+            "The qwenfleet operator is running; try: kubectl apply -f manifests/examples/qwen3-30b-a3b-h100.yaml"
+        )
     return 0
 
 
@@ -78,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up = dev_sub.add_parser("up", help="start the control plane and the simulated GPU nodes")
     up.add_argument("--karpenter", action="store_true", help="run Karpenter's kwok provider: nodes on demand")
     up.add_argument("--profile", choices=sorted(nodes.PROFILES), help="node profile (default: default)")
+    up.add_argument("--no-operator", action="store_true", help="do not run the qwenfleet operator in the fleet")
     up.set_defaults(func=_cmd_up)
     down = dev_sub.add_parser("down", help="stop everything")
     down.set_defaults(func=_cmd_down)

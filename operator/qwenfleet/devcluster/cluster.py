@@ -24,7 +24,7 @@ from qwenfleet.devcluster.versions import bin_dir, state_root
 
 REPO_CRDS = Path(__file__).resolve().parents[3] / "crds"
 KARPENTER_POD_CIDR = "127.1.128.0/17"
-COMPONENT_ORDER = ("standins", "karpenter", "kwok", "kube-scheduler", "kube-controller-manager",
+COMPONENT_ORDER = ("operator", "standins", "karpenter", "kwok", "kube-scheduler", "kube-controller-manager",
                    "kube-apiserver", "etcd")  # fmt: skip
 
 
@@ -89,11 +89,13 @@ class DevCluster:
         profile: str = "default",
         karpenter: bool = False,
         install_crds: bool = True,
+        operator: bool = False,
     ) -> None:
         self.run_dir = (run_dir or default_run_dir()).resolve()
         self.profile = profile
         self.karpenter = karpenter
         self.install_crds = install_crds
+        self.operator = operator
         self.bin = bin_dir()
         self.state: State | None = None
 
@@ -149,6 +151,10 @@ class DevCluster:
             standins = [sys.executable, "-m", "qwenfleet.devcluster.standins", f"--kubeconfig={self.kubeconfig}",
                         f"--storage-root={self.run_dir / 'volumes'}"]  # fmt: skip
             self._spawn("standins", standins, binary=False)
+            if self.operator:
+                run = [sys.executable, "-m", "qwenfleet.cli", "run", "--all-namespaces",
+                       f"--kubeconfig={self.kubeconfig}", "--metrics-port=0", "--health-port=0"]  # fmt: skip
+                self._spawn("operator", run, binary=False)
             self._wait_nodes_ready()
         except BaseException:
             self.stop()
