@@ -11,6 +11,7 @@ from rich.table import Table
 
 from qwenfleet.devcluster import build, nodes, versions
 from qwenfleet.devcluster.cluster import ClusterError, DevCluster, State, alive, default_run_dir, stop_state
+from qwenfleet.devcluster.processes import PORT_OWNERS, leftovers
 
 
 def _run_dir(args: argparse.Namespace) -> Path:
@@ -55,7 +56,11 @@ def _cmd_down(args: argparse.Namespace) -> int:
         print("no dev cluster is running")
         return 0
     stop_state(state)
-    print("dev cluster stopped")
+    left = leftovers(Path(state.run_dir), state.ports)
+    if left:
+        print("dev cluster stopped, but these are left:\n  " + "\n  ".join(left))
+        return 1
+    print(f"dev cluster stopped; no process left, ports {', '.join(str(p) for p in state.ports.values())} free")
     return 0
 
 
@@ -64,12 +69,29 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if state is None or not state.pids:
         print("no dev cluster is running")
         return 1
-    table = Table("component", "pid", "alive", title=f"{state.server} ({state.profile} profile)")
+    table = Table("component", "pid", "alive", "ports", title=f"{state.server} ({state.profile} profile)")
     for name, pid in state.pids.items():
-        table.add_row(name, str(pid), "yes" if alive(pid) else "NO")
+        ports = ", ".join(f"{port} ({key})" for key, port in state.ports.items() if PORT_OWNERS.get(key) == name)
+        table.add_row(name, str(pid), "yes" if alive(pid) else "NO", ports)
     Console().print(table)
+    print(f"nodes: {_node_summary(state)}")
     print(f"export KUBECONFIG={state.kubeconfig}")
     return 0 if all(alive(p) for p in state.pids.values()) else 1
+
+
+def _node_summary(state: State) -> str:
+    cluster = DevCluster(Path(state.run_dir))
+    cluster.state = state
+    try:
+        items = cluster.request("GET", "/api/v1/nodes").get("items", [])
+    except OSError as exc:
+        return f"unknown (API server unreachable: {exc})"
+    ready = sum(
+        any(c["type"] == "Ready" and c["status"] == "True" for c in (n.get("status") or {}).get("conditions") or [])
+        for n in items
+    )
+    gpus = sum(int((n.get("status") or {}).get("capacity", {}).get("nvidia.com/gpu", 0)) for n in items)
+    return f"{len(items)} ({ready} Ready), {gpus} nvidia.com/gpu in all"
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -317,11 +317,10 @@ class DevCluster:
         }])  # fmt: skip
 
     def _create_nodes(self) -> None:
+        # Created with their status in one request, as a kubelet registers: a node created first and given its
+        # capacity afterwards races kwok's node-initialize stage, which fills an empty capacity with defaults.
         for manifest in nodes.profile_nodes(self.profile):
-            status = manifest.pop("status")
-            self.apply([manifest])
-            name = manifest["metadata"]["name"]
-            self.request("PATCH", f"/api/v1/nodes/{name}/status", {"status": status}, "application/merge-patch+json")
+            self.request("POST", "/api/v1/nodes", manifest)
 
     def _wait_nodes_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout

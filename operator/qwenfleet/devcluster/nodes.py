@@ -29,6 +29,10 @@ INSTANCE_SHAPES: dict[str, tuple[int, int]] = {
 """vCPUs and GiB of memory of each instance type (AWS), for node capacity."""
 ZONE = "test-zone-a"
 FAMILY = {"hopper": "hopper", "blackwell": "blackwell", "ampere": "ampere", "ada-lovelace": "ada-lovelace"}
+GFD_MEMORY_MIB = {"H100-80GB": 81_559, "L4-24GB": 23_034}
+"""`nvidia.com/gpu.memory` as GPU Feature Discovery reports it (NVML's total, MiB) where it differs from the catalog."""
+AWS_GPU_MEMORY_MIB = {"h100": 81_920, "l4": 22_888}
+"""`karpenter.k8s.aws/instance-gpu-memory` as AWS describes the instance's GPU (MiB), where it differs from NVML."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ def gpu_labels(gpu: GPUSpec, count: int, instance_type: str) -> dict[str, str]:
         "node.kubernetes.io/instance-type": instance_type,
         "karpenter.k8s.aws/instance-gpu-name": gpu.karpenter_gpu_name,
         "karpenter.k8s.aws/instance-gpu-count": str(count),
-        "karpenter.k8s.aws/instance-gpu-memory": str(gpu.memory_mib),
+        "karpenter.k8s.aws/instance-gpu-memory": str(AWS_GPU_MEMORY_MIB.get(gpu.karpenter_gpu_name, gpu.memory_mib)),
         "karpenter.k8s.aws/instance-gpu-manufacturer": gpu.vendor,
     }
     if gpu.vendor == "nvidia":
@@ -67,7 +71,7 @@ def gpu_labels(gpu: GPUSpec, count: int, instance_type: str) -> dict[str, str]:
             "nvidia.com/gpu.present": "true",
             "nvidia.com/gpu.product": gpu.product_label,
             "nvidia.com/gpu.count": str(count),
-            "nvidia.com/gpu.memory": str(gpu.memory_mib),
+            "nvidia.com/gpu.memory": str(GFD_MEMORY_MIB.get(gpu.name, gpu.memory_mib)),
             "nvidia.com/gpu.family": FAMILY.get(gpu.architecture, gpu.architecture),
         }
     else:
