@@ -28,7 +28,7 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         return
     try:
         build.build()
-        cluster = DevCluster(tmp_path_factory.mktemp("devcluster"), profile="default", karpenter=True)
+        cluster = DevCluster(tmp_path_factory.mktemp("devcluster"), profile="default", karpenter=True, time_scale=10.0)
         cluster.start()
     except Exception as exc:
         pytest.fail(f"no cluster for the end-to-end tests: {exc} (set QWENFLEET_TEST_KUBECONFIG to use another)")

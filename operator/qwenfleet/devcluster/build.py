@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -79,14 +80,30 @@ STEPS = (
 )
 
 
+GO_ENV = {"GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly", "CGO_ENABLED": "0"}
+"""Local toolchain only (a newer `go` line fails instead of downloading Go), committed go.sum only, static."""
+
+
 def _go_env() -> dict[str, str]:
-    return {**os.environ, "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly", "CGO_ENABLED": "0"}
+    return {**os.environ, **GO_ENV}
+
+
+def _digest() -> str:
+    return recipe_digest(repr((STEPS, GO_ENV)))
 
 
 def is_warm(directory: Path | None = None) -> bool:
     """True when the cached binaries match the current recipe."""
     stamp = (directory or bin_dir()) / STAMP
-    return stamp.exists() and stamp.read_text().strip() == recipe_digest()
+    return stamp.exists() and stamp.read_text().strip() == _digest()
+
+
+def _check_go() -> None:
+    if shutil.which("go") is None:
+        raise BuildError(f"Go is not installed: the control plane is built from Go modules ({versions.GO} needed)")
+    found = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, env=_go_env(), check=False)
+    if found.stdout.strip() != versions.GO:
+        raise BuildError(f"the cache key names {versions.GO} but `go` is {found.stdout.strip() or found.stderr}")
 
 
 def _run_logged(cmd: list[str], cwd: Path, log: Path, env: dict[str, str]) -> int:
@@ -157,14 +174,24 @@ class _Heartbeat:
 
 
 def build(force: bool = False, console: Console | None = None) -> Path:
-    """Build every component into the versioned cache directory (nothing when warm) and return it."""
+    """Build every component into the versioned cache directory (nothing when warm) and return it.
+
+    Concurrent callers (two test runs, `dev up` during a build) serialise on a lock file; the second one finds the
+    cache warm when it gets the lock and builds nothing.
+    """
     target = bin_dir()
     if is_warm(target) and not force:
         return target
-    if shutil.which("go") is None:
-        raise BuildError("Go is not installed: the control plane is built from Go modules (Go 1.26 needed)")
-    console = console or Console()
     target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f".lock-{target.name}").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if force or not is_warm(target):
+            _build(target, console or Console())
+    return target
+
+
+def _build(target: Path, console: Console) -> None:
+    _check_go()
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
     log = target.parent / f"build-{target.name}.log"
     log.write_text("")
@@ -193,15 +220,17 @@ def build(force: bool = False, console: Console | None = None) -> Path:
                     failed_optional.append(step.name)
             _collect_data(work, log)
         (work / OPTIONAL_FAILED).write_text("\n".join(failed_optional))
-        (work / STAMP).write_text(recipe_digest())
+        (work / STAMP).write_text(_digest())
+        old = target.with_name(f".old-{target.name}-{os.getpid()}")
         if target.exists():
-            shutil.rmtree(target)
+            target.rename(old)  # two renames: the complete directory is missing for microseconds, never half-there
         work.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
-    console.print(f"Control plane built in {time.monotonic() - started:.0f}s: {target}")
-    return target
+    skipped = f" (optional, failed: {', '.join(failed_optional)})" if failed_optional else ""
+    console.print(f"Control plane built in {time.monotonic() - started:.0f}s: {target}{skipped}")
 
 
 class _NoHeartbeat:

@@ -24,8 +24,17 @@ from qwenfleet.devcluster.versions import bin_dir, state_root
 
 REPO_CRDS = Path(__file__).resolve().parents[3] / "crds"
 KARPENTER_POD_CIDR = "127.1.128.0/17"
-COMPONENT_ORDER = ("operator", "standins", "karpenter", "kwok", "kube-scheduler", "kube-controller-manager",
-                   "kube-apiserver", "etcd")  # fmt: skip
+COMPONENT_ORDER = (
+    "operator",
+    "fleet-agent",
+    "standins",
+    "karpenter",
+    "kwok",
+    "kube-scheduler",
+    "kube-controller-manager",
+    "kube-apiserver",
+    "etcd",
+)
 
 
 class ClusterError(RuntimeError):
@@ -90,12 +99,14 @@ class DevCluster:
         karpenter: bool = False,
         install_crds: bool = True,
         operator: bool = False,
+        time_scale: float = 1.0,
     ) -> None:
         self.run_dir = (run_dir or default_run_dir()).resolve()
         self.profile = profile
         self.karpenter = karpenter
         self.install_crds = install_crds
         self.operator = operator
+        self.time_scale = time_scale
         self.bin = bin_dir()
         self.state: State | None = None
 
@@ -151,6 +162,9 @@ class DevCluster:
             standins = [sys.executable, "-m", "qwenfleet.devcluster.standins", f"--kubeconfig={self.kubeconfig}",
                         f"--storage-root={self.run_dir / 'volumes'}"]  # fmt: skip
             self._spawn("standins", standins, binary=False)
+            agent = [sys.executable, "-m", "qwenfleet.devcluster.fleet_agent", f"--kubeconfig={self.kubeconfig}",
+                     f"--time-scale={self.time_scale}"]  # fmt: skip
+            self._spawn("fleet-agent", agent, binary=False)
             if self.operator:
                 run = [sys.executable, "-m", "qwenfleet.cli", "run", "--all-namespaces",
                        f"--kubeconfig={self.kubeconfig}", "--metrics-port=0", "--health-port=0"]  # fmt: skip

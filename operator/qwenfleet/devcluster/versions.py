@@ -9,7 +9,7 @@ from pathlib import Path
 
 GOMOD_DIR = Path(__file__).resolve().parent / "gomod"
 RECIPE_VERSION = "3"
-"""Bump when the build recipe (flags, layout) changes, so cached binaries are rebuilt."""
+"""Bump when the cache layout changes; the build steps and data lists are part of the stamp already."""
 
 KUBERNETES = "v1.36.3"
 ETCD = "v3.6.16"
@@ -73,9 +73,11 @@ def bin_dir() -> Path:
     return cache_root() / "cp-bin" / key
 
 
-def recipe_digest() -> str:
-    """What the stamp must match: the wrapper modules' go.sum files and the recipe version."""
-    digest = hashlib.sha256(RECIPE_VERSION.encode())
-    for gosum in sorted(GOMOD_DIR.glob("*/go.sum")):
-        digest.update(gosum.read_bytes())
+def recipe_digest(recipe: str = "") -> str:
+    """What the stamp must match: the wrapper modules' go.mod/go.sum files, the recipe version and `recipe`
+    (the build steps, as the builder describes them)."""
+    digest = hashlib.sha256(f"{RECIPE_VERSION}\n{recipe}\n{THIRD_PARTY_CRDS!r}\n{KWOK_STAGES!r}\n".encode())
+    for path in sorted([*GOMOD_DIR.glob("*/go.mod"), *GOMOD_DIR.glob("*/go.sum")]):
+        digest.update(f"{path.parent.name}/{path.name}\n".encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
