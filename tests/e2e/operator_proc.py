@@ -60,7 +60,7 @@ class OperatorProcess:
         self.metrics_port = free_port()
         log = self.log_path.open("wb")
         cmd = [sys.executable, "-m", "qwenfleet.cli", "run", "--all-namespaces", f"--kubeconfig={self.kubeconfig}",
-               f"--metrics-port={self.metrics_port}", "--health-port=0"]  # fmt: skip
+               f"--metrics-port={self.metrics_port}", "--health-port=0", "--autoscale-interval=1"]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + 30

@@ -157,6 +157,53 @@ async def test_karpenter_provisions_a_node_for_a_pending_gpu_pod(kube: Kube, nam
         assert node is not None
         assert node["metadata"]["labels"]["karpenter.sh/nodepool"] == pool_name
         assert node["status"]["capacity"]["nvidia.com/gpu"] == "4"
+        assert node["spec"]["providerID"].startswith("kwok://")
+        # Karpenter's nodes have no podCIDR: kwok gives their pods addresses from its --cidr, loopback too.
+        assert ipaddress.ip_address(pod["status"]["podIP"]) in ipaddress.ip_network("127.1.128.0/17")
     finally:
         await kube.delete("apps/v1", "Deployment", "l40s", namespace)
         await kube.delete("karpenter.sh/v1", "NodePool", pool_name)
+
+
+async def test_nodes_carry_the_labels_taints_and_capacity_of_real_gpu_nodes(kube: Kube) -> None:
+    by_name = {n["metadata"]["name"]: n for n in await kube.list("v1", "Node")}
+    h100, l4, cpu = by_name["h100-80gb-0"], by_name["l4-24gb-0"], by_name["cpu-0"]
+    assert {k: v for k, v in h100["metadata"]["labels"].items() if "gpu" in k or "instance-type" in k} == {
+        "nvidia.com/gpu.present": "true",
+        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3",
+        "nvidia.com/gpu.count": "8",
+        "nvidia.com/gpu.memory": "81559",
+        "nvidia.com/gpu.family": "hopper",
+        "node.kubernetes.io/instance-type": "p5.48xlarge",
+        "karpenter.k8s.aws/instance-gpu-name": "h100",
+        "karpenter.k8s.aws/instance-gpu-count": "8",
+        "karpenter.k8s.aws/instance-gpu-memory": "81920",
+        "karpenter.k8s.aws/instance-gpu-manufacturer": "nvidia",
+    }
+    assert l4["metadata"]["labels"]["nvidia.com/gpu.product"] == "NVIDIA-L4"
+    assert l4["metadata"]["labels"]["nvidia.com/gpu.memory"] == "23034"
+    assert l4["metadata"]["labels"]["karpenter.k8s.aws/instance-gpu-memory"] == "22888"
+    for node in (h100, l4):
+        assert node["spec"]["taints"] == [{"key": "nvidia.com/gpu", "value": "true", "effect": "NoSchedule"}]
+        assert node["metadata"]["labels"]["topology.kubernetes.io/zone"]
+    assert h100["status"]["allocatable"]["nvidia.com/gpu"] == "8"
+    assert l4["status"]["allocatable"]["nvidia.com/gpu"] == "1"
+    # The profile's capacity survives kwok's node-initialize stage (which fills an empty capacity with 1k CPUs).
+    assert cpu["status"]["capacity"]["cpu"] == "32" and "nvidia.com/gpu" not in cpu["status"]["capacity"]
+    cidrs = [ipaddress.ip_network(n["spec"]["podCIDR"]) for n in by_name.values() if n["spec"].get("podCIDR")]
+    assert len(cidrs) >= 5 and all(c.subnet_of(ipaddress.ip_network("127.1.0.0/16")) for c in cidrs)
+    assert len(set(cidrs)) == len(cidrs)
+
+
+async def test_third_party_crds_the_operator_renders_against_are_established(kube: Kube) -> None:
+    for name in (
+        "nodepools.karpenter.sh",
+        "nodeclaims.karpenter.sh",
+        "kwoknodeclasses.karpenter.kwok.sh",
+        "leaderworkersets.leaderworkerset.x-k8s.io",
+        "scaledobjects.keda.sh",
+        "servicemonitors.monitoring.coreos.com",
+    ):
+        crd = await kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name)
+        assert crd is not None, name
+        assert {c["type"]: c["status"] for c in crd["status"]["conditions"]}["Established"] == "True", name

@@ -9,7 +9,7 @@ from qwenfleet.api import Qwen3DeploymentSpec
 from qwenfleet.controller.deployment import desired_replicas, plan_request
 from qwenfleet.planner import plan
 from qwenfleet.render import Capabilities, DeploymentInput, Owner, desired_children
-from qwenfleet.render.names import PLAN_ANNOTATION, WAKE_ANNOTATION, bounded, nodepool_name
+from qwenfleet.render.names import PLAN_ANNOTATION, bounded, nodepool_name
 from qwenfleet.render.nodepool import gpu_limit
 
 OWNER = Owner(name="qwen", namespace="team-a", uid="1234")
@@ -146,13 +146,13 @@ def test_extra_args_are_appended_after_planner_args() -> None:
 
 def test_replica_writer_per_mode() -> None:
     none = Qwen3DeploymentSpec.model_validate({"model": "Qwen3-8B", "gpu": "L4-24GB", "replicas": 3})
-    assert desired_replicas(none, {}, {}) == 3
+    assert desired_replicas(none, {}) == 3
     builtin = Qwen3DeploymentSpec.model_validate(
         {"model": "Qwen3-8B", "gpu": "L4-24GB", "autoscaling": {"mode": "builtin", "minReplicas": 0, "maxReplicas": 4}}
     )
-    assert desired_replicas(builtin, {}, {}) == 0
-    assert desired_replicas(builtin, {"autoscaler": {"desiredReplicas": 9}}, {}) == 4
-    assert desired_replicas(builtin, {"autoscaler": {"desiredReplicas": 0}}, {WAKE_ANNOTATION: "t"}) == 1
+    assert desired_replicas(builtin, {}) == 0
+    assert desired_replicas(builtin, {"autoscaler": {"desiredReplicas": 9}}) == 4
+    assert desired_replicas(builtin, {"autoscaler": {"desiredReplicas": 2}}) == 2
 
 
 def test_long_names_are_bounded() -> None:

@@ -17,7 +17,6 @@ from qwenfleet.planner import PlanInfeasible, PlanRequest, plan
 from qwenfleet.render import Capabilities, DeploymentInput, Owner, desired_children, endpoint, serving_selector
 from qwenfleet.render.names import (
     GROUP,
-    WAKE_ANNOTATION,
     cache_pvc_name,
     download_job_name,
     nodepool_name,
@@ -41,6 +40,7 @@ class PodState:
     ready: bool
     unschedulable: str | None = None
     node: str | None = None
+    ip: str | None = None
 
 
 @dataclass
@@ -79,7 +79,7 @@ def plan_request(spec: Qwen3DeploymentSpec) -> PlanRequest:
     )
 
 
-def desired_replicas(spec: Qwen3DeploymentSpec, status: Obj, annotations: dict[str, str]) -> int:
+def desired_replicas(spec: Qwen3DeploymentSpec, status: Obj) -> int:
     """Replicas the workload should have now; exactly one writer decides per autoscaling mode."""
     scaling = spec.autoscaling
     mode = scaling.mode if scaling else AutoscalingMode.NONE
@@ -89,9 +89,7 @@ def desired_replicas(spec: Qwen3DeploymentSpec, status: Obj, annotations: dict[s
         return spec.replicas if spec.replicas is not None else scaling.min_replicas
     decided = (status.get("autoscaler") or {}).get("desiredReplicas")
     replicas = scaling.min_replicas if decided is None else int(decided)
-    if replicas == 0 and annotations.get(WAKE_ANNOTATION):
-        replicas = 1
-    return max(scaling.min_replicas if replicas else 0, min(scaling.max_replicas, replicas))
+    return max(0, min(scaling.max_replicas, replicas))
 
 
 async def _check_preconditions(kube: Kube, spec: Qwen3DeploymentSpec, p: Plan, namespace: str) -> None:
@@ -242,7 +240,7 @@ async def reconcile_deployment(kube: Kube, body: Obj, pods: list[PodState], caps
     except Blocked as exc:
         return await _blocked(kube, body, status, exc.reason, exc.message, generation)
 
-    replicas = desired_replicas(spec, status, meta.get("annotations") or {})
+    replicas = desired_replicas(spec, status)
     probe = DeploymentInput(owner=owner, spec=spec, plan=the_plan, replicas=replicas, capabilities=caps)
     cache = await _cache_state(kube, probe)
     cache_ready = cache.status is True

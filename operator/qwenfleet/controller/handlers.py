@@ -14,8 +14,11 @@ from collections.abc import Mapping
 from contextlib import suppress
 from typing import Any
 
+import aiohttp
 import kopf
 
+from qwenfleet.autoscale.loop import Memory
+from qwenfleet.autoscale.loop import tick as autoscale_tick
 from qwenfleet.controller import metrics
 from qwenfleet.controller.deployment import (
     FINALIZER,
@@ -41,6 +44,7 @@ CHILD_RESOURCES = (
     ("", "v1", "persistentvolumeclaims"),
 )
 RESYNC_SECONDS = 60.0
+AUTOSCALE_INTERVAL_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 120.0
 Key = tuple[str, str]
 
@@ -94,7 +98,8 @@ def _pod_state(name: str, status: dict[str, Any]) -> PodState:
     if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
         unschedulable = str(scheduled.get("message") or "unschedulable")
     ready = (conditions.get("Ready") or {}).get("status") == "True"
-    return PodState(name=name, phase=str(status.get("phase") or ""), ready=ready, unschedulable=unschedulable)
+    phase = str(status.get("phase") or "")
+    return PodState(name=name, phase=phase, ready=ready, unschedulable=unschedulable, ip=status.get("podIP"))
 
 
 @kopf.index("pods", labels={**OWNED, "app.kubernetes.io/component": "model-server"})
@@ -197,6 +202,36 @@ async def _first(trigger: asyncio.Event, stopped: kopf.DaemonStopped) -> None:
     finally:
         for waiter in waiters:
             waiter.cancel()
+
+
+def _builtin(spec: kopf.Spec, **_: Any) -> bool:
+    return bool((spec.get("autoscaling") or {}).get("mode") == "builtin")
+
+
+@kopf.daemon(*DEPLOYMENTS, when=_builtin, cancellation_timeout=5.0)
+async def autoscaler_daemon(
+    body: kopf.Body, namespace: str | None, name: str, memo: Any, stopped: kopf.DaemonStopped, **kwargs: Any
+) -> None:
+    """The builtin autoscaler: scrape ready replicas, decide, record in status, wake the reconcile."""
+    key = (namespace or "", name)
+    pods_index: kopf.Index[Key, PodState] = kwargs["model_server_pods"]
+    memory = Memory()
+    async with aiohttp.ClientSession() as session:
+        while not stopped:
+            try:
+                ips = [p.ip for p in pods_index.get(key, []) if p.ready and p.ip]
+                decision = await autoscale_tick(memo.kube, session, dict(body), ips, memory)
+                if decision is not None:
+                    kind = "Normal"
+                    kopf.event(
+                        body, type=kind, reason="Scaled", message=f"{decision.desired} replicas: {decision.reason}"
+                    )
+                    _trigger(memo, key)
+            except KubeError as exc:
+                log.warning("autoscaler %s/%s: %s", namespace, name, exc)
+            except Exception:
+                log.exception("autoscaler %s/%s crashed; continuing", namespace, name)
+            await stopped.wait(memo.get("autoscale_interval") or AUTOSCALE_INTERVAL_SECONDS)
 
 
 @kopf.on.delete(*DEPLOYMENTS)

@@ -21,7 +21,12 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import qwenfleet.controller.handlers  # noqa: F401  (registers the handlers)
 
-    memo = kopf.Memo(kubeconfig=args.kubeconfig, metrics_port=args.metrics_port, prometheus_url=args.prometheus_url)
+    memo = kopf.Memo(
+        kubeconfig=args.kubeconfig,
+        metrics_port=args.metrics_port,
+        prometheus_url=args.prometheus_url,
+        autoscale_interval=args.autoscale_interval,
+    )
     namespaces = [] if args.all_namespaces else [args.namespace or "default"]
     liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
     asyncio.run(
@@ -46,5 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0: off)")
     p.add_argument("--health-port", type=int, default=8080, help="liveness /healthz port (0: off)")
     p.add_argument("--prometheus-url", default=None, help="Prometheus the KEDA ScaledObjects query")
+    p.add_argument("--autoscale-interval", type=float, default=10.0, help="seconds between autoscaler decisions")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=run)

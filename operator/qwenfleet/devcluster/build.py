@@ -195,7 +195,7 @@ def _build(target: Path, console: Console) -> None:
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
     log = target.parent / f"build-{target.name}.log"
     log.write_text("")
-    console.print(f"Building the local control plane into {target} (log: {log})")
+    console.print(f"Building the local control plane into {target} (log: {log})", soft_wrap=True)
     started = time.monotonic()
     failed_optional: list[str] = []
     interactive = sys.stdout.isatty()
@@ -230,7 +230,7 @@ def _build(target: Path, console: Console) -> None:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
     skipped = f" (optional, failed: {', '.join(failed_optional)})" if failed_optional else ""
-    console.print(f"Control plane built in {time.monotonic() - started:.0f}s: {target}{skipped}")
+    console.print(f"Control plane built in {time.monotonic() - started:.0f}s: {target}{skipped}", soft_wrap=True)
 
 
 class _NoHeartbeat:

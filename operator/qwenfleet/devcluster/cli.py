@@ -41,8 +41,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 1
     took = time.monotonic() - started
     console.print(f"Dev cluster ready in {took:.1f}s: {state.server} (Kubernetes {versions.KUBERNETES})")
-    console.print(f"Logs: {cluster.run_dir / 'logs'}")
-    console.print(f"export KUBECONFIG={cluster.kubeconfig}")
+    print(f"Run directory: {cluster.run_dir} (logs in {cluster.run_dir / 'logs'})")  # plain: paths never wrap
+    print(f"export KUBECONFIG={cluster.kubeconfig}")
     if not args.no_operator:
         console.print(
             "The qwenfleet operator is running; try: kubectl apply -f manifests/examples/qwen3-30b-a3b-h100.yaml"

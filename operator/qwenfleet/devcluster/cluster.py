@@ -365,18 +365,27 @@ def _node_ready(node: dict[str, Any]) -> bool:
 
 
 def stop_state(state: State, grace: float = 5.0) -> None:
-    """Terminate the process groups recorded in `state`, in reverse start order."""
-    order = [c for c in COMPONENT_ORDER if c in state.pids] + [c for c in state.pids if c not in COMPONENT_ORDER]
-    for name in order:
-        _signal(state.pids[name], signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(alive(p) for p in state.pids.values()):
-        time.sleep(0.1)
-    for pid in state.pids.values():
-        _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(alive(p) for p in state.pids.values()):
-        time.sleep(0.1)
+    """Terminate the process groups recorded in `state`: clients first, then the API server, then etcd.
+
+    Each tier gets SIGTERM and `grace` seconds, then SIGKILL. Stopping etcd together with the API server would
+    leave the API server retrying etcd until it is killed; in tiers a warm `dev down` takes about a second.
+    """
+    servers = ("kube-apiserver", "etcd")
+    clients = [c for c in COMPONENT_ORDER if c in state.pids and c not in servers]
+    clients += [c for c in state.pids if c not in COMPONENT_ORDER]
+    for tier in (clients, ["kube-apiserver"], ["etcd"]):
+        pids = [state.pids[name] for name in tier if name in state.pids]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                _signal(pid, sig)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline and any(alive(p) for p in pids):
+                time.sleep(0.05)
+            if not any(alive(p) for p in pids):
+                break
+        for pid in pids:  # whatever else runs in those process groups
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
     state.pids = {}
     state.save()
 

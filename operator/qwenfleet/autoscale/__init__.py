@@ -1,0 +1,1 @@
+"""Autoscaling: the pure policy, the metric signals, and the loop that applies decisions."""

@@ -1,0 +1,118 @@
+"""The builtin autoscaling policy: replicas from queue depth, running requests and KV pressure. Pure.
+
+- Demand is what the replicas hold or queue (running + waiting). A replica comfortably serves its effective
+  concurrency plus `target_queue` waiting requests, so wanted = ceil(demand / (concurrency + target_queue)).
+- Replicas still starting count as capacity on its way: the comparison is against the current *desired*
+  count, not the ready one, so a big model's minutes of cold start do not trigger more and more scale-ups.
+- Scale-up is immediate (rate-limited to doubling plus four per decision); a full KV cache with requests
+  waiting adds a replica even when the queue is short.
+- Scale-down waits: the highest recommendation of the last `scale_down_delay` seconds wins, and nothing
+  scales down within `scale_down_delay` of a scale-up (no flapping), one replica at a time.
+- Scale to zero after `idle_to_zero` seconds without any request, when minReplicas is 0; a wake request
+  (from the router) or any queued request brings one replica back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+KV_PRESSURE = 0.9
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The deployment's autoscaling spec and its plan's capacity."""
+
+    min_replicas: int
+    max_replicas: int
+    target_queue: float
+    scale_down_delay: float
+    idle_to_zero: float
+    concurrency: int
+    """Sequences one replica runs at once at typical lengths: min(maxNumSeqs, KV tokens / 2048)."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the replicas' /metrics said, summed over ready replicas."""
+
+    ready: int
+    waiting: float
+    running: float
+    kv_usage: float
+    active: bool
+    """Any request seen since the previous observation (tokens generated, or requests present)."""
+    wake: bool = False
+
+
+@dataclass(frozen=True)
+class State:
+    """What the policy remembers between decisions."""
+
+    desired: int
+    last_scale_up: float | None = None
+    last_scale_down: float | None = None
+    last_active: float = 0.0
+    recommendations: tuple[tuple[float, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The replica count to run now, why, and the state to remember."""
+
+    desired: int
+    reason: str
+    state: State
+
+
+def wanted_replicas(obs: Observation, s: Settings) -> int:
+    """Replicas the current demand needs, before limits and delays."""
+    demand = obs.running + obs.waiting
+    wanted = math.ceil(demand / (max(1, s.concurrency) + s.target_queue)) if demand > 0 else 0
+    if obs.kv_usage >= KV_PRESSURE and obs.waiting > 0:
+        wanted = max(wanted, obs.ready + 1)
+    return wanted
+
+
+def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
+    """The next replica count."""
+    demand = obs.running + obs.waiting
+    last_active = now if (obs.active or demand > 0 or obs.wake) else state.last_active
+    raw = wanted_replicas(obs, s)
+    window = (*tuple((t, r) for t, r in state.recommendations if now - t < s.scale_down_delay), (now, raw))
+    current = state.desired
+
+    def result(desired: int, reason: str) -> Decision:
+        desired = max(0, min(s.max_replicas, desired))
+        up = desired > current
+        down = desired < current
+        new = replace(
+            state,
+            desired=desired,
+            last_active=last_active,
+            recommendations=window,
+            last_scale_up=now if up else state.last_scale_up,
+            last_scale_down=now if down else state.last_scale_down,
+        )
+        return Decision(desired, reason, new)
+
+    if current == 0:
+        if obs.wake or demand > 0:
+            return result(max(1, s.min_replicas, min(raw, 4)), "wake: a request arrived for a model at zero")
+        if s.min_replicas > 0:
+            return result(s.min_replicas, "raised to minReplicas")
+        return result(0, "idle at zero")
+    floor = max(1, s.min_replicas)
+    if raw > current:
+        step = min(raw, current * 2 + 4)
+        return result(step, f"scale up: {demand:.0f} requests in flight need {raw} replicas")
+    if s.min_replicas == 0 and demand == 0 and now - last_active >= s.idle_to_zero:
+        return result(0, f"scale to zero: idle for {now - last_active:.0f}s")
+    if current < floor:
+        return result(floor, "raised to minReplicas")
+    stable = max(*(r for _, r in window), floor)
+    cooling = state.last_scale_up is not None and now - state.last_scale_up < s.scale_down_delay
+    if stable < current and not cooling:
+        return result(current - 1, f"scale down: {stable} replicas have sufficed for {s.scale_down_delay:.0f}s")
+    return result(current, "steady")

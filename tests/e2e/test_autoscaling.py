@@ -1,0 +1,155 @@
+"""Queue-depth autoscaling on the simulated fleet: up under load, down when idle, to zero, and awake again."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from qwenfleet.kube import Kube
+from tests.e2e.operator_proc import OperatorProcess, wait_for
+from tests.e2e.test_reconciler import API, KIND, _create, _pods, _wait_ready
+
+pytestmark = pytest.mark.e2e
+
+
+def _deployment(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": API,
+        "kind": KIND,
+        "metadata": {"name": name},
+        "spec": {
+            "model": "Qwen3-0.6B",
+            "gpu": "H100-80GB",
+            "overrides": {"maxNumSeqs": 4},
+            "autoscaling": {"mode": "builtin", "minReplicas": 0, "maxReplicas": 3, "targetQueueDepth": 2,
+                            "scaleDownDelaySeconds": 5, "scaleToZeroAfterSeconds": 30},
+        },
+    }  # fmt: skip
+
+
+async def _desired(kube: Kube, namespace: str, name: str) -> int:
+    obj = await kube.get(API, KIND, name, namespace)
+    return int(((obj or {}).get("status") or {}).get("desiredReplicas", -1))
+
+
+async def _running(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
+    return [p for p in await _pods(kube, namespace, name) if p["status"].get("phase") == "Running"]
+
+
+async def test_builtin_autoscaler_follows_the_queue(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    name = "scaled"
+    doc = _deployment(name)
+    doc["spec"]["autoscaling"]["minReplicas"] = 1
+    await _create(kube, namespace, doc)
+    await _wait_ready(kube, namespace, name)
+    first = (await _running(kube, namespace, name))[0]["status"]["podIP"]
+    base = f"http://{first}:8000"
+    stop = asyncio.Event()
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        body = {"model": "Qwen3-0.6B", "prompt": "tell me a long story", "max_tokens": 4000}
+        while not stop.is_set():
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.post(f"{base}/v1/completions", json=body) as r:
+                    await r.read()
+
+    async with aiohttp.ClientSession() as session:
+
+        async def serving() -> bool:
+            try:
+                async with session.get(f"{base}/health") as r:
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await wait_for(serving, 30, "the simulated vLLM to load")
+        clients = [asyncio.ensure_future(client(session)) for _ in range(24)]
+        try:
+
+            async def scaled_up() -> bool:
+                return len(await _running(kube, namespace, name)) == 3
+
+            await wait_for(scaled_up, 60, "three Running replicas under load")
+            obj = await kube.get(API, KIND, name, namespace)
+            assert obj is not None and obj["status"]["autoscaler"]["reason"].startswith("scale up")
+            assert obj["status"]["autoscaler"]["queuePerReplica"] > 0
+            events = await kube.list("v1", "Event", namespace)
+            assert any(e.get("reason") == "Scaled" for e in events)
+        finally:
+            stop.set()
+            for task in clients:
+                task.cancel()
+            await asyncio.gather(*clients, return_exceptions=True)
+
+    async def back_to_min() -> bool:
+        return len(await _running(kube, namespace, name)) == 1 and await _desired(kube, namespace, name) == 1
+
+    await wait_for(back_to_min, 90, "scale back down to minReplicas when idle")
+    deployment = await kube.get("apps/v1", "Deployment", name, namespace)
+    assert deployment is not None and deployment["spec"]["replicas"] == 1
+    obj = await kube.get(API, KIND, name, namespace)
+    assert obj is not None and "replicas" not in obj["spec"]  # the autoscaler never writes spec.replicas
+
+
+async def test_scale_to_zero_and_wake(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    name = "sleepy"
+    await _create(kube, namespace, _deployment(name))
+
+    async def at_zero() -> bool:
+        obj = await kube.get(API, KIND, name, namespace)
+        status = (obj or {}).get("status") or {}
+        return status.get("observedGeneration") == 1 and status.get("desiredReplicas") == 0
+
+    await wait_for(at_zero, 30, "minReplicas 0 starts at zero")
+    ready = await _wait_ready(kube, namespace, name)
+    assert ready["reason"] == "ScaledToZero"
+    await kube.merge_patch(API, KIND, name, namespace, {"metadata": {"annotations": {"qwenfleet.dev/wake": "1"}}})
+
+    async def awake() -> bool:
+        return len(await _running(kube, namespace, name)) == 1
+
+    await wait_for(awake, 30, "a wake annotation brings one replica")
+
+    async def asleep() -> bool:
+        return not await _pods(kube, namespace, name) and await _desired(kube, namespace, name) == 0
+
+    await wait_for(asleep, 90, "back to zero after the idle time")
+
+
+async def test_kubectl_scale_in_mode_none(
+    kube: Kube, namespace: str, operator: OperatorProcess, kubeconfig: Path
+) -> None:
+    name = "manual"
+    doc = _deployment(name)
+    doc["spec"].pop("autoscaling")
+    doc["spec"]["replicas"] = 1
+    await _create(kube, namespace, doc)
+    await _wait_ready(kube, namespace, name)
+    subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "-n", namespace, "scale", "q3d", name, "--replicas=2"],
+                   check=True, capture_output=True)  # fmt: skip
+
+    async def two() -> bool:
+        return len(await _running(kube, namespace, name)) == 2
+
+    await wait_for(two, 30, "kubectl scale to 2")
+    scale = await kube._call("GET", f"/apis/{API}/namespaces/{namespace}/qwen3deployments/{name}/scale")
+    assert scale["spec"]["replicas"] == 2 and "qwenfleet.dev/deployment=manual" in scale["status"]["selector"]
+
+
+async def test_keda_mode_renders_a_scaled_object(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    name = "keda"
+    doc = _deployment(name)
+    doc["spec"]["autoscaling"]["mode"] = "keda"
+    await _create(kube, namespace, doc)
+
+    async def scaled_object() -> dict[str, Any] | None:
+        return await kube.get("keda.sh/v1alpha1", "ScaledObject", name, namespace)
+
+    obj = await wait_for(scaled_object, 30, "ScaledObject")
+    assert obj["spec"]["scaleTargetRef"]["kind"] == KIND and obj["spec"]["maxReplicaCount"] == 3
