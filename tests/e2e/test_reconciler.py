@@ -314,3 +314,23 @@ async def test_karpenter_pool_and_weight_cache(kube: Kube, namespace: str, opera
         return await kube.get("karpenter.sh/v1", "NodePool", pool_name) is None
 
     await wait_for(pool_gone, 60, "NodePool removed by the finalizer")
+
+
+async def test_unschedulable_replicas_are_reported_with_the_gpu_shortfall(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    doc = _example("qwen3-235b-fp8-h100.yaml")
+    doc["spec"]["replicas"] = 5  # 5 x 4 H100s; the cluster has 16
+    name = doc["metadata"]["name"]
+    await _create(kube, namespace, doc)
+
+    async def unschedulable() -> dict[str, Any] | None:
+        cond = await _condition(kube, namespace, name)
+        return cond if cond and cond["reason"] == "Unschedulable" else None
+
+    cond = await wait_for(unschedulable, 60, "Ready=False Unschedulable")
+    assert "nvidia.com/gpu" in cond["message"]
+    degraded = await _condition(kube, namespace, name, "Degraded")
+    assert degraded is not None and degraded["status"] == "True"
+    await kube.merge_patch(API, KIND, name, namespace, {"spec": {"replicas": 1}})
+    await _wait_ready(kube, namespace, name)
