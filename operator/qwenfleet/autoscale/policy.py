@@ -6,8 +6,9 @@
   count, not the ready one, so a big model's minutes of cold start do not trigger more and more scale-ups.
 - Scale-up is immediate (rate-limited to doubling plus four per decision); a full KV cache with requests
   waiting adds a replica even when the queue is short.
-- Scale-down waits: the highest recommendation of the last `scale_down_delay` seconds wins, and nothing
-  scales down within `scale_down_delay` of a scale-up (no flapping), one replica at a time.
+- Scale-down waits and keeps headroom: the highest recommendation of the last `scale_down_delay` seconds
+  wins, where a recommendation is the replicas that would carry the demand at 70% of their concurrency;
+  nothing scales down within `scale_down_delay` of a scale-up, and one replica goes at a time.
 - Scale to zero after `idle_to_zero` seconds without any request, when minReplicas is 0; a wake request
   (from the router) or any queued request brings one replica back.
 """
@@ -18,6 +19,10 @@ import math
 from dataclasses import dataclass, replace
 
 KV_PRESSURE = 0.9
+SCALE_DOWN_UTILIZATION = 0.7
+"""Scale down only when the remaining replicas would run at most this share of their concurrency."""
+SCALE_DOWN_UTILIZATION = 0.7
+"""Scale down only when the remaining replicas would run at most this share of their capacity (hysteresis)."""
 
 
 @dataclass(frozen=True)
@@ -75,12 +80,19 @@ def wanted_replicas(obs: Observation, s: Settings) -> int:
     return wanted
 
 
+def sufficient_replicas(obs: Observation, s: Settings) -> int:
+    """Replicas that carry the demand at SCALE_DOWN_UTILIZATION of their concurrency: the floor for scaling down."""
+    demand = obs.running + obs.waiting
+    return math.ceil(demand / (SCALE_DOWN_UTILIZATION * max(1, s.concurrency))) if demand > 0 else 0
+
+
 def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
     """The next replica count."""
     demand = obs.running + obs.waiting
     last_active = now if (obs.active or demand > 0 or obs.wake) else state.last_active
     raw = wanted_replicas(obs, s)
-    window = (*tuple((t, r) for t, r in state.recommendations if now - t < s.scale_down_delay), (now, raw))
+    keep = max(raw, sufficient_replicas(obs, s))
+    window = (*tuple((t, r) for t, r in state.recommendations if now - t < s.scale_down_delay), (now, keep))
     current = state.desired
 
     def result(desired: int, reason: str) -> Decision:

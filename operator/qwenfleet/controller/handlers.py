@@ -132,10 +132,16 @@ for _group, _version, _plural in CHILD_RESOURCES:
 
 
 @kopf.on.event(*DEPLOYMENTS)
-def deployment_changed(namespace: str | None, name: str, meta: kopf.Meta, memo: Any, **_: Any) -> None:
-    """Wake the deployment's daemon when its spec or wake annotation changed (not for our own status writes)."""
+def deployment_changed(
+    namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, memo: Any, **_: Any
+) -> None:
+    """Wake the deployment's daemon when its spec, wake annotation or autoscaler decision changed.
+
+    Other status writes (our own) do not trigger a reconcile.
+    """
     key = (namespace or "", name)
-    seen = (meta.get("generation"), (meta.get("annotations") or {}).get(WAKE_ANNOTATION))
+    decided = (status.get("autoscaler") or {}).get("desiredReplicas")
+    seen = (meta.get("generation"), (meta.get("annotations") or {}).get(WAKE_ANNOTATION), decided)
     if memo.seen.get(key) != seen:
         memo.seen[key] = seen
         _trigger(memo, key)

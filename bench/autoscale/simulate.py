@@ -1,0 +1,228 @@
+"""A fast fleet simulation in one-second steps: replicas that start, serve, drain; policies that scale them.
+
+Service times come from the simulator's performance model (`qwenfleet.sim.engine.PerfModel`, calibrated from the
+Plan); the builtin policy is the operator's own `qwenfleet.autoscale.policy.decide`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bench.autoscale.traces import Trace
+from qwenfleet.api.plan import Plan
+from qwenfleet.autoscale.policy import Observation, Settings, State, decide
+from qwenfleet.sim.engine import PerfModel
+
+HPA_SYNC = 15
+HPA_TOLERANCE = 0.1
+HPA_DOWN_WINDOW = 300
+BUILTIN_INTERVAL = 10
+TARGET_QUEUE = 4
+SCALE_DOWN_DELAY = 300
+
+
+@dataclass
+class Replica:
+    """One model replica: in flight requests' remaining output tokens."""
+
+    ready_at: float
+    draining: bool = False
+    remaining: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass
+class Result:
+    """What one policy did on one trace."""
+
+    gpu_hours: float
+    ttft: np.ndarray
+    scale_times: list[tuple[float, int]]
+    replicas_over_time: np.ndarray
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model's plan and what the simulation derives from it."""
+
+    plan: Plan
+    perf: PerfModel
+    concurrency: int
+    cold_start: float
+
+    @classmethod
+    def of(cls, plan: Plan) -> Model:
+        """Concurrency: sequences that fit at the trace's typical ~1,100 tokens each."""
+        perf = PerfModel.from_plan(plan)
+        return cls(plan, perf, max(1, min(plan.max_num_seqs, plan.kv_cache_tokens // 1100)), plan.cold_start_seconds)
+
+    def replica_rate(self) -> float:
+        """Requests per second one replica finishes at full concurrency (256-token answers)."""
+        return self.concurrency / (256 * self.perf.step_seconds(self.concurrency, 0))
+
+
+class Policy:
+    """Decides the replica count; `every` is its decision period in seconds."""
+
+    every = 1
+
+    def desired(self, t: float, obs: Observation, live: int, all_pods: int) -> int:
+        raise NotImplementedError
+
+
+class Static(Policy):
+    """Peak provisioning: the replicas the trace's busiest moment needs, all the time."""
+
+    def __init__(self, replicas: int) -> None:
+        self.replicas = replicas
+
+    def desired(self, t: float, obs: Observation, live: int, all_pods: int) -> int:
+        return self.replicas
+
+
+class HPA(Policy):
+    """The Kubernetes HPA algorithm on vllm:num_requests_waiting (average per pod, target TARGET_QUEUE).
+
+    15 s sync; 10% tolerance; pods not ready count as 0 for scale-up; scale-up limited to max(100%, 4 pods) per
+    period; scale-down to the highest recommendation of the last 300 s; minReplicas 1.
+    """
+
+    every = HPA_SYNC
+
+    def __init__(self, max_replicas: int) -> None:
+        self.max_replicas = max_replicas
+        self.history: deque[tuple[float, int]] = deque()
+
+    def desired(self, t: float, obs: Observation, live: int, all_pods: int) -> int:
+        current = max(1, live)
+        if obs.ready == 0:
+            ratio = 1.0 if obs.waiting == 0 else obs.waiting / TARGET_QUEUE / max(1, all_pods) + 1
+        else:
+            average = obs.waiting / obs.ready
+            if average > TARGET_QUEUE:  # scaling up: unready pods count as 0
+                average = obs.waiting / max(1, all_pods)
+            ratio = average / TARGET_QUEUE
+        recommendation = current if abs(ratio - 1) <= HPA_TOLERANCE else math.ceil(current * ratio)
+        recommendation = max(1, min(self.max_replicas, recommendation))
+        self.history.append((t, recommendation))
+        while self.history and t - self.history[0][0] > HPA_DOWN_WINDOW:
+            self.history.popleft()
+        if recommendation > current:
+            return min(recommendation, max(2 * current, current + 4))
+        return max(r for _, r in self.history)
+
+
+class Builtin(Policy):
+    """qwenfleet's policy, called exactly as the operator calls it."""
+
+    every = BUILTIN_INTERVAL
+
+    def __init__(self, model: Model, max_replicas: int) -> None:
+        self.settings = Settings(min_replicas=1, max_replicas=max_replicas, target_queue=TARGET_QUEUE,
+                                 scale_down_delay=SCALE_DOWN_DELAY, idle_to_zero=900,
+                                 concurrency=model.concurrency)  # fmt: skip
+        self.state = State(desired=1)
+
+    def desired(self, t: float, obs: Observation, live: int, all_pods: int) -> int:
+        decision = decide(t, obs, self.settings, self.state)
+        self.state = decision.state
+        return decision.desired
+
+
+class Oracle(Policy):
+    """Perfect foresight: knows every arrival and the cold start; has exactly what the next cold start needs."""
+
+    def __init__(self, needed: np.ndarray, cold_start: float) -> None:
+        horizon = int(cold_start) + 30
+        padded = np.concatenate([needed, np.zeros(horizon + 1, dtype=int)])
+        windows = np.lib.stride_tricks.sliding_window_view(padded, horizon + 1)
+        self.plan = windows.max(axis=1)[: len(needed)]
+
+    def desired(self, t: float, obs: Observation, live: int, all_pods: int) -> int:
+        return max(1, int(self.plan[min(int(t), len(self.plan) - 1)]))
+
+
+def needed_replicas(trace: Trace, model: Model, duration: int) -> np.ndarray:
+    """Replicas needed each second if requests were served at full-concurrency speed without queueing."""
+    step = model.perf.step_seconds(model.concurrency, 0)
+    ends = trace.arrivals + trace.prompt_tokens / model.perf.prefill_tokens_per_second + trace.output_tokens * step
+    delta = np.zeros(duration + 1)
+    np.add.at(delta, np.minimum(trace.arrivals.astype(int), duration), 1)
+    np.add.at(delta, np.minimum(ends.astype(int), duration), -1)
+    inflight = np.cumsum(delta)[:duration]
+    return np.ceil(inflight / model.concurrency).astype(int)
+
+
+def simulate(trace: Trace, model: Model, policy: Policy, duration: int) -> Result:
+    """Run the fleet under `policy` for `duration` seconds of the trace."""
+    replicas: list[Replica] = [Replica(ready_at=0.0)]
+    queue: deque[int] = deque()
+    ttft = np.full(len(trace.arrivals), np.nan)
+    gpu_seconds = 0.0
+    next_arrival = 0
+    scale_times: list[tuple[float, int]] = [(0.0, 1)]
+    over_time = np.zeros(duration, dtype=int)
+    last_tokens = 0.0
+    produced = 0.0
+    prefill = model.perf.prefill_tokens_per_second
+    for t in range(duration):
+        while next_arrival < len(trace.arrivals) and trace.arrivals[next_arrival] < t + 1:
+            queue.append(next_arrival)
+            next_arrival += 1
+        ready = [r for r in replicas if r.ready_at <= t and not r.draining]
+        for replica in sorted(ready, key=lambda r: len(r.remaining)):
+            free = model.concurrency - len(replica.remaining)
+            if free <= 0 or not queue:
+                continue
+            admitted = [queue.popleft() for _ in range(min(free, len(queue)))]
+            step = model.perf.step_seconds(len(replica.remaining) + len(admitted), 0)
+            idx = np.array(admitted)
+            ttft[idx] = np.maximum(t - trace.arrivals[idx], 0) + trace.prompt_tokens[idx] / prefill + step
+            replica.remaining = np.concatenate([replica.remaining, trace.output_tokens[idx].astype(float)])
+        for replica in replicas:
+            if replica.ready_at <= t and len(replica.remaining):
+                rate = 1.0 / model.perf.step_seconds(len(replica.remaining), 0)
+                produced += float(np.minimum(replica.remaining, rate).sum())
+                replica.remaining = replica.remaining - rate
+                replica.remaining = replica.remaining[replica.remaining > 0]
+        replicas = [r for r in replicas if not (r.draining and len(r.remaining) == 0)]
+        gpu_seconds += len(replicas) * model.plan.gpus_per_replica
+        over_time[t] = len(replicas)
+        if t % policy.every == 0:
+            live = [r for r in replicas if not r.draining]
+            ready_live = [r for r in live if r.ready_at <= t]
+            running = sum(len(r.remaining) for r in ready_live)
+            obs = Observation(
+                ready=len(ready_live),
+                waiting=float(len(queue)),
+                running=float(running),
+                kv_usage=max((len(r.remaining) / model.concurrency for r in ready_live), default=0.0),
+                active=produced > last_tokens or bool(queue),
+            )
+            last_tokens = produced
+            want = policy.desired(float(t), obs, len(live), len(replicas))
+            if want != len(live):
+                scale_times.append((float(t), want))
+            if want > len(live):
+                replicas += [Replica(ready_at=t + model.cold_start) for _ in range(want - len(live))]
+            elif want < len(live):
+                starting = [r for r in live if r.ready_at > t]
+                victims = (starting + sorted(ready_live, key=lambda r: len(r.remaining)))[: len(live) - want]
+                for r in victims:
+                    r.draining = True
+                replicas = [r for r in replicas if not (r.draining and (r.ready_at > t or len(r.remaining) == 0))]
+    return Result(gpu_seconds / 3600, ttft, scale_times, over_time)
+
+
+def flaps(scale_times: list[tuple[float, int]], window: float = SCALE_DOWN_DELAY) -> int:
+    """Reversals of direction within `window` seconds of the previous change."""
+    count = 0
+    changes = [(t, n - p) for (t, n), (_, p) in zip(scale_times[1:], scale_times, strict=False) if n != p]
+    for (t0, d0), (t1, d1) in itertools.pairwise(changes):
+        if d0 * d1 < 0 and t1 - t0 < window:
+            count += 1
+    return count

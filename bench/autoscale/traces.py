@@ -1,0 +1,57 @@
+"""Arrival traces for the autoscaling benchmark, generated from a seed (the generator is the record)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+DURATION_SECONDS = 3 * 3600
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Arrival times (s) with each request's prompt and output tokens."""
+
+    name: str
+    arrivals: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+
+
+def _poisson_times(rate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A non-homogeneous Poisson process from a per-second rate."""
+    counts = rng.poisson(rate)
+    seconds = np.repeat(np.arange(len(rate)), counts)
+    return np.sort(seconds + rng.random(len(seconds)))
+
+
+def rate_profile(kind: str, peak: float, duration: int = DURATION_SECONDS) -> np.ndarray:
+    """Requests per second over time for each trace shape (peak = the highest rate)."""
+    t = np.arange(duration, dtype=float)
+    if kind == "steady":
+        return np.full(duration, 0.6 * peak)
+    if kind == "diurnal":
+        return peak * (0.1 + 0.9 * (0.5 - 0.5 * np.cos(2 * math.pi * t / duration)))
+    if kind == "bursty":
+        on = ((t // 600) % 3 == 0).astype(float)  # 10 minutes on, 20 off
+        return peak * on + 0.02 * peak
+    if kind == "spike":
+        base = np.full(duration, 0.2 * peak)
+        base[(t >= duration / 2) & (t < duration / 2 + 900)] = peak
+        return base
+    raise ValueError(kind)
+
+
+def make_trace(kind: str, peak: float, seed: int) -> Trace:
+    """One trace: Poisson arrivals shaped by `kind`, log-normal prompts, geometric outputs."""
+    rng = np.random.default_rng(seed)
+    arrivals = _poisson_times(rate_profile(kind, peak), rng)
+    n = len(arrivals)
+    prompts = np.clip(rng.lognormal(mean=6.5, sigma=0.8, size=n), 16, 16_000).astype(int)
+    outputs = np.clip(rng.geometric(1 / 256, size=n), 1, 4096)
+    return Trace(kind, arrivals, prompts, outputs)
+
+
+TRACE_KINDS = ("steady", "diurnal", "bursty", "spike")
