@@ -159,12 +159,14 @@ def needed_replicas(trace: Trace, model: Model, duration: int) -> np.ndarray:
 
 def simulate(trace: Trace, model: Model, policy: Policy, duration: int) -> Result:
     """Run the fleet under `policy` for `duration` seconds of the trace."""
-    replicas: list[Replica] = [Replica(ready_at=0.0)]
+    idle = Observation(ready=0, waiting=0.0, running=0.0, kv_usage=0.0, active=False)
+    initial = max(1, policy.desired(0.0, idle, 1, 1)) if isinstance(policy, (Static, Oracle)) else 1
+    replicas: list[Replica] = [Replica(ready_at=0.0) for _ in range(initial)]  # provisioned policies start warm
     queue: deque[int] = deque()
     ttft = np.full(len(trace.arrivals), np.nan)
     gpu_seconds = 0.0
     next_arrival = 0
-    scale_times: list[tuple[float, int]] = [(0.0, 1)]
+    scale_times: list[tuple[float, int]] = [(0.0, initial)]
     over_time = np.zeros(duration, dtype=int)
     last_tokens = 0.0
     produced = 0.0

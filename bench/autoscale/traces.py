@@ -35,7 +35,7 @@ def rate_profile(kind: str, peak: float, duration: int = DURATION_SECONDS) -> np
     if kind == "diurnal":
         return peak * (0.1 + 0.9 * (0.5 - 0.5 * np.cos(2 * math.pi * t / duration)))
     if kind == "bursty":
-        on = ((t // 600) % 3 == 0).astype(float)  # 10 minutes on, 20 off
+        on = ((t // 600) % 3 == 1).astype(float)  # 10 minutes off, 10 on, 10 off, ...
         return peak * on + 0.02 * peak
     if kind == "spike":
         base = np.full(duration, 0.2 * peak)

@@ -79,8 +79,11 @@ async def test_builtin_autoscaler_follows_the_queue(kube: Kube, namespace: str, 
             obj = await kube.get(API, KIND, name, namespace)
             assert obj is not None and obj["status"]["autoscaler"]["reason"].startswith("scale up")
             assert obj["status"]["autoscaler"]["queuePerReplica"] > 0
-            events = await kube.list("v1", "Event", namespace)
-            assert any(e.get("reason") == "Scaled" for e in events)
+
+            async def scaled_event() -> bool:
+                return any(e.get("reason") == "Scaled" for e in await kube.list("v1", "Event", namespace))
+
+            await wait_for(scaled_event, 30, "a Scaled Event")
         finally:
             stop.set()
             for task in clients:

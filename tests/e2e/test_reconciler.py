@@ -115,8 +115,11 @@ async def test_infeasible_plan_is_reported_and_nothing_is_applied(
     assert cond["status"] == "False" and "without the override" in cond["message"]
     assert await kube.get("apps/v1", "Deployment", name, namespace) is None
     assert await kube.get("v1", "Service", name, namespace) is None
-    events = await kube.list("v1", "Event", namespace)
-    assert any(e.get("reason") == "PlanInfeasible" for e in events)
+
+    async def event_posted() -> bool:
+        return any(e.get("reason") == "PlanInfeasible" for e in await kube.list("v1", "Event", namespace))
+
+    await wait_for(event_posted, 30, "a PlanInfeasible Event")
 
 
 async def test_changing_the_gpu_rolls_the_workload(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
