@@ -42,10 +42,19 @@ async def _running(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]
     return [p for p in await _pods(kube, namespace, name) if p["status"].get("phase") == "Running"]
 
 
-async def test_builtin_autoscaler_follows_the_queue(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+KWOK_POOL = {"provisioner": "karpenter",
+             "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "default"}}  # fmt: skip
+
+
+@pytest.mark.parametrize("karpenter", [False, True], ids=["existing-nodes", "karpenter-nodes"])
+async def test_builtin_autoscaler_follows_the_queue(
+    kube: Kube, namespace: str, operator: OperatorProcess, karpenter: bool
+) -> None:
     name = "scaled"
     doc = _deployment(name)
     doc["spec"]["autoscaling"]["minReplicas"] = 1
+    if karpenter:
+        doc["spec"]["nodePool"] = KWOK_POOL
     await _create(kube, namespace, doc)
     await _wait_ready(kube, namespace, name)
     first = (await _running(kube, namespace, name))[0]["status"]["podIP"]
@@ -76,6 +85,13 @@ async def test_builtin_autoscaler_follows_the_queue(kube: Kube, namespace: str, 
                 return len(await _running(kube, namespace, name)) == 3
 
             await wait_for(scaled_up, 60, "three Running replicas under load")
+            if karpenter:
+                pool = f"qwenfleet-{namespace}-{name}"
+                nodes = {p["spec"]["nodeName"] for p in await _running(kube, namespace, name)}
+                for node_name in nodes:
+                    node = await kube.get("v1", "Node", node_name)
+                    assert node is not None and node["metadata"]["labels"]["karpenter.sh/nodepool"] == pool
+                assert len(nodes) >= 2  # new nodes appeared for the new replicas
             obj = await kube.get(API, KIND, name, namespace)
             assert obj is not None and obj["status"]["autoscaler"]["reason"].startswith("scale up")
             assert obj["status"]["autoscaler"]["queuePerReplica"] > 0
