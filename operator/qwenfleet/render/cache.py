@@ -6,7 +6,7 @@ import math
 import shlex
 from typing import Any
 
-from qwenfleet.render.inputs import DeploymentInput
+from qwenfleet.render.inputs import DeploymentInput, owned_metadata
 from qwenfleet.render.names import (
     CACHE_COMPLETE_MARKER,
     MODEL_DIR,
@@ -28,15 +28,6 @@ def cache_size(inp: DeploymentInput) -> str:
     return f"{max(10, math.ceil(inp.plan.weight_bytes_total * 1.2 / GIB))}Gi"
 
 
-def _metadata(inp: DeploymentInput, name: str) -> Manifest:
-    return {
-        "name": name,
-        "namespace": inp.owner.namespace,
-        "labels": labels(inp.owner.name, "model-cache"),
-        "ownerReferences": [inp.owner.reference()],
-    }
-
-
 def render_cache_pvc(inp: DeploymentInput) -> Manifest:
     """The shared volume the weights are downloaded into."""
     cache = inp.spec.cache
@@ -44,7 +35,7 @@ def render_cache_pvc(inp: DeploymentInput) -> Manifest:
     spec: Manifest = {"accessModes": [cache.access_mode], "resources": {"requests": {"storage": cache_size(inp)}}}
     if cache.storage_class_name:
         spec["storageClassName"] = cache.storage_class_name
-    metadata = _metadata(inp, cache_pvc_name(inp.owner.name))
+    metadata = owned_metadata(inp, cache_pvc_name(inp.owner.name), "model-cache")
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
 
 
@@ -89,7 +80,7 @@ def render_download_job(inp: DeploymentInput) -> Manifest:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": _metadata(inp, download_job_name(inp.owner.name, inp.repo, inp.revision)),
+        "metadata": owned_metadata(inp, download_job_name(inp.owner.name, inp.repo, inp.revision), "model-cache"),
         "spec": {
             "backoffLimit": DOWNLOAD_BACKOFF_LIMIT,
             "activeDeadlineSeconds": download_deadline_seconds(inp),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from qwenfleet.api.deployment import Qwen3DeploymentSpec
 from qwenfleet.api.plan import Plan
 from qwenfleet.catalog import GPUSpec, get_gpu
-from qwenfleet.render.names import MODEL_DIR, cache_pvc_name
+from qwenfleet.render.names import MODEL_DIR, cache_pvc_name, labels
 
 
 @dataclass(frozen=True)
@@ -101,3 +101,13 @@ class DeploymentInput:
         hf = self.spec.weights.hugging_face if self.spec.weights else None
         ref = hf.token_secret_ref if hf else None
         return (ref.name, ref.key) if ref else None
+
+
+def owned_metadata(inp: DeploymentInput, name: str, component: str) -> dict[str, object]:
+    """Metadata of a namespaced child: our labels and a controller reference to the Qwen3Deployment."""
+    return {
+        "name": name,
+        "namespace": inp.owner.namespace,
+        "labels": labels(inp.owner.name, component),
+        "ownerReferences": [inp.owner.reference()],
+    }

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qwenfleet.render.inputs import DeploymentInput
-from qwenfleet.render.names import labels
+from qwenfleet.render.inputs import DeploymentInput, owned_metadata
 
 Manifest = dict[str, Any]
 
@@ -20,12 +19,7 @@ def render_scaled_object(inp: DeploymentInput) -> Manifest | None:
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": labels(name, "autoscaler"),
-            "ownerReferences": [inp.owner.reference()],
-        },
+        "metadata": owned_metadata(inp, name, "autoscaler"),
         "spec": {
             "scaleTargetRef": {"apiVersion": inp.owner.api_version, "kind": inp.owner.kind, "name": name},
             "minReplicaCount": scaling.min_replicas,

@@ -6,7 +6,7 @@ import math
 import shlex
 from typing import Any
 
-from qwenfleet.render.inputs import DeploymentInput
+from qwenfleet.render.inputs import DeploymentInput, owned_metadata
 from qwenfleet.render.names import (
     HTTP_PORT,
     MODEL_DIR,
@@ -198,28 +198,22 @@ def _template_metadata(inp: DeploymentInput, extra_labels: dict[str, str] | None
     }
 
 
-def _metadata(inp: DeploymentInput) -> Manifest:
-    return {
-        "name": inp.owner.name,
-        "namespace": inp.owner.namespace,
-        "labels": labels(inp.owner.name, "model-server"),
-        "ownerReferences": [inp.owner.reference()],
-    }
-
-
 def render_deployment(inp: DeploymentInput) -> Manifest:
     """A Deployment of single-node replicas that rolls without needing a spare GPU (maxSurge 0)."""
     container = _container(inp, command=["vllm", "serve"], args=vllm_args(inp), serving=True)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(inp),
+        "metadata": owned_metadata(inp, inp.owner.name, "model-server"),
         "spec": {
             "replicas": inp.replicas,
             "selector": {"matchLabels": selector(inp.owner.name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
             "revisionHistoryLimit": 3,
-            "template": {"metadata": _template_metadata(inp), "spec": _pod_spec(inp, [container])},
+            "template": {
+                "metadata": _template_metadata(inp),
+                "spec": _pod_spec(inp, [container]),
+            },
         },
     }
 
@@ -239,7 +233,7 @@ def render_leader_worker_set(inp: DeploymentInput) -> Manifest:
     return {
         "apiVersion": "leaderworkerset.x-k8s.io/v1",
         "kind": "LeaderWorkerSet",
-        "metadata": _metadata(inp),
+        "metadata": owned_metadata(inp, inp.owner.name, "model-server"),
         "spec": {
             "replicas": inp.replicas,
             "startupPolicy": "LeaderCreated",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qwenfleet.render.inputs import DeploymentInput
+from qwenfleet.render.inputs import DeploymentInput, owned_metadata
 from qwenfleet.render.names import HTTP_PORT, labels, selector
 
 Manifest = dict[str, Any]
@@ -18,21 +18,12 @@ def serving_selector(inp: DeploymentInput) -> dict[str, str]:
     return match
 
 
-def _metadata(inp: DeploymentInput, name: str) -> Manifest:
-    return {
-        "name": name,
-        "namespace": inp.owner.namespace,
-        "labels": labels(inp.owner.name, "model-server"),
-        "ownerReferences": [inp.owner.reference()],
-    }
-
-
 def render_service(inp: DeploymentInput) -> Manifest:
     """A ClusterIP Service over the serving pods."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(inp, inp.owner.name),
+        "metadata": owned_metadata(inp, inp.owner.name, "model-server"),
         "spec": {
             "type": "ClusterIP",
             "selector": serving_selector(inp),
@@ -51,7 +42,7 @@ def render_pdb(inp: DeploymentInput) -> Manifest:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(inp, inp.owner.name),
+        "metadata": owned_metadata(inp, inp.owner.name, "model-server"),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": serving_selector(inp)}},
     }
 
@@ -74,7 +65,7 @@ def render_network_policy(inp: DeploymentInput) -> Manifest:
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": _metadata(inp, inp.owner.name),
+        "metadata": owned_metadata(inp, inp.owner.name, "model-server"),
         "spec": {
             "podSelector": {"matchLabels": selector(inp.owner.name)},
             "policyTypes": ["Ingress"],
@@ -88,7 +79,7 @@ def render_service_monitor(inp: DeploymentInput) -> Manifest:
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": _metadata(inp, inp.owner.name),
+        "metadata": owned_metadata(inp, inp.owner.name, "model-server"),
         "spec": {
             "selector": {"matchLabels": labels(inp.owner.name, "model-server")},
             "endpoints": [{"port": "http", "path": "/metrics", "interval": "15s"}],
