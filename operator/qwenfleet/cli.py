@@ -135,9 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from qwenfleet.controller.main import register as register_run
     from qwenfleet.devcluster.cli import register as register_dev
+    from qwenfleet.router.cli import register as register_router
     from qwenfleet.sim.cli import register as register_sim
 
     register_run(sub)
+    register_router(sub)
     register_sim(sub)
     register_dev(sub)
     return parser

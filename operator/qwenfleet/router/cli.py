@@ -1,0 +1,64 @@
+"""`qwenfleet router`: serve the OpenAI-compatible router for one Qwen3Router spec."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from qwenfleet.kube import Kube, make_api_client
+from qwenfleet.router.app import Router, load_spec
+from qwenfleet.router.discovery import Discovery
+
+
+def _keys(path: str | None) -> set[str]:
+    if not path:
+        return set()
+    return {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    spec = load_spec(args.config)
+    keys = _keys(args.api_keys_file)
+    kube = Kube(await make_api_client(args.kubeconfig))
+    discovery = Discovery(kube, args.namespace, spec, interval=args.discovery_interval)
+    router = Router(spec, discovery, keys)
+    stop = asyncio.Event()
+    loop = asyncio.create_task(discovery.run(stop))
+    runner = web.AppRunner(router.app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, args.host, args.port).start()
+    print(f"qwenfleet router on http://{args.host}:{args.port}/v1", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
+        await runner.cleanup()
+        await kube.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `qwenfleet router`."""
+    p = sub.add_parser("router", help="serve the OpenAI-compatible router for a Qwen3Router spec")
+    p.add_argument("--config", required=True, help="Qwen3Router (or its spec) as YAML/JSON")
+    p.add_argument("--namespace", required=True, help="namespace of the backend Qwen3Deployments")
+    p.add_argument("--kubeconfig", default=None, help="default: in-cluster, then $KUBECONFIG")
+    p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--api-keys-file", default=None, help="accepted API keys, one per line")
+    p.add_argument("--discovery-interval", type=float, default=1.0)
+    p.set_defaults(func=run)

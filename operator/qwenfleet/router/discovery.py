@@ -1,0 +1,127 @@
+"""Backend discovery: the ready pods of each backend Qwen3Deployment (not Services), and their queue depth.
+
+A pod counts only when Kubernetes says it is Ready *and* its server answers /health, so a pod whose model
+is still loading never gets a request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+import aiohttp
+
+from qwenfleet.api.router import Qwen3RouterSpec
+from qwenfleet.kube import Kube, KubeError
+from qwenfleet.render.names import HTTP_PORT, PLAN_ANNOTATION, WAKE_ANNOTATION
+from qwenfleet.router.policy import BackendState, Replica
+
+log = logging.getLogger(__name__)
+WAITING = "vllm:num_requests_waiting"
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    conditions = status.get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    return ready and bool(status.get("podIP")) and not pod["metadata"].get("deletionTimestamp")
+
+
+def waiting_from_metrics(text: str) -> float:
+    """vLLM's waiting-requests gauge, summed over engines (0 when absent)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(WAITING) and not line.startswith(f"{WAITING}_"):
+            with contextlib.suppress(ValueError, IndexError):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class Discovery:
+    """Keeps `states` current: ready replicas per backend, by pod watch-by-polling and /metrics scrapes."""
+
+    def __init__(self, kube: Kube, namespace: str, spec: Qwen3RouterSpec, interval: float = 1.0) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.spec = spec
+        self.interval = interval
+        self.states: dict[str, BackendState] = {b.name: BackendState(b.name) for b in spec.backends}
+        self.changed = asyncio.Event()
+        self._woken: dict[str, float] = {}
+
+    async def refresh(self, session: aiohttp.ClientSession) -> None:
+        """One pass: list the backends' model-server pods, keep ready ones, scrape their queues."""
+        names = ",".join(sorted(self.states))
+        selector = f"app.kubernetes.io/component=model-server,qwenfleet.dev/deployment in ({names})"
+        pods = await self.kube.list("v1", "Pod", self.namespace, label_selector=selector)
+        for name, state in self.states.items():
+            previous = {r.id: r for r in state.replicas}
+            replicas = []
+            for pod in pods:
+                meta = pod["metadata"]
+                if meta.get("labels", {}).get("qwenfleet.dev/deployment") != name or not _ready(pod):
+                    continue
+                if meta.get("labels", {}).get("qwenfleet.dev/role") == "worker":
+                    continue
+                replica = previous.get(meta["name"]) or Replica(meta["name"], f"{pod['status']['podIP']}:{HTTP_PORT}")
+                replicas.append(replica)
+                raw = (meta.get("annotations") or {}).get(PLAN_ANNOTATION)
+                if raw and not state.served_model:
+                    args = json.loads(raw).get("vllmArgs", [])
+                    if "--served-model-name" in args:
+                        state.served_model = args[args.index("--served-model-name") + 1]
+            healthy = await asyncio.gather(*(self._scrape(session, r) for r in replicas))
+            state.replicas = [r for r, ok in zip(replicas, healthy, strict=True) if ok]
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    async def _scrape(self, session: aiohttp.ClientSession, replica: Replica) -> bool:
+        """True when the replica's server answers /health; also refreshes its queue depth."""
+        try:
+            timeout = aiohttp.ClientTimeout(total=1.0)
+            async with session.get(f"http://{replica.address}/health", timeout=timeout) as response:
+                if response.status != 200:
+                    return False
+            async with session.get(f"http://{replica.address}/metrics", timeout=timeout) as response:
+                replica.waiting = waiting_from_metrics(await response.text())
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Refresh every `interval` until `stop`."""
+        async with aiohttp.ClientSession() as session:
+            while not stop.is_set():
+                try:
+                    await self.refresh(session)
+                except KubeError as exc:
+                    log.warning("discovery: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.interval)
+
+    async def wake(self, backend: str) -> None:
+        """Ask the operator to scale a backend from zero (at most once every 10 s)."""
+        now = time.time()
+        if now - self._woken.get(backend, 0) < 10:
+            return
+        self._woken[backend] = now
+        patch = {"metadata": {"annotations": {WAKE_ANNOTATION: str(int(now))}}}
+        try:
+            await self.kube.merge_patch("qwenfleet.dev/v1alpha1", "Qwen3Deployment", backend, self.namespace, patch)
+        except KubeError as exc:
+            log.warning("cannot wake %s: %s", backend, exc)
+
+    async def wait_ready(self, backend: str, hold_seconds: float) -> bool:
+        """Wait until a backend has a ready replica, up to `hold_seconds`."""
+        deadline = time.monotonic() + hold_seconds
+        while not self.states[backend].replicas:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), timeout=remaining)
+        return True

@@ -1,0 +1,109 @@
+"""The router on the simulated fleet: aliases, auto rules, streaming, unknown models, scale from zero."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+
+from qwenfleet.kube import Kube
+from tests.e2e.operator_proc import OperatorProcess, free_port, wait_for
+from tests.e2e.test_reconciler import API, KIND, _create, _wait_ready
+
+pytestmark = pytest.mark.e2e
+
+ROUTER = {
+    "backends": [
+        {"name": "small", "aliases": ["qwen3-small"], "fallback": "big"},
+        {"name": "big", "aliases": ["qwen3-big"]},
+        {"name": "sleepy", "aliases": ["qwen3-sleepy"]},
+    ],
+    "defaultBackend": "small",
+    "rules": [{"name": "thinking", "match": {"thinking": True}, "backend": "big"}],
+    "scaleFromZero": {"enabled": True, "holdSeconds": 60},
+}
+
+
+def _q3d(name: str, model: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": KIND, "metadata": {"name": name},
+            "spec": {"model": model, "gpu": "H100-80GB", **spec}}  # fmt: skip
+
+
+@pytest.fixture
+def router(namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[str]:
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump({"spec": ROUTER}))
+    port = free_port()
+    log = (tmp_path / "router.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "qwenfleet.cli", "router", f"--config={config}",
+                             f"--namespace={namespace}", f"--kubeconfig={kubeconfig}", "--host=127.0.0.1",
+                             f"--port={port}", "--discovery-interval=0.5"], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def _chat(session: aiohttp.ClientSession, base: str, model: str, **extra: Any) -> tuple[int, dict[str, str], Any]:
+    body = {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16, **extra}
+    async with session.post(f"{base}/v1/chat/completions", json=body) as r:
+        text = await r.text()
+        return r.status, dict(r.headers), text
+
+
+async def test_router_routes_across_sizes(kube: Kube, namespace: str, operator: OperatorProcess, router: str) -> None:
+    await _create(kube, namespace, _q3d("small", "Qwen3-0.6B", replicas=1))
+    await _create(kube, namespace, _q3d("big", "Qwen3-30B-A3B", replicas=1))
+    sleepy = {"autoscaling": {"mode": "builtin", "minReplicas": 0, "maxReplicas": 1, "scaleToZeroAfterSeconds": 600}}
+    await _create(kube, namespace, _q3d("sleepy", "Qwen3-4B-Instruct-2507", **sleepy))
+    await _wait_ready(kube, namespace, "small")
+    await _wait_ready(kube, namespace, "big")
+    async with aiohttp.ClientSession() as s:
+
+        async def routable() -> bool:
+            try:
+                status, _, _ = await _chat(s, router, "qwen3-small")
+                status2, _, _ = await _chat(s, router, "qwen3-big")
+            except aiohttp.ClientError:
+                return False
+            return status == 200 and status2 == 200
+
+        await wait_for(routable, 60, "router serving both backends")
+        status, headers, text = await _chat(s, router, "qwen3-big")
+        assert headers["x-qwenfleet-route"].startswith("big;alias;")
+        assert json.loads(text)["model"] == "Qwen3-30B-A3B"
+        _, headers, _ = await _chat(s, router, "auto")
+        assert headers["x-qwenfleet-route"].startswith("small;default;")
+        _, headers, _ = await _chat(s, router, "auto", chat_template_kwargs={"enable_thinking": True})
+        assert headers["x-qwenfleet-route"].startswith("big;rule:thinking;")
+        status, _, text = await _chat(s, router, "gpt-4")
+        assert status == 404 and "qwen3-small" in json.loads(text)["error"]["message"]
+        async with s.post(f"{router}/v1/chat/completions", data=b"{oops") as r:
+            assert r.status == 400
+        body = {"model": "qwen3-small", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8,
+                "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+        async with s.post(f"{router}/v1/chat/completions", json=body) as r:
+            assert r.headers["Content-Type"].startswith("text/event-stream")
+            lines = [line.decode().strip() async for line in r.content if line.strip()]
+        assert lines[-1] == "data: [DONE]" and json.loads(lines[-2].removeprefix("data: "))["usage"]
+        async with s.get(f"{router}/v1/models") as r:
+            ids = {m["id"] for m in (await r.json())["data"]}
+        assert {"auto", "qwen3-small", "qwen3-big", "qwen3-sleepy", "Qwen3-0.6B"} <= ids
+
+        # scale from zero: the request is held while the router wakes the backend, never a 404
+        obj = await kube.get(API, KIND, "sleepy", namespace)
+        assert obj is not None and obj["status"].get("desiredReplicas") == 0
+        status, headers, text = await asyncio.wait_for(_chat(s, router, "qwen3-sleepy"), 90)
+        assert status == 200, text
+        assert headers["x-qwenfleet-route"].startswith("sleepy;alias>woken;")
+        async with s.get(f"{router}/metrics") as r:
+            assert "qwenfleet_router_requests_total" in await r.text()
