@@ -43,9 +43,9 @@ def router(namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[str]:
     config.write_text(yaml.safe_dump({"spec": ROUTER}))
     port = free_port()
     log = (tmp_path / "router.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "qwenfleet.cli", "router", f"--config={config}",
-                             f"--namespace={namespace}", f"--kubeconfig={kubeconfig}", "--host=127.0.0.1",
-                             f"--port={port}", "--discovery-interval=0.5"], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    cmd = [sys.executable, "-m", "qwenfleet.cli", "router", f"--config={config}", f"--namespace={namespace}",
+           f"--kubeconfig={kubeconfig}", "--host=127.0.0.1", f"--port={port}", "--discovery-interval=0.5"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
