@@ -107,3 +107,41 @@ async def test_router_routes_across_sizes(kube: Kube, namespace: str, operator: 
         assert headers["x-qwenfleet-route"].startswith("sleepy;alias>woken;")
         async with s.get(f"{router}/metrics") as r:
             assert "qwenfleet_router_requests_total" in await r.text()
+
+
+async def test_qwen3router_reconciler(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    await _create(kube, namespace, _q3d("small", "Qwen3-0.6B", replicas=1))
+    router = {"apiVersion": API, "kind": "Qwen3Router", "metadata": {"name": "front", "namespace": namespace},
+              "spec": {**ROUTER, "replicas": 2}}  # fmt: skip
+    await kube.apply(router)
+
+    async def ready() -> dict[str, Any] | None:
+        obj = await kube.get(API, "Qwen3Router", "front", namespace)
+        conds = {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions", [])}
+        backends = {b["name"]: b["readyReplicas"] for b in (obj or {}).get("status", {}).get("backends", [])}
+        return obj if conds.get("Ready", {}).get("status") == "True" and backends.get("small") == 1 else None
+
+    obj = await wait_for(ready, 60, "Qwen3Router Ready with the small backend counted")
+    assert obj["status"]["endpoint"] == f"http://front.{namespace}.svc/v1"
+    config = await kube.get("v1", "ConfigMap", "front-routes", namespace)
+    assert config is not None and json.loads(config["data"]["routes.json"])["spec"]["defaultBackend"] == "small"
+    role = await kube.get("rbac.authorization.k8s.io/v1", "Role", "front-router", namespace)
+    assert role is not None
+    verbs = {(tuple(r["apiGroups"]), tuple(r["resources"])): set(r["verbs"]) for r in role["rules"]}
+    assert verbs == {(("",), ("pods",)): {"get", "list", "watch"},
+                     (("qwenfleet.dev",), ("qwen3deployments",)): {"get", "list", "watch", "patch"}}  # fmt: skip
+    deployment = await kube.get("apps/v1", "Deployment", "front-router", namespace)
+    assert deployment is not None and deployment["spec"]["replicas"] == 2
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][0] == "router" and f"--namespace={namespace}" in container["args"]
+    before = deployment["spec"]["template"]["metadata"]["annotations"]["qwenfleet.dev/routes-hash"]
+    await kube.merge_patch(API, "Qwen3Router", "front", namespace, {"spec": {"defaultBackend": "big"}})
+
+    async def rolled() -> bool:
+        dep = await kube.get("apps/v1", "Deployment", "front-router", namespace)
+        return (
+            dep is not None
+            and dep["spec"]["template"]["metadata"]["annotations"]["qwenfleet.dev/routes-hash"] != before
+        )
+
+    await wait_for(rolled, 30, "route change rolls the router pods")

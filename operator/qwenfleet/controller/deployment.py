@@ -275,7 +275,7 @@ async def reconcile_deployment(kube: Kube, body: Obj, pods: list[PodState], caps
             "message": cache.message,
             "pvcName": cache_pvc_name(name),
         }
-    return await _write_status(kube, body, status, desired_status, conds, generation)
+    return await write_status(kube, KIND, body, status, desired_status, conds, generation)
 
 
 def _plan_line(p: Plan) -> str:
@@ -295,14 +295,15 @@ async def _blocked(kube: Kube, body: Obj, status: Obj, reason: str, message: str
     ]
     if reason in ("PlanInfeasible", "InvalidSpec"):
         conds.append(Cond("PlanFeasible", False, reason, message))
-    outcome = await _write_status(kube, body, status, {"observedGeneration": generation}, conds, generation)
+    outcome = await write_status(kube, KIND, body, status, {"observedGeneration": generation}, conds, generation)
     outcome.retry_after = None if reason in ("PlanInfeasible", "InvalidSpec") else RETRY_SOON_SECONDS
     return outcome
 
 
-async def _write_status(
-    kube: Kube, body: Obj, status: Obj, desired: Obj, conds: list[Cond], generation: int
+async def write_status(
+    kube: Kube, kind: str, body: Obj, status: Obj, desired: Obj, conds: list[Cond], generation: int
 ) -> Outcome:
+    """Merge conditions, patch status if anything we own changed, and list Events for condition flips."""
     old_conditions: list[Obj] = list(status.get("conditions") or [])
     desired["conditions"] = merge_conditions(old_conditions, conds, generation, now_rfc3339())
     events: list[tuple[str, str, str]] = []
@@ -312,12 +313,12 @@ async def _write_status(
             cond.status_text,
             cond.reason,
         ):
-            kind = "Normal" if cond.status is not False else "Warning"
-            events.append((kind, cond.reason, f"{cond.type}={cond.status_text}: {cond.message}"))
+            event_type = "Normal" if cond.status is not False else "Warning"
+            events.append((event_type, cond.reason, f"{cond.type}={cond.status_text}: {cond.message}"))
     if not status_changed(status, desired):
         return Outcome(status=status, wrote_status=False, events=events)
     meta = body["metadata"]
-    await kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], desired)
+    await kube.patch_status(API_VERSION, kind, meta["namespace"], meta["name"], desired)
     return Outcome(status={**status, **desired}, wrote_status=True, events=events)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from typing import Any
 
@@ -26,6 +26,7 @@ from qwenfleet.controller.deployment import (
     finalize_deployment,
     reconcile_deployment,
 )
+from qwenfleet.controller.router import reconcile_router
 from qwenfleet.kube import Kube, KubeError, make_api_client
 from qwenfleet.render import Capabilities
 from qwenfleet.render.names import GROUP, WAKE_ANNOTATION
@@ -33,8 +34,13 @@ from qwenfleet.render.names import GROUP, WAKE_ANNOTATION
 log = logging.getLogger(__name__)
 
 DEPLOYMENTS = ("qwenfleet.dev", "v1alpha1", "qwen3deployments")
+ROUTERS = ("qwenfleet.dev", "v1alpha1", "qwen3routers")
 OWNED = {"app.kubernetes.io/managed-by": "qwenfleet"}
 CHILD_RESOURCES = (
+    ("", "v1", "configmaps"),
+    ("", "v1", "serviceaccounts"),
+    ("rbac.authorization.k8s.io", "v1", "roles"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
     ("apps", "v1", "deployments"),
     ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"),
     ("", "v1", "services"),
@@ -47,6 +53,8 @@ RESYNC_SECONDS = 60.0
 AUTOSCALE_INTERVAL_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 120.0
 Key = tuple[str, str]
+TriggerKey = tuple[str, str, str]
+"""("d", namespace, name) for a Qwen3Deployment's loop, ("r", namespace, name) for a Qwen3Router's."""
 
 
 @kopf.on.login()
@@ -110,21 +118,26 @@ def model_server_pods(
     return {(namespace or "", labels.get(f"{GROUP}/deployment", "")): _pod_state(name, dict(status))}
 
 
-def _trigger(memo: kopf.Memo, key: Key) -> None:
-    event = memo.triggers.get(key)
-    if event is not None:
-        event.set()
+def _trigger(memo: Any, key: Key, *, routers: bool = False) -> None:
+    """Wake the loop of the Qwen3Deployment `key`, and with `routers` every router loop in its namespace."""
+    for trigger_key, event in list(memo.triggers.items()):
+        if trigger_key == ("d", *key) or (routers and trigger_key[0] == "r" and trigger_key[1] == key[0]):
+            event.set()
 
 
 @kopf.on.event("pods", labels={**OWNED, "app.kubernetes.io/component": "model-server"})
 def pod_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
-    """A model-server pod changed: its deployment's status may have too."""
-    _trigger(memo, (namespace or "", labels.get(f"{GROUP}/deployment", "")))
+    """A model-server pod changed: its deployment's status, and its routers' backend counts, may have too."""
+    _trigger(memo, (namespace or "", labels.get(f"{GROUP}/deployment", "")), routers=True)
 
 
 def _child_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
     """A child changed or vanished: restore it now, not at the next resync."""
-    _trigger(memo, (namespace or "", labels.get(f"{GROUP}/deployment", "")))
+    owner = (namespace or "", labels.get(f"{GROUP}/deployment", ""))
+    _trigger(memo, owner)
+    router = memo.triggers.get(("r", *owner))
+    if router is not None and labels.get("app.kubernetes.io/component") == "router":
+        router.set()
 
 
 for _group, _version, _plural in CHILD_RESOURCES:
@@ -152,13 +165,56 @@ async def _post_events(body: kopf.Body, events: list[tuple[str, str, str]]) -> N
         kopf.event(body, type=kind, reason=reason, message=message[:1024])
 
 
-async def _reconcile_once(body: kopf.Body, memo: kopf.Memo, pods: list[PodState]) -> float | None:
+async def _reconcile_once(body: kopf.Body, memo: Any, pods: list[PodState]) -> float | None:
     started = time.perf_counter()
     outcome = await reconcile_deployment(memo.kube, dict(body), pods, memo.caps)
     meta = body["metadata"]
     metrics.observe_reconcile(meta["namespace"], meta["name"], time.perf_counter() - started, outcome.status)
     await _post_events(body, outcome.events)
     return outcome.retry_after
+
+
+async def _reconcile_router_once(body: kopf.Body, memo: Any, index: kopf.Index[Key, PodState]) -> float | None:
+    namespace = body["metadata"]["namespace"]
+    backends = [b.get("name", "") for b in (body.get("spec") or {}).get("backends") or []]
+    ready = {b: sum(1 for p in index.get((namespace, b), []) if p.ready) for b in backends}
+    outcome = await reconcile_router(memo.kube, dict(body), ready)
+    await _post_events(body, outcome.events)
+    return outcome.retry_after
+
+
+async def _reconcile_loop(
+    key: TriggerKey,
+    body: kopf.Body,
+    memo: Any,
+    stopped: kopf.DaemonStopped,
+    once: Callable[[], Awaitable[float | None]],
+) -> None:
+    """Reconcile now, then whenever triggered, at least every RESYNC_SECONDS; back off on errors."""
+    trigger: asyncio.Event = memo.triggers.setdefault(key, asyncio.Event())
+    failures = 0
+    try:
+        while not stopped:
+            trigger.clear()
+            try:
+                retry = await once()
+                failures = 0
+                wait = retry or RESYNC_SECONDS
+            except KubeError as exc:
+                failures += 1
+                wait = min(MAX_BACKOFF_SECONDS, 2.0**failures)
+                metrics.ERRORS.labels(reason=exc.reason or str(exc.status)).inc()
+                log.warning("reconcile %s failed (%s); retrying in %.0fs", key, exc, wait)
+                kopf.event(body, type="Warning", reason="ApplyFailed", message=str(exc)[:1024])
+            except Exception as exc:  # a bug must not kill the daemon or loop hot
+                failures += 1
+                wait = min(MAX_BACKOFF_SECONDS, 2.0**failures)
+                metrics.ERRORS.labels(reason=type(exc).__name__).inc()
+                log.exception("reconcile %s crashed; retrying in %.0fs", key, wait)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(_first(trigger, stopped), timeout=wait)
+    finally:
+        memo.triggers.pop(key, None)
 
 
 @kopf.daemon(*DEPLOYMENTS, cancellation_timeout=10.0)
@@ -170,35 +226,36 @@ async def deployment_daemon(
     stopped: kopf.DaemonStopped,
     **kwargs: Any,
 ) -> None:
-    """Reconcile now, then whenever triggered, at least every RESYNC_SECONDS; back off on errors."""
+    """One reconcile loop per Qwen3Deployment."""
     key = (namespace or "", name)
-    model_server_pods: kopf.Index[Key, PodState] = kwargs["model_server_pods"]
-    trigger: asyncio.Event = memo.triggers.setdefault(key, asyncio.Event())
-    failures = 0
+    index: kopf.Index[Key, PodState] = kwargs["model_server_pods"]
     try:
-        while not stopped:
-            trigger.clear()
-            try:
-                pods = list(model_server_pods.get(key, []))
-                retry = await _reconcile_once(body, memo, pods)
-                failures = 0
-                wait = retry or RESYNC_SECONDS
-            except KubeError as exc:
-                failures += 1
-                wait = min(MAX_BACKOFF_SECONDS, 2.0**failures)
-                metrics.ERRORS.labels(reason=exc.reason or str(exc.status)).inc()
-                log.warning("reconcile %s/%s failed (%s); retrying in %.0fs", namespace, name, exc, wait)
-                kopf.event(body, type="Warning", reason="ApplyFailed", message=str(exc)[:1024])
-            except Exception as exc:  # a bug must not kill the daemon or loop hot
-                failures += 1
-                wait = min(MAX_BACKOFF_SECONDS, 2.0**failures)
-                metrics.ERRORS.labels(reason=type(exc).__name__).inc()
-                log.exception("reconcile %s/%s crashed; retrying in %.0fs", namespace, name, wait)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(_first(trigger, stopped), timeout=wait)
+        await _reconcile_loop(
+            ("d", *key), body, memo, stopped, lambda: _reconcile_once(body, memo, list(index.get(key, [])))
+        )
     finally:
-        memo.triggers.pop(key, None)
         metrics.forget(key[0], name)
+
+
+@kopf.daemon(*ROUTERS, cancellation_timeout=10.0)
+async def router_daemon(
+    body: kopf.Body, namespace: str | None, name: str, memo: Any, stopped: kopf.DaemonStopped, **kwargs: Any
+) -> None:
+    """One reconcile loop per Qwen3Router."""
+    index: kopf.Index[Key, PodState] = kwargs["model_server_pods"]
+    key = ("r", namespace or "", name)
+    await _reconcile_loop(key, body, memo, stopped, lambda: _reconcile_router_once(body, memo, index))
+
+
+@kopf.on.event(*ROUTERS)
+def router_changed(namespace: str | None, name: str, meta: kopf.Meta, memo: Any, **_: Any) -> None:
+    """Wake the router's loop when its spec changed."""
+    key = ("r", namespace or "", name)
+    if memo.seen.get(key) != meta.get("generation"):
+        memo.seen[key] = meta.get("generation")
+        event = memo.triggers.get(key)
+        if event is not None:
+            event.set()
 
 
 async def _first(trigger: asyncio.Event, stopped: kopf.DaemonStopped) -> None:
