@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -145,3 +146,110 @@ async def test_qwen3router_reconciler(kube: Kube, namespace: str, operator: Oper
         )
 
     await wait_for(rolled, 30, "route change rolls the router pods")
+
+
+@pytest.fixture
+def guarded_router(namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[str]:
+    """A router with an API key, a 4 KiB body limit and spillover from small to big at 1 waiting request."""
+    spec = {**ROUTER, "limits": {"maxBodyBytes": 4096}}
+    spec["backends"] = [{"name": "small", "aliases": ["qwen3-small"], "spilloverTo": "big",
+                         "spilloverQueuePerReplica": 1}, {"name": "big", "aliases": ["qwen3-big"]}]  # fmt: skip
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump({"spec": spec}))
+    keys = tmp_path / "keys"
+    keys.write_text("sk-test-one\nsk-test-two\n")
+    port = free_port()
+    cmd = [sys.executable, "-m", "qwenfleet.cli", "router", f"--config={config}", f"--namespace={namespace}",
+           f"--kubeconfig={kubeconfig}", "--host=127.0.0.1", f"--port={port}", "--discovery-interval=0.3",
+           f"--api-keys-file={keys}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=(tmp_path / "router.log").open("wb"), stderr=subprocess.STDOUT)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_openai_client_errors_spillover_and_disconnect(
+    kube: Kube, namespace: str, operator: OperatorProcess, guarded_router: str
+) -> None:
+    import openai
+
+    await _create(kube, namespace, _q3d("small", "Qwen3-0.6B", replicas=1, overrides={"maxNumSeqs": 1}))
+    await _create(kube, namespace, _q3d("big", "Qwen3-30B-A3B", replicas=1))
+    await _wait_ready(kube, namespace, "small")
+    await _wait_ready(kube, namespace, "big")
+    client = openai.AsyncOpenAI(base_url=f"{guarded_router}/v1", api_key="sk-test-two", max_retries=0)
+    messages: Any = [{"role": "user", "content": "hello"}]
+
+    async def served() -> bool:
+        try:
+            await client.chat.completions.create(model="qwen3-big", messages=messages, max_tokens=4)
+            await client.chat.completions.create(model="qwen3-small", messages=messages, max_tokens=4)
+        except (openai.APIStatusError, openai.APIConnectionError):
+            return False
+        return True
+
+    await wait_for(served, 60, "the router serving both backends")
+    reply = await client.chat.completions.create(model="qwen3-small", messages=messages, max_tokens=8)
+    assert reply.choices[0].message.content and reply.usage is not None
+    stream = await client.chat.completions.create(model="auto", messages=messages, max_tokens=8, stream=True)
+    pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+    assert "".join(pieces).strip()
+
+    bad_key = openai.AsyncOpenAI(base_url=f"{guarded_router}/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        await bad_key.chat.completions.create(model="qwen3-small", messages=messages)
+    with pytest.raises(openai.NotFoundError):
+        await client.chat.completions.create(model="qwen3-huge", messages=messages)
+    with pytest.raises(openai.APIStatusError) as too_big:
+        await client.chat.completions.create(model="qwen3-small", messages=[{"role": "user", "content": "x" * 8000}])
+    assert too_big.value.status_code == 413
+    with pytest.raises(openai.BadRequestError):
+        await client.chat.completions.create(model="qwen3-small", messages=messages, max_tokens=0)
+
+    # spillover: keep small's single slot busy and its queue long; then an auto request goes to big
+    stop = asyncio.Event()
+
+    async def hog() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(openai.APIError):
+                await client.completions.create(model="qwen3-small", prompt="go", max_tokens=20000)
+
+    hogs = [asyncio.ensure_future(hog()) for _ in range(8)]
+    try:
+
+        async def spilled() -> bool:
+            raw = await client.chat.completions.with_raw_response.create(model="auto", messages=messages, max_tokens=2)
+            return raw.headers["x-qwenfleet-route"].startswith("big;default>spillover;")
+
+        await wait_for(spilled, 30, "auto requests spill over to big")
+    finally:
+        stop.set()
+        for task in hogs:
+            task.cancel()
+        await asyncio.gather(*hogs, return_exceptions=True)
+
+    # disconnect: the upstream request is cancelled, the pod's running count returns to zero
+    pods = [p for p in await kube.list("v1", "Pod", namespace, label_selector="qwenfleet.dev/deployment=small")
+            if p["status"].get("podIP")]  # fmt: skip
+    metrics_url = f"http://{pods[0]['status']['podIP']}:8000/metrics"
+
+    async def running() -> float:
+        async with aiohttp.ClientSession() as s, s.get(metrics_url) as r:
+            text = await r.text()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("vllm:num_requests_running{"))  # fmt: skip
+
+    await wait_for(lambda: _zero(running), 30, "small idle before the disconnect test")
+    async with aiohttp.ClientSession() as s:
+        body = {"model": "qwen3-small", "prompt": "long", "max_tokens": 30000, "stream": True}
+        r = await s.post(f"{guarded_router}/v1/completions", json=body, headers={"Authorization": "Bearer sk-test-one"})
+        await r.content.readline()
+        assert await running() == 1
+        r.close()
+    await wait_for(lambda: _zero(running), 15, "upstream request cancelled after the client went away")
+
+
+async def _zero(probe: Any) -> bool:
+    return bool(await probe() == 0)
