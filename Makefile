@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test unit e2e lint crds fleet fleet-down build-cp clean bench-autoscale
+.PHONY: venv test unit e2e lint crds fleet fleet-down build-cp clean bench-autoscale bench-router
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -52,3 +52,8 @@ clean:
 bench-autoscale: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.autoscale.run
+
+# Direct, qwenfleet router and vllm-router against the same simulated replicas (about 5 minutes).
+bench-router: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench.router.run

@@ -1,0 +1,233 @@
+"""`make bench-router`: direct to a pod, qwenfleet router and vllm-router, against the same simulated replicas.
+
+An in-repo load generator (aiohttp; no OpenAI load tool from PyPI was used) drives three measurements:
+1. added latency: 200 small non-streaming requests/s for 15 s, p50/p99 minus the direct path's;
+2. maximum throughput: 64 closed-loop clients for 10 s, small non-streaming requests;
+3. skewed load: streaming requests at a bursty Poisson rate, half sharing hot prefixes, to four replicas of
+   which two run at half speed; p50/p95 time to first token.
+Writes bench/results/router.json and docs/router-ttft.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+IPS = ["127.1.200.1", "127.1.200.2", "127.1.200.3", "127.1.200.4"]
+FAST_SCALES = [1000.0] * 4
+SKEWED_SCALES = [40.0, 40.0, 20.0, 20.0]
+HOT_PREFIXES = [f"You are assistant number {i}. " + "Follow the policy. " * 60 for i in range(3)]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(cmd: list[str], wait_ready: str | None = "ready") -> subprocess.Popen[str]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    if wait_ready:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if wait_ready in line:
+                break
+    return proc
+
+
+async def _wait_http(url: str, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < deadline:
+            try:
+                async with s.get(url) as r:
+                    if r.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def _routers(backends: list[str]) -> dict[str, tuple[list[str], str]]:
+    """name -> (command, base URL); `direct` has no process."""
+    vllm_router = shutil.which("vllm-router") or str(Path(sys.executable).parent / "vllm-router")
+    out: dict[str, tuple[list[str], str]] = {"direct": ([], f"http://{IPS[0]}:8000")}
+    port = _port()
+    out["qwenfleet"] = ([sys.executable, "-m", "bench.router.static_router", "--port", str(port),
+                         "--prefix-affinity", "--backends", *backends], f"http://127.0.0.1:{port}")  # fmt: skip
+    for policy, name in (("round_robin", "vllm-router-round_robin"), ("cache_aware", "vllm-router-best")):
+        port = _port()
+        urls = [f"http://{b}" for b in backends]
+        out[name] = ([vllm_router, "--host", "127.0.0.1", "--port", str(port), "--policy", policy,
+                      "--log-level", "warning", "--worker-urls", *urls], f"http://127.0.0.1:{port}")  # fmt: skip
+    return out
+
+
+async def _one(session: aiohttp.ClientSession, base: str, body: dict[str, Any]) -> float | None:
+    started = time.perf_counter()
+    try:
+        async with session.post(f"{base}/v1/chat/completions", json=body) as r:
+            await r.read()
+            return time.perf_counter() - started if r.status == 200 else None
+    except aiohttp.ClientError:
+        return None
+
+
+async def overhead(base: str, rate: float = 200, seconds: float = 15) -> list[float]:
+    """Latencies of small requests sent at a fixed rate."""
+    body = {"model": "Qwen3-0.6B", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        tasks = []
+        start = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.ensure_future(_one(session, base, body)))
+        results = await asyncio.gather(*tasks)
+    return [r for r in results if r is not None]
+
+
+async def throughput(base: str, clients: int = 64, seconds: float = 10) -> float:
+    """Completed small requests per second with `clients` closed-loop clients."""
+    body = {"model": "Qwen3-0.6B", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            if await _one(session, base, body) is not None:
+                done += 1
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+    return done / seconds
+
+
+async def skewed(base: str, seed: int = 7, seconds: float = 40) -> tuple[list[float], int]:
+    """TTFTs of streaming requests under a bursty Poisson load with hot prefixes."""
+    rng = random.Random(seed)
+    ttfts: list[float] = []
+    errors = 0
+
+    async def request(session: aiohttp.ClientSession, prompt: str) -> None:
+        nonlocal errors
+        body = {"model": "Qwen3-0.6B", "messages": [{"role": "user", "content": prompt}], "max_tokens": 200,
+                "stream": True}  # fmt: skip
+        started = time.perf_counter()
+        try:
+            async with session.post(f"{base}/v1/chat/completions", json=body) as r:
+                if r.status != 200:
+                    errors += 1
+                    return
+                async for line in r.content:
+                    if line.startswith(b"data: ") and (b'"content"' in line or b'"reasoning"' in line):
+                        ttfts.append(time.perf_counter() - started)
+                        break
+                async for _ in r.content.iter_any():
+                    pass
+        except aiohttp.ClientError:
+            errors += 1
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        tasks = []
+        t = 0.0
+        start = time.perf_counter()
+        while t < seconds:
+            rate = 60.0 if (t // 5) % 2 == 0 else 15.0  # 5 s bursts
+            t += rng.expovariate(rate)
+            delay = start + t - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            prefix = rng.choice(HOT_PREFIXES) if rng.random() < 0.5 else f"unique {rng.random()} "
+            tasks.append(asyncio.ensure_future(request(session, prefix + "question " + str(rng.random()))))
+        await asyncio.gather(*tasks)
+    return ttfts, errors
+
+
+async def _measure(scales: list[float], work: str) -> dict[str, Any]:
+    backends_proc = _start([sys.executable, "-m", "bench.router.backends", "--ips", *IPS,
+                            "--scales", *map(str, scales), "--max-num-seqs", "16"])  # fmt: skip
+    results: dict[str, Any] = {}
+    try:
+        backends = [f"{ip}:8000" for ip in IPS]
+        for name, (cmd, base) in _routers(backends).items():
+            proc = _start(cmd, wait_ready=None) if cmd else None
+            try:
+                await _wait_http(f"{base}/health")
+                await overhead(base, rate=50, seconds=2)  # warm-up
+                if work == "overhead":
+                    latencies = await overhead(base)
+                    p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99))
+                    results[name] = {"p50": p50, "p99": p99, "maxRps": round(await throughput(base), 1)}
+                else:
+                    if name == "direct":
+                        continue  # one pod cannot take the whole fleet's load
+                    ttfts, errors = await skewed(base)
+                    results[name] = {"ttfts": ttfts, "errors": errors}
+            finally:
+                if proc:
+                    proc.terminate()
+                    proc.wait(10)
+    finally:
+        backends_proc.terminate()
+        backends_proc.wait(10)
+    return results
+
+
+def main() -> None:
+    """Run both measurements and write the results."""
+    started = time.monotonic()
+    over = asyncio.run(_measure(FAST_SCALES, "overhead"))
+    skew = asyncio.run(_measure(SKEWED_SCALES, "skewed"))
+    direct = over["direct"]
+    result = {
+        "overhead": {
+            name: {"addedP50Ms": round((r["p50"] - direct["p50"]) * 1000, 2),
+                   "addedP99Ms": round((r["p99"] - direct["p99"]) * 1000, 2), "maxRps": r["maxRps"]}
+            for name, r in over.items()
+        },
+        "skewed": {
+            name: {"ttftP50Seconds": round(float(np.percentile(r["ttfts"], 50)), 3),
+                   "ttftP95Seconds": round(float(np.percentile(r["ttfts"], 95)), 3), "errors": r["errors"]}
+            for name, r in skew.items()
+        },
+        "machine": f"{os.cpu_count()} cores; load generator, routers and simulated replicas share them",
+    }  # fmt: skip
+    out = ROOT / "bench" / "results" / "router.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for name, r in skew.items():
+        values = np.sort(r["ttfts"])
+        ax.plot(values, np.arange(1, len(values) + 1) / len(values), label=name)
+    ax.set(xlabel="time to first token (s)", ylabel="share of requests", title="Skewed load: TTFT CDF")
+    ax.set_xscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(ROOT / "docs" / "router-ttft.png", dpi=90)
+    print(json.dumps(result, indent=2))
+    print(f"wrote {out} in {time.monotonic() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()

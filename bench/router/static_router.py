@@ -1,0 +1,60 @@
+"""`qwenfleet router` with a fixed backend list instead of Kubernetes discovery (for the benchmark only)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import aiohttp
+from aiohttp import web
+
+from qwenfleet.api.router import Qwen3RouterSpec
+from qwenfleet.router.app import Router
+from qwenfleet.router.discovery import Discovery
+from qwenfleet.router.policy import BackendState, Replica
+
+
+class StaticDiscovery(Discovery):
+    """Fixed replicas; only their queue depth is scraped, as the real discovery does."""
+
+    def __init__(self, spec: Qwen3RouterSpec, addresses: list[str]) -> None:
+        super().__init__(kube=None, namespace="bench", spec=spec, interval=0.5)  # type: ignore[arg-type]
+        replicas = [Replica(f"r{i}", a) for i, a in enumerate(addresses)]
+        self.states = {"small": BackendState("small", "Qwen3-0.6B", replicas)}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with aiohttp.ClientSession() as session:
+            while not stop.is_set():
+                for r in self.states["small"].replicas:
+                    await self._scrape(session, r)
+                await asyncio.sleep(self.interval)
+
+
+async def main(addresses: list[str], port: int, affinity: bool) -> None:
+    spec = Qwen3RouterSpec.model_validate({
+        "backends": [{"name": "small", "aliases": ["qwen3"]}], "defaultBackend": "small",
+        "prefixAffinity": {"enabled": affinity, "prefixChars": 256},
+    })  # fmt: skip
+    discovery = StaticDiscovery(spec, addresses)
+    scraper = asyncio.ensure_future(discovery.run(asyncio.Event()))
+    runner = web.AppRunner(Router(spec, discovery).app(), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+    scraper.cancel()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--backends", nargs="+", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--prefix-affinity", action="store_true")
+    a = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(main(a.backends, a.port, a.prefix_affinity))
