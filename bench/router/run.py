@@ -149,7 +149,7 @@ async def skewed(base: str, seed: int = 7, seconds: float = 40) -> tuple[list[fl
         t = 0.0
         start = time.perf_counter()
         while t < seconds:
-            rate = 60.0 if (t // 5) % 2 == 0 else 15.0  # 5 s bursts
+            rate = 150.0 if (t // 5) % 2 == 0 else 40.0  # 5 s bursts above the fleet's capacity, then recovery
             t += rng.expovariate(rate)
             delay = start + t - time.perf_counter()
             if delay > 0:
