@@ -246,7 +246,11 @@ async def test_openai_client_errors_spillover_and_disconnect(
         body = {"model": "qwen3-small", "prompt": "long", "max_tokens": 30000, "stream": True}
         r = await s.post(f"{guarded_router}/v1/completions", json=body, headers={"Authorization": "Bearer sk-test-one"})
         await r.content.readline()
-        assert await running() == 1
+
+        async def one_running() -> bool:
+            return await running() == 1
+
+        await wait_for(one_running, 10, "the streamed request running on the pod")
         r.close()
     await wait_for(lambda: _zero(running), 15, "upstream request cancelled after the client went away")
 

@@ -1,4 +1,4 @@
-"""The CLI: the issue's done-when commands, run as a user would."""
+"""The CLI: the documented commands, run as a user would."""
 
 from __future__ import annotations
 

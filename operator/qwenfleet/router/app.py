@@ -126,13 +126,14 @@ class Router:
         if not self._authorized(request):
             return _error(401, "invalid API key", "AuthenticationError")
         try:
-            body = await request.json()
+            raw = await request.read()
+            body = json.loads(raw)
             parsed = route_request(body, {k.lower(): v for k, v in request.headers.items()}, chat=chat)
             route = choose_backend(parsed, self.spec, self.discovery.states)
-        except json.JSONDecodeError as exc:
-            return _error(400, f"invalid JSON body: {exc}", "BadRequestError")
         except BadRequest as exc:
             return _error(400, str(exc), "BadRequestError")
+        except ValueError as exc:  # malformed JSON or bytes that are not UTF-8
+            return _error(400, f"invalid JSON body: {exc}", "BadRequestError")
         except UnknownModel as exc:
             known = ", ".join(sorted(model_names(self.spec, self.discovery.states)))
             return _error(404, f"The model `{exc}` does not exist. Known models: {known}", "NotFoundError")
@@ -143,8 +144,12 @@ class Router:
                           f"{route.backend};{route.reason}")  # fmt: skip
         route = ready
         state = self.discovery.states[route.backend]
-        body["model"] = state.served_model or body["model"]
-        payload = json.dumps(body).encode()
+        upstream_model = state.served_model or body["model"]
+        if upstream_model == body["model"]:
+            payload = raw  # nothing to rewrite: forward the client's bytes as they are
+        else:
+            body["model"] = upstream_model
+            payload = json.dumps(body).encode()
         tried: set[str] = set()
         last_error = "no replica"
         affinity = self.spec.prefix_affinity
