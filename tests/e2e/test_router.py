@@ -230,30 +230,29 @@ async def test_openai_client_errors_spillover_and_disconnect(
             task.cancel()
         await asyncio.gather(*hogs, return_exceptions=True)
 
-    # disconnect: the upstream request is cancelled, the pod's running count returns to zero
-    pods = [p for p in await kube.list("v1", "Pod", namespace, label_selector="qwenfleet.dev/deployment=small")
-            if p["status"].get("podIP")]  # fmt: skip
-    metrics_url = f"http://{pods[0]['status']['podIP']}:8000/metrics"
-
-    async def running() -> float:
-        async with aiohttp.ClientSession() as s, s.get(metrics_url) as r:
-            text = await r.text()
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("vllm:num_requests_running{"))  # fmt: skip
-
-    await wait_for(lambda: _zero(running), 30, "small idle before the disconnect test")
+    # disconnect: the upstream request is cancelled, the serving pod's running count returns to zero
     async with aiohttp.ClientSession() as s:
         body = {"model": "qwen3-small", "prompt": "long", "max_tokens": 30000, "stream": True}
         r = await s.post(f"{guarded_router}/v1/completions", json=body, headers={"Authorization": "Bearer sk-test-one"})
         await r.content.readline()
+        pod_name = r.headers["x-qwenfleet-route"].rsplit(";", 1)[1]
+        pod = await kube.get("v1", "Pod", pod_name, namespace)
+        assert pod is not None
+        metrics_url = f"http://{pod['status']['podIP']}:8000/metrics"
 
-        async def one_running() -> bool:
-            return await running() == 1
+        async def running() -> float:
+            async with s.get(metrics_url) as m:
+                text = await m.text()
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("vllm:num_requests_running{"))  # fmt: skip
 
-        await wait_for(one_running, 10, "the streamed request running on the pod")
+        async def busy() -> bool:
+            return await running() >= 1
+
+        await wait_for(busy, 10, "the streamed request running on its pod")
         r.close()
-    await wait_for(lambda: _zero(running), 15, "upstream request cancelled after the client went away")
 
+        async def idle() -> bool:
+            return await running() == 0
 
-async def _zero(probe: Any) -> bool:
-    return bool(await probe() == 0)
+        await wait_for(idle, 15, "upstream request cancelled after the client went away")
