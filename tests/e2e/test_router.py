@@ -191,9 +191,14 @@ async def test_openai_client_errors_spillover_and_disconnect(
         return True
 
     await wait_for(served, 60, "the router serving both backends")
-    reply = await client.chat.completions.create(model="qwen3-small", messages=messages, max_tokens=8)
+    no_thinking: Any = {"chat_template_kwargs": {"enable_thinking": False}}  # hybrid models reason first otherwise
+    reply = await client.chat.completions.create(
+        model="qwen3-small", messages=messages, max_tokens=8, extra_body=no_thinking
+    )
     assert reply.choices[0].message.content and reply.usage is not None
-    stream = await client.chat.completions.create(model="auto", messages=messages, max_tokens=8, stream=True)
+    stream = await client.chat.completions.create(
+        model="auto", messages=messages, max_tokens=8, stream=True, extra_body=no_thinking
+    )
     pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
     assert "".join(pieces).strip()
 

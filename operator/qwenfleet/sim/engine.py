@@ -1,202 +1,301 @@
-"""A vLLM-like engine in simulated time: continuous batching, chunked prefill, paged KV cache, preemption.
+"""A vLLM-like engine in simulated time: continuous batching, chunked prefill, paged KV cache with prefix caching,
+recompute preemption. Pure and deterministic: no I/O, no clock, no asyncio.
 
-Pure and deterministic: no I/O, no clock. The HTTP server and the autoscaling benchmark both drive it by
-calling `step()`, which returns how many simulated seconds the step took and what happened in it.
+The HTTP server drives it in (scaled) wall time and the autoscaling benchmark in virtual time, the same way:
+`add_request()`, then `step(now)` repeatedly; each step says how many simulated seconds it took and what
+happened in it. Scheduling follows vLLM v1's scheduler:
+
+1. Running requests first, in admission order, each taking what it still has to compute (a decode token, or
+   the rest of a prefill) out of the step's token budget. When the cache cannot hold a request's new tokens,
+   the most recently admitted running request is preempted (its blocks freed, its progress to be recomputed)
+   until it fits.
+2. Then, if nothing was preempted, waiting requests in order while fewer than `max_num_seqs` run and budget is
+   left: each first reuses its longest cached prefix, then takes a (possibly partial) prefill chunk if its
+   blocks fit, else the queue stops there (first come, first served).
+
+A request whose computed tokens catch up with its tokens samples one new token at the end of the step.
 """
 
 from __future__ import annotations
 
-import math
-import random
 from collections import deque
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-from qwenfleet.api.plan import Plan
+from qwenfleet.sim.kv_cache import KVCache
+from qwenfleet.sim.perf import BLOCK_TOKENS, PerfModel
 
-BLOCK_TOKENS = 16
-DEFAULT_PREFILL_CHUNK = 8192
-BASE_SHARE = 0.7
-"""Share of a decode step at the planner's reference batch spent reading weights (the rest grows with batch)."""
-
-
-@dataclass(frozen=True)
-class PerfModel:
-    """How fast one replica runs, derived from its Plan."""
-
-    max_num_seqs: int
-    kv_tokens: int
-    max_model_len: int
-    decode_base_seconds: float
-    decode_per_seq_seconds: float
-    prefill_tokens_per_second: float
-    prefill_chunk_tokens: int = DEFAULT_PREFILL_CHUNK
-
-    @classmethod
-    def from_plan(cls, plan: Plan, max_num_seqs: int | None = None) -> PerfModel:
-        """Calibrate a decode step so that, at the plan's reference batch, throughput is the plan's estimate."""
-        reference_batch = max(1, min(plan.max_num_seqs, plan.kv_cache_tokens // 2048))
-        step = reference_batch / max(plan.decode_tokens_per_second, 1e-6)
-        return cls(
-            max_num_seqs=max_num_seqs or plan.max_num_seqs,
-            kv_tokens=plan.kv_cache_tokens,
-            max_model_len=plan.max_model_len,
-            decode_base_seconds=BASE_SHARE * step,
-            decode_per_seq_seconds=(1 - BASE_SHARE) * step / reference_batch,
-            prefill_tokens_per_second=plan.prefill_tokens_per_second,
-        )
-
-    def step_seconds(self, decoding: int, prefill_tokens: int) -> float:
-        """Duration of one engine step: decode grows with the batch, prefill with its tokens."""
-        decode = self.decode_base_seconds + self.decode_per_seq_seconds * decoding if decoding else 0.0
-        return decode + prefill_tokens / self.prefill_tokens_per_second
+__all__ = ["BLOCK_TOKENS", "Engine", "FinishReason", "PerfModel", "RequestState", "SimRequest", "StepResult"]
 
 
-@dataclass
+class FinishReason(StrEnum):
+    """Why a request ended (vLLM's `finished_reason` label values)."""
+
+    STOP = "stop"
+    LENGTH = "length"
+    ABORT = "abort"
+
+
+class RequestState(StrEnum):
+    """Where a request is in the engine."""
+
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
 class SimRequest:
-    """One request inside the engine."""
+    """One request: what it asks for, and its progress and timestamps in simulated seconds."""
 
     id: str
     prompt_tokens: int
     output_tokens: int
-    arrival: float
-    prefilled: int = 0
+    """Tokens it will generate before it ends (the server decides: natural length or max_tokens)."""
+    arrival: float = 0.0
+    finish_reason: FinishReason = FinishReason.STOP
+    """Reason reported once `output_tokens` are generated: stop (end of sequence) or length (max_tokens)."""
+    prompt_hashes: tuple[int, ...] = ()
+    """Hashes of the prompt's full blocks, for prefix caching (empty: the prompt shares nothing)."""
+    max_tokens: int | None = None
+    """The request's max_tokens parameter, for vLLM's request_params_max_tokens histogram."""
+
+    state: RequestState = RequestState.WAITING
+    computed: int = 0
+    """Tokens whose KV is in the cache."""
     generated: int = 0
-    first_token_at: float | None = None
+    cached_tokens: int = 0
+    """Prompt tokens served from the prefix cache at its first scheduling."""
+    preemptions: int = 0
     scheduled_at: float | None = None
-    admitted_order: int = 0
-    recomputed: int = 0
-    """Generated tokens that must be prefilled again after a preemption (recompute)."""
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+    finished_at: float | None = None
+    _hashes: list[int] = field(default_factory=list, repr=False)
 
     @property
-    def prefill_target(self) -> int:
-        """Tokens to prefill before decoding: the prompt, plus earlier output after a preemption."""
-        return self.prompt_tokens + self.recomputed
-
-    @property
-    def prefill_done(self) -> bool:
-        """True once the prefill target is reached."""
-        return self.prefilled >= self.prefill_target
-
-    @property
-    def blocks(self) -> int:
-        """KV blocks the request holds now."""
-        return math.ceil((self.prefilled + self.generated - self.recomputed) / BLOCK_TOKENS)
+    def num_tokens(self) -> int:
+        """Prompt plus generated tokens."""
+        return self.prompt_tokens + self.generated
 
     @property
     def done(self) -> bool:
         """True once every output token is generated."""
         return self.generated >= self.output_tokens
 
+    def block_hashes(self, full_blocks: int) -> list[int]:
+        """Hashes of (at least) the first `full_blocks` blocks: the prompt's, then ones private to this request."""
+        while len(self._hashes) < full_blocks:
+            i = len(self._hashes)
+            previous = self._hashes[-1] if self._hashes else 0
+            self._hashes.append(self.prompt_hashes[i] if i < len(self.prompt_hashes) else hash((previous, self.id, i)))
+        return self._hashes
+
+    # Phase times as vLLM reports them (valid once finished).
+    @property
+    def queue_seconds(self) -> float:
+        """Arrival to first scheduling."""
+        return _gap(self.arrival, self.scheduled_at)
+
+    @property
+    def prefill_seconds(self) -> float:
+        """First scheduling to first token."""
+        return _gap(self.scheduled_at, self.first_token_at)
+
+    @property
+    def decode_seconds(self) -> float:
+        """First token to last token."""
+        return _gap(self.first_token_at, self.last_token_at)
+
+    @property
+    def inference_seconds(self) -> float:
+        """First scheduling to last token."""
+        return _gap(self.scheduled_at, self.last_token_at)
+
+    @property
+    def e2e_seconds(self) -> float:
+        """Arrival to the end."""
+        return _gap(self.arrival, self.finished_at)
+
+
+def _gap(start: float | None, end: float | None) -> float:
+    return max(0.0, end - start) if start is not None and end is not None else 0.0
+
 
 @dataclass
 class StepResult:
-    """What one step did: its duration and the tokens each request received."""
+    """What one step did, with its duration in simulated seconds."""
 
-    seconds: float
+    start: float
+    seconds: float = 0.0
     tokens: dict[str, int] = field(default_factory=dict)
-    finished: list[str] = field(default_factory=list)
+    """Request id -> tokens it received at the end of the step."""
+    finished: list[SimRequest] = field(default_factory=list)
     preempted: list[str] = field(default_factory=list)
+    scheduled_tokens: int = 0
+    """Tokens computed in the step (prefill chunks plus decode tokens)."""
     prompt_tokens: int = 0
+    """Prompt tokens of the requests that got their first token (vLLM's prompt_tokens counter)."""
+    prefix_queries: int = 0
+    prefix_hits: int = 0
+    time_to_first_token: list[float] = field(default_factory=list)
+    inter_token_latency: list[float] = field(default_factory=list)
+
+    @property
+    def end(self) -> float:
+        """When the step's tokens come out."""
+        return self.start + self.seconds
+
+    @property
+    def generation_tokens(self) -> int:
+        """Tokens sampled in the step."""
+        return sum(self.tokens.values())
 
 
 class Engine:
     """The scheduler of one simulated vLLM replica."""
 
-    def __init__(self, perf: PerfModel) -> None:
+    def __init__(self, perf: PerfModel, *, prefix_caching: bool = True) -> None:
         self.perf = perf
+        self.kv = KVCache(perf.kv_blocks, BLOCK_TOKENS, prefix_caching=prefix_caching)
         self.waiting: deque[SimRequest] = deque()
         self.running: list[SimRequest] = []
-        self.total_blocks = max(1, perf.kv_tokens // BLOCK_TOKENS)
+        self.requests: dict[str, SimRequest] = {}
         self.preemptions = 0
-        self._order = 0
-
-    @property
-    def used_blocks(self) -> int:
-        """KV blocks held by running requests."""
-        return sum(r.blocks for r in self.running)
-
-    @property
-    def kv_usage(self) -> float:
-        """Fraction of the KV cache in use (vLLM's kv_cache_usage_perc)."""
-        return min(1.0, self.used_blocks / self.total_blocks)
 
     @property
     def idle(self) -> bool:
         """Nothing waiting or running."""
         return not self.waiting and not self.running
 
-    def add(self, request: SimRequest) -> None:
-        """Queue a request."""
+    @property
+    def kv_usage(self) -> float:
+        """Fraction of the KV cache held by requests (vLLM's kv_cache_usage_perc)."""
+        return self.kv.usage
+
+    def add_request(self, request: SimRequest) -> None:
+        """Queue a request; it is considered at the next step."""
+        if request.id in self.requests:
+            raise ValueError(f"duplicate request id {request.id}")
+        if request.prompt_tokens < 1 or request.output_tokens < 1:
+            raise ValueError("a request needs at least one prompt token and one output token")
+        if request.prompt_tokens + request.output_tokens > min(self.perf.max_model_len, self.perf.kv_tokens):
+            raise ValueError(f"request {request.id} does not fit the context or the KV cache")
+        request.state = RequestState.WAITING
+        self.requests[request.id] = request
         self.waiting.append(request)
 
-    def cancel(self, request_id: str) -> bool:
-        """Drop a request (client went away) and free its KV blocks."""
-        for queue in (self.running, self.waiting):
-            for r in list(queue):
-                if r.id == request_id:
-                    queue.remove(r)
-                    return True
-        return False
-
-    def _admit(self, now: float) -> None:
-        free = self.total_blocks - self.used_blocks
-        while self.waiting and len(self.running) < self.perf.max_num_seqs:
-            nxt = self.waiting[0]
-            need = math.ceil((nxt.prefill_target + 1) / BLOCK_TOKENS)
-            if need > free:
-                break
-            self.waiting.popleft()
-            self._order += 1
-            nxt.admitted_order = self._order
-            nxt.scheduled_at = nxt.scheduled_at if nxt.scheduled_at is not None else now
-            self.running.append(nxt)
-            free -= need
-
-    def _preempt_if_full(self, result: StepResult) -> None:
-        """Recompute-preemption: when decoding would overflow the cache, push the newest request back."""
-        while self.running and self.used_blocks + len(self.running) > self.total_blocks:
-            victim = max(self.running, key=lambda r: r.admitted_order)
-            self.running.remove(victim)
-            victim.prefilled = 0
-            victim.recomputed = victim.generated
-            self.waiting.appendleft(victim)
-            self.preemptions += 1
-            result.preempted.append(victim.id)
+    def abort_request(self, request_id: str) -> SimRequest | None:
+        """Drop a waiting or running request (its client went away) and free its blocks; None if unknown."""
+        request = self.requests.pop(request_id, None)
+        if request is None:
+            return None
+        if request.state is RequestState.RUNNING:
+            self.running.remove(request)
+        elif request.state is RequestState.WAITING:
+            self.waiting.remove(request)
+        self.kv.free(request_id)
+        request.state = RequestState.FINISHED
+        return request
 
     def step(self, now: float) -> StepResult:
-        """Run one engine step starting at simulated time `now`."""
-        self._admit(now)
-        result = StepResult(seconds=0.0)
-        self._preempt_if_full(result)
-        budget = self.perf.prefill_chunk_tokens
-        decoding = [r for r in self.running if r.prefill_done]
-        prefill = 0
-        for r in self.running:
-            if not r.prefill_done and budget > 0:
-                chunk = min(budget, r.prefill_target - r.prefilled)
-                r.prefilled += chunk
-                budget -= chunk
-                prefill += chunk
-        result.prompt_tokens = prefill
-        result.seconds = self.perf.step_seconds(len(decoding), prefill)
-        end = now + result.seconds
-        for r in self.running:
-            if r.prefill_done:
-                r.generated += 1
-                if r.first_token_at is None:
-                    r.first_token_at = end
-                result.tokens[r.id] = 1
-        for r in [r for r in self.running if r.done]:
-            self.running.remove(r)
-            result.finished.append(r.id)
+        """Schedule and run one step starting at simulated time `now`; its tokens come out at `result.end`."""
+        result = StepResult(start=now)
+        scheduled, budget = self._schedule_running(result)
+        if not result.preempted:
+            scheduled += self._schedule_waiting(now, budget, result)
+        if not scheduled:
+            return result
+        tokens = sum(n for _, n in scheduled)
+        context = sum(r.computed + n for r, n in scheduled)
+        result.scheduled_tokens = tokens
+        result.seconds = self.perf.batch_seconds(tokens, context)
+        self._finish_step(scheduled, result)
         return result
 
+    # ------------------------------------------------------------------------------------------ scheduling
 
-def output_length(rng: random.Random, max_tokens: int, mean: int = 256) -> int:
-    """A request's natural output length (geometric around `mean`), capped by max_tokens."""
-    return max(1, min(max_tokens, int(rng.expovariate(1 / mean)) + 1))
+    def _schedule_running(self, result: StepResult) -> tuple[list[tuple[SimRequest, int]], int]:
+        budget = self.perf.max_num_batched_tokens
+        scheduled: list[tuple[SimRequest, int]] = []
+        i = 0
+        while i < len(self.running) and budget > 0:
+            request = self.running[i]
+            n = min(request.num_tokens - request.computed, budget)
+            while not self.kv.allocate(request.id, request.computed + n):
+                victim = self.running.pop()
+                self._preempt(victim, result)
+                if victim is request:
+                    return scheduled, 0
+            scheduled.append((request, n))
+            budget -= n
+            i += 1
+        return scheduled, budget
 
+    def _schedule_waiting(self, now: float, budget: int, result: StepResult) -> list[tuple[SimRequest, int]]:
+        scheduled: list[tuple[SimRequest, int]] = []
+        while self.waiting and budget > 0 and len(self.running) < self.perf.max_num_seqs:
+            request = self.waiting[0]
+            hits = self._cached_prefix(request, result)
+            computed = len(hits) * BLOCK_TOKENS
+            n = min(request.num_tokens - computed, budget)
+            if not self.kv.allocate(request.id, computed + n, hits):
+                break
+            self.waiting.popleft()
+            request.computed = computed
+            if request.scheduled_at is None:
+                request.scheduled_at = now
+                request.cached_tokens = min(computed, request.prompt_tokens)
+            request.state = RequestState.RUNNING
+            self.running.append(request)
+            scheduled.append((request, n))
+            budget -= n
+        return scheduled
 
-def prompt_tokens(text: str) -> int:
-    """Tokens of a prompt, estimated as vLLM's BPE roughly does for English: one per 4 characters."""
-    return max(1, math.ceil(len(text) / 4))
+    def _cached_prefix(self, request: SimRequest, result: StepResult) -> list[int]:
+        """Blocks of the longest cached prefix, leaving at least one token to compute (as vLLM does)."""
+        usable = (request.num_tokens - 1) // BLOCK_TOKENS
+        hits = self.kv.cached_prefix(request.block_hashes(usable)[:usable])
+        result.prefix_queries += request.num_tokens
+        result.prefix_hits += len(hits) * BLOCK_TOKENS
+        return hits
+
+    def _preempt(self, request: SimRequest, result: StepResult) -> None:
+        """Recompute preemption: free the blocks, go back to the front of the queue, keep generated tokens."""
+        self.kv.free(request.id)
+        request.computed = 0
+        request.preemptions += 1
+        request.state = RequestState.WAITING
+        self.waiting.appendleft(request)
+        self.preemptions += 1
+        result.preempted.append(request.id)
+
+    def _finish_step(self, scheduled: list[tuple[SimRequest, int]], result: StepResult) -> None:
+        end = result.end
+        finished = False
+        for request, n in scheduled:
+            full_before = request.computed // BLOCK_TOKENS
+            request.computed += n
+            full = request.computed // BLOCK_TOKENS
+            if full > full_before:
+                self.kv.register(request.id, request.block_hashes(full), full)
+            if request.computed < request.num_tokens:
+                continue  # a prefill chunk: no token yet
+            request.generated += 1
+            result.tokens[request.id] = 1
+            if request.first_token_at is None:
+                request.first_token_at = end
+                result.prompt_tokens += request.prompt_tokens
+                result.time_to_first_token.append(end - request.arrival)
+            elif request.last_token_at is not None:
+                result.inter_token_latency.append(end - request.last_token_at)
+            request.last_token_at = end
+            if request.done:
+                request.state = RequestState.FINISHED
+                request.finished_at = end
+                self.kv.free(request.id)
+                del self.requests[request.id]
+                result.finished.append(request)
+                finished = True
+        if finished:
+            self.running = [r for r in self.running if r.state is RequestState.RUNNING]

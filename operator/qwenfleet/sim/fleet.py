@@ -1,27 +1,58 @@
-"""Many simulated vLLM pods in one process: one listener per pod IP and port."""
+"""Many simulated vLLM pods in one process: one aiohttp listener per pod IP and port.
+
+    fleet = SimFleet(time_scale=10)
+    pod = await fleet.start_pod("ns/name/uid", "127.1.3.7", 8000, plan, seed=7)
+    ...                                   # http://127.1.3.7:8000/v1/... until
+    await fleet.stop_pod("ns/name/uid")   # or `await fleet.close()` for all of them
+
+Each pod has its own engine, clock, cold start and metrics registry. Keys are the caller's (the fleet agent
+uses namespace/name/uid); starting a key that exists replaces its pod.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import TracebackType
 
 from aiohttp import web
 
 from qwenfleet.api.plan import Plan
 from qwenfleet.sim.server import SimServer
 
+SHUTDOWN_SECONDS = 0.5
+"""Wall seconds aiohttp may wait for handlers while a pod stops (they end at once: their engine is gone)."""
 
-@dataclass
-class _Pod:
+
+@dataclass(frozen=True)
+class SimPod:
+    """A running simulated pod."""
+
+    key: str
+    host: str
+    port: int
     server: SimServer
     runner: web.AppRunner
 
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.1.3.7:8000."""
+        return f"http://{self.host}:{self.port}"
+
 
 class SimFleet:
-    """Start and stop simulated replicas by key (e.g. namespace/pod name)."""
+    """Start and stop simulated replicas by key."""
 
     def __init__(self, *, time_scale: float = 1.0) -> None:
         self.time_scale = time_scale
-        self.pods: dict[str, _Pod] = {}
+        self.pods: dict[str, SimPod] = {}
+
+    async def __aenter__(self) -> SimFleet:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
 
     async def start_pod(
         self,
@@ -33,12 +64,24 @@ class SimFleet:
         seed: int = 0,
         cold_start_seconds: float | None = None,
         max_num_seqs: int | None = None,
+        max_num_batched_tokens: int | None = None,
+        time_scale: float | None = None,
     ) -> SimServer:
-        """Serve a simulated vLLM for `plan` on host:port; replaces an existing pod with the same key."""
+        """Serve a simulated vLLM for `plan` on host:port (port 0 picks a free one: see `pods[key].port`).
+
+        `cold_start_seconds` is in simulated seconds (default: the plan's estimate); `/health` answers 503
+        until it has passed. `time_scale` defaults to the fleet's. Raises OSError when the address is taken.
+        """
         await self.stop_pod(key)
-        server = SimServer(plan, time_scale=self.time_scale, seed=seed, cold_start_seconds=cold_start_seconds,
-                           max_num_seqs=max_num_seqs)  # fmt: skip
-        runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=1.0)
+        server = SimServer(
+            plan,
+            time_scale=time_scale or self.time_scale,
+            seed=seed,
+            cold_start_seconds=cold_start_seconds,
+            max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens,
+        )
+        runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
         try:
@@ -47,11 +90,15 @@ class SimFleet:
             await runner.cleanup()
             raise
         server.start()
-        self.pods[key] = _Pod(server, runner)
+        bound = port or _bound_port(runner, port)
+        self.pods[key] = SimPod(key, host, bound, server, runner)
         return server
 
     async def stop_pod(self, key: str) -> bool:
-        """Stop a pod's server; False if there was none."""
+        """Stop a pod as if its container died: open requests lose their connections. False if unknown.
+
+        (By the time the fleet agent sees a pod gone, Kubernetes has already killed the real container.)
+        """
         pod = self.pods.pop(key, None)
         if pod is None:
             return False
@@ -63,3 +110,14 @@ class SimFleet:
         """Stop every pod."""
         for key in list(self.pods):
             await self.stop_pod(key)
+
+    def url(self, key: str) -> str:
+        """Base URL of a running pod."""
+        return self.pods[key].url
+
+
+def _bound_port(runner: web.AppRunner, default: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return default

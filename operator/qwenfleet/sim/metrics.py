@@ -1,0 +1,194 @@
+"""vLLM's Prometheus metrics (V1 engine names, types, labels and buckets), one registry per simulated server.
+
+Every series carries `model_name` (the served name) and `engine="0"`. Counters are declared without `_total`
+and exposed with it, as prometheus_client does for vLLM. Times are simulated seconds: what the real server
+would have measured, whatever the time scale.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from qwenfleet.api.plan import Plan
+from qwenfleet.sim.engine import BLOCK_TOKENS, FinishReason, SimRequest, StepResult
+from qwenfleet.sim.perf import PerfModel, vllm_arg
+
+TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+                40.0, 80.0, 160.0, 640.0, 2560.0)  # fmt: skip
+ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0,
+               80.0)  # fmt: skip
+REQUEST_LATENCY_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0,
+                           240.0, 480.0, 960.0, 1920.0, 7680.0)  # fmt: skip
+ITERATION_TOKEN_BUCKETS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+LABELS = ("model_name", "engine")
+
+
+def buckets_1_2_5(limit: int) -> tuple[int, ...]:
+    """vLLM's 1-2-5 buckets up to `limit` (token-count histograms)."""
+    out: list[int] = []
+    scale = 1
+    while True:
+        for mantissa in (1, 2, 5):
+            if mantissa * scale > limit:
+                return tuple(out)
+            out.append(mantissa * scale)
+        scale *= 10
+
+
+class VllmMetrics:
+    """The metrics of one simulated replica."""
+
+    def __init__(self, model_name: str, plan: Plan, perf: PerfModel) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        labels = (model_name, "0")
+        tokens = buckets_1_2_5(plan.max_model_len)
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, LABELS, registry=r).labels(*labels)
+
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(name, doc, LABELS, registry=r).labels(*labels)
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, LABELS, buckets=buckets, registry=r).labels(*labels)
+
+        self.running = gauge("vllm:num_requests_running", "Number of requests in model execution batches.")
+        self.waiting = gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.")
+        sleep = Gauge("vllm:engine_sleep_state",
+                      "Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine is awake; "
+                      "weights_offloaded = 1 means sleep level 1; discard_all = 1 means sleep level 2.",
+                      [*LABELS, "sleep_state"], registry=r)  # fmt: skip
+        for state, value in (("awake", 1), ("weights_offloaded", 0), ("discard_all", 0)):
+            sleep.labels(*labels, state).set(value)
+        self.kv_usage = gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.")
+        self.prefix_queries = counter(
+            "vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens."
+        )
+        self.prefix_hits = counter("vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens.")
+        self.preemptions = counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.")
+        self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
+        self.generation_tokens = counter("vllm:generation_tokens", "Number of generation tokens processed.")
+        success = Counter("vllm:request_success", "Count of successfully processed requests.",
+                          [*LABELS, "finished_reason"], registry=r)  # fmt: skip
+        self.success = {reason: success.labels(*labels, reason.value) for reason in FinishReason}
+        self.request_prompt_tokens = histogram(
+            "vllm:request_prompt_tokens", "Number of prefill tokens processed.", tokens
+        )
+        self.request_generation_tokens = histogram(
+            "vllm:request_generation_tokens", "Number of generation tokens processed.", tokens
+        )
+        self.iteration_tokens = histogram(
+            "vllm:iteration_tokens_total", "Histogram of number of tokens per engine_step.", ITERATION_TOKEN_BUCKETS
+        )
+        self.max_generation_tokens = histogram(
+            "vllm:request_max_num_generation_tokens",
+            "Histogram of maximum number of requested generation tokens.",
+            tokens,
+        )
+        self.params_n = histogram("vllm:request_params_n", "Histogram of the n request parameter.", (1, 2, 5, 10, 20))
+        self.params_max_tokens = histogram(
+            "vllm:request_params_max_tokens", "Histogram of the max_tokens request parameter.", tokens
+        )
+        self.ttft = histogram(
+            "vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", TTFT_BUCKETS
+        )
+        self.itl = histogram(
+            "vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", ITL_BUCKETS
+        )
+        self.tpot = histogram(
+            "vllm:request_time_per_output_token_seconds",
+            "Histogram of time_per_output_token_seconds per request.",
+            ITL_BUCKETS,
+        )
+        self.e2e = histogram(
+            "vllm:e2e_request_latency_seconds", "Histogram of e2e request latency in seconds.", REQUEST_LATENCY_BUCKETS
+        )
+        self.queue = histogram(
+            "vllm:request_queue_time_seconds",
+            "Histogram of time spent in WAITING phase for request.",
+            REQUEST_LATENCY_BUCKETS,
+        )
+        self.inference = histogram(
+            "vllm:request_inference_time_seconds",
+            "Histogram of time spent in RUNNING phase for request.",
+            REQUEST_LATENCY_BUCKETS,
+        )
+        self.prefill = histogram(
+            "vllm:request_prefill_time_seconds",
+            "Histogram of time spent in PREFILL phase for request.",
+            REQUEST_LATENCY_BUCKETS,
+        )
+        self.decode = histogram(
+            "vllm:request_decode_time_seconds",
+            "Histogram of time spent in DECODE phase for request.",
+            REQUEST_LATENCY_BUCKETS,
+        )
+        info = {
+            "block_size": str(BLOCK_TOKENS),
+            "cache_dtype": vllm_arg(plan.vllm_args, "--kv-cache-dtype") or "auto",
+            "calculate_kv_scales": "False",
+            "cpu_offload_gb": "0",
+            "enable_prefix_caching": "True",
+            "gpu_memory_utilization": str(plan.gpu_memory_utilization),
+            "is_attention_free": "False",
+            "num_cpu_blocks": "None",
+            "num_gpu_blocks": str(perf.kv_blocks),
+            "num_gpu_blocks_override": "None",
+            "prefix_caching_hash_algo": "sha256",
+            "sliding_window": "None",
+            "swap_space": "4",
+            "engine": "0",
+        }
+        Gauge("vllm:cache_config_info", "Information of the LLMEngine CacheConfig", list(info), registry=r).labels(
+            **info
+        ).set(1)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def record_state(self, running: int, waiting: int, kv_usage: float) -> None:
+        """Scheduler gauges."""
+        self.running.set(running)
+        self.waiting.set(waiting)
+        self.kv_usage.set(kv_usage)
+
+    def record_step(self, step: StepResult) -> None:
+        """Counters and per-token histograms of one engine step."""
+        self.prefix_queries.inc(step.prefix_queries)
+        self.prefix_hits.inc(step.prefix_hits)
+        self.preemptions.inc(len(step.preempted))
+        self.prompt_tokens.inc(step.prompt_tokens)
+        self.generation_tokens.inc(step.generation_tokens)
+        if step.scheduled_tokens:
+            self.iteration_tokens.observe(step.prompt_tokens + step.generation_tokens)
+        for ttft in step.time_to_first_token:
+            self.ttft.observe(ttft)
+        for itl in step.inter_token_latency:
+            self.itl.observe(itl)
+        for request in step.finished:
+            self.record_finished(request)
+
+    def record_arrival(self, max_tokens: int) -> None:
+        """Per-request parameter histograms (`max_tokens`: the effective limit, context room if unset)."""
+        self.max_generation_tokens.observe(max_tokens)
+        self.params_n.observe(1)
+
+    def record_finished(self, request: SimRequest) -> None:
+        """A request that ended with stop or length."""
+        self.success[request.finish_reason].inc()
+        self.e2e.observe(request.e2e_seconds)
+        self.queue.observe(request.queue_seconds)
+        self.prefill.observe(request.prefill_seconds)
+        self.inference.observe(request.inference_seconds)
+        self.decode.observe(request.decode_seconds)
+        self.request_prompt_tokens.observe(request.prompt_tokens)
+        self.request_generation_tokens.observe(request.generated)
+        self.tpot.observe(request.decode_seconds / (request.generated - 1) if request.generated > 1 else 0.0)
+        if request.max_tokens:
+            self.params_max_tokens.observe(request.max_tokens)
+
+    def record_abort(self) -> None:
+        """A request whose client went away."""
+        self.success[FinishReason.ABORT].inc()
