@@ -11,9 +11,9 @@ from qwenfleet.planner import PlanRequest, plan
 from qwenfleet.sim.server import SimServer
 
 
-async def serve(ips: list[str], scales: list[float], max_num_seqs: int) -> None:
-    """One simulated Qwen3-0.6B per IP, each at its own speed (time scale)."""
-    p = plan(PlanRequest("Qwen3-0.6B", "L4-24GB"))
+async def serve(ips: list[str], scales: list[float], max_num_seqs: int, model: str, gpu: str) -> None:
+    """One simulated replica of `model` on `gpu` per IP, each at its own speed (time scale)."""
+    p = plan(PlanRequest(model, gpu))
     runners = []
     for i, (ip, scale) in enumerate(zip(ips, scales, strict=True)):
         server = SimServer(p, time_scale=scale, seed=i, cold_start_seconds=0, max_num_seqs=max_num_seqs)
@@ -31,5 +31,6 @@ if __name__ == "__main__":
     parser.add_argument("--ips", nargs="+", required=True)
     parser.add_argument("--scales", nargs="+", type=float, required=True)
     parser.add_argument("--max-num-seqs", type=int, default=256)
+    parser.add_argument("--model", nargs=2, default=["Qwen3-0.6B", "L4-24GB"], metavar=("MODEL", "GPU"))
     a = parser.parse_args()
-    asyncio.run(serve(a.ips, a.scales, a.max_num_seqs))
+    asyncio.run(serve(a.ips, a.scales, a.max_num_seqs, *a.model))

@@ -3,8 +3,10 @@
 An in-repo load generator (aiohttp; no OpenAI load tool from PyPI was used) drives three measurements:
 1. added latency: 200 small non-streaming requests/s for 15 s, p50/p99 minus the direct path's;
 2. maximum throughput: 64 closed-loop clients for 10 s, small non-streaming requests;
-3. skewed load: streaming requests at a bursty Poisson rate, half sharing hot prefixes, to four replicas of
-   which two run at half speed; p50/p95 time to first token.
+3. skewed load: streaming Qwen3-4B requests on L4 replicas at a bursty Poisson rate; 70% open with one of
+   twenty-four long shared prefixes (system prompts, documents: about 4000 tokens each, more than one replica's
+   prefix cache holds at once), the rest are short and unique; two of the four replicas run at half speed;
+   p50/p95 time to first token.
 Writes bench/results/router.json and docs/router-ttft.png.
 """
 
@@ -28,8 +30,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 IPS = ["127.1.200.1", "127.1.200.2", "127.1.200.3", "127.1.200.4"]
 FAST_SCALES = [1000.0] * 4
-SKEWED_SCALES = [40.0, 40.0, 20.0, 20.0]
-HOT_PREFIXES = [f"You are assistant number {i}. " + "Follow the policy. " * 60 for i in range(3)]
+SKEWED_SCALES = [8.0, 8.0, 4.0, 4.0]
+SKEWED_MODEL = ("Qwen3-4B", "L4-24GB")
+HOT_PREFIXES = [f"You are assistant number {i}. " + "Follow the policy. " * 1000 for i in range(24)]
+HOT_SHARE = 0.7
+BURST_RPS, CALM_RPS = 24.0, 8.0
 
 
 def _port() -> int:
@@ -62,19 +67,27 @@ async def _wait_http(url: str, within: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def _routers(backends: list[str]) -> dict[str, tuple[list[str], str]]:
+def _routers(backends: list[str], model: str) -> dict[str, tuple[list[str], str]]:
     """name -> (command, base URL); `direct` has no process."""
     vllm_router = shutil.which("vllm-router") or str(Path(sys.executable).parent / "vllm-router")
     out: dict[str, tuple[list[str], str]] = {"direct": ([], f"http://{IPS[0]}:8000")}
     port = _port()
-    out["qwenfleet"] = ([sys.executable, "-m", "bench.router.static_router", "--port", str(port),
-                         "--prefix-affinity", "--backends", *backends], f"http://127.0.0.1:{port}")  # fmt: skip
+    out["qwenfleet"] = ([sys.executable, "-m", "bench.router.static_router", "--port", str(port), "--prefix-affinity",
+                         "--model", model, "--backends", *backends], f"http://127.0.0.1:{port}")  # fmt: skip
     for policy, name in (("round_robin", "vllm-router-round_robin"), ("cache_aware", "vllm-router-best")):
         port = _port()
         urls = [f"http://{b}" for b in backends]
         out[name] = ([vllm_router, "--host", "127.0.0.1", "--port", str(port), "--policy", policy,
                       "--log-level", "warning", "--worker-urls", *urls], f"http://127.0.0.1:{port}")  # fmt: skip
     return out
+
+
+def _has_token(line: bytes) -> bool:
+    """An SSE line carrying the first generated text (answer or reasoning), not the role-only opening chunk."""
+    if not line.startswith(b"data: {"):
+        return False
+    delta = json.loads(line[6:])["choices"][0].get("delta", {})
+    return bool(delta.get("content") or delta.get("reasoning") or delta.get("reasoning_content"))
 
 
 async def _one(session: aiohttp.ClientSession, base: str, body: dict[str, Any]) -> float | None:
@@ -87,9 +100,9 @@ async def _one(session: aiohttp.ClientSession, base: str, body: dict[str, Any]) 
         return None
 
 
-async def overhead(base: str, rate: float = 200, seconds: float = 15) -> list[float]:
+async def overhead(base: str, rate: float = 200, seconds: float = 15, model: str = "Qwen3-0.6B") -> list[float]:
     """Latencies of small requests sent at a fixed rate."""
-    body = {"model": "Qwen3-0.6B", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         tasks = []
         start = time.perf_counter()
@@ -127,8 +140,8 @@ async def skewed(base: str, seed: int = 7, seconds: float = 40) -> tuple[list[fl
 
     async def request(session: aiohttp.ClientSession, prompt: str) -> None:
         nonlocal errors
-        body = {"model": "Qwen3-0.6B", "messages": [{"role": "user", "content": prompt}], "max_tokens": 200,
-                "stream": True}  # fmt: skip
+        body = {"model": "Qwen3-4B", "messages": [{"role": "user", "content": prompt}], "max_tokens": 32,
+                "stream": True, "chat_template_kwargs": {"enable_thinking": False}}  # fmt: skip
         started = time.perf_counter()
         try:
             async with session.post(f"{base}/v1/chat/completions", json=body) as r:
@@ -136,7 +149,7 @@ async def skewed(base: str, seed: int = 7, seconds: float = 40) -> tuple[list[fl
                     errors += 1
                     return
                 async for line in r.content:
-                    if line.startswith(b"data: ") and (b'"content"' in line or b'"reasoning"' in line):
+                    if _has_token(line):
                         ttfts.append(time.perf_counter() - started)
                         break
                 async for _ in r.content.iter_any():
@@ -149,28 +162,33 @@ async def skewed(base: str, seed: int = 7, seconds: float = 40) -> tuple[list[fl
         t = 0.0
         start = time.perf_counter()
         while t < seconds:
-            rate = 150.0 if (t // 5) % 2 == 0 else 40.0  # 5 s bursts above the fleet's capacity, then recovery
+            rate = BURST_RPS if (t // 5) % 2 == 0 else CALM_RPS  # 5 s bursts, then 5 s of recovery
             t += rng.expovariate(rate)
             delay = start + t - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            prefix = rng.choice(HOT_PREFIXES) if rng.random() < 0.5 else f"unique {rng.random()} "
+            prefix = rng.choice(HOT_PREFIXES) if rng.random() < HOT_SHARE else f"unique {rng.random()} " * 20
             tasks.append(asyncio.ensure_future(request(session, prefix + "question " + str(rng.random()))))
         await asyncio.gather(*tasks)
     return ttfts, errors
 
 
-async def _measure(scales: list[float], work: str) -> dict[str, Any]:
-    backends_proc = _start([sys.executable, "-m", "bench.router.backends", "--ips", *IPS,
+async def _measure(
+    scales: list[float], work: str, model: tuple[str, str] = ("Qwen3-0.6B", "L4-24GB")
+) -> dict[str, Any]:
+    backends_proc = _start([sys.executable, "-m", "bench.router.backends", "--ips", *IPS, "--model", *model,
                             "--scales", *map(str, scales), "--max-num-seqs", "16"])  # fmt: skip
     results: dict[str, Any] = {}
     try:
         backends = [f"{ip}:8000" for ip in IPS]
-        for name, (cmd, base) in _routers(backends).items():
+        only = os.environ.get("BENCH_ROUTERS", "").split(",")
+        for name, (cmd, base) in _routers(backends, model[0]).items():
+            if only != [""] and name not in only:
+                continue
             proc = _start(cmd, wait_ready=None) if cmd else None
             try:
                 await _wait_http(f"{base}/health")
-                await overhead(base, rate=50, seconds=2)  # warm-up
+                await overhead(base, rate=50, seconds=2, model=model[0])  # warm-up
                 if work == "overhead":
                     latencies = await overhead(base)
                     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99))
@@ -194,7 +212,7 @@ def main() -> None:
     """Run both measurements and write the results."""
     started = time.monotonic()
     over = asyncio.run(_measure(FAST_SCALES, "overhead"))
-    skew = asyncio.run(_measure(SKEWED_SCALES, "skewed"))
+    skew = asyncio.run(_measure(SKEWED_SCALES, "skewed", SKEWED_MODEL))
     direct = over["direct"]
     result = {
         "overhead": {

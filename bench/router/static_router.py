@@ -17,10 +17,10 @@ from qwenfleet.router.policy import BackendState, Replica
 class StaticDiscovery(Discovery):
     """Fixed replicas; only their queue depth is scraped, as the real discovery does."""
 
-    def __init__(self, spec: Qwen3RouterSpec, addresses: list[str]) -> None:
+    def __init__(self, spec: Qwen3RouterSpec, addresses: list[str], model: str) -> None:
         super().__init__(kube=None, namespace="bench", spec=spec, interval=0.5)  # type: ignore[arg-type]
         replicas = [Replica(f"r{i}", a) for i, a in enumerate(addresses)]
-        self.states = {"small": BackendState("small", "Qwen3-0.6B", replicas)}
+        self.states = {"small": BackendState("small", model, replicas)}
 
     async def run(self, stop: asyncio.Event) -> None:
         async with aiohttp.ClientSession() as session:
@@ -30,12 +30,12 @@ class StaticDiscovery(Discovery):
                 await asyncio.sleep(self.interval)
 
 
-async def main(addresses: list[str], port: int, affinity: bool) -> None:
+async def main(addresses: list[str], port: int, affinity: bool, model: str) -> None:
     spec = Qwen3RouterSpec.model_validate({
         "backends": [{"name": "small", "aliases": ["qwen3"]}], "defaultBackend": "small",
         "prefixAffinity": {"enabled": affinity, "prefixChars": 256},
     })  # fmt: skip
-    discovery = StaticDiscovery(spec, addresses)
+    discovery = StaticDiscovery(spec, addresses, model)
     scraper = asyncio.ensure_future(discovery.run(asyncio.Event()))
     runner = web.AppRunner(Router(spec, discovery).app(), access_log=None)
     await runner.setup()
@@ -50,6 +50,7 @@ if __name__ == "__main__":
     parser.add_argument("--backends", nargs="+", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--prefix-affinity", action="store_true")
+    parser.add_argument("--model", default="Qwen3-0.6B", help="the model the backends serve")
     a = parser.parse_args()
     try:
         import uvloop
@@ -57,4 +58,4 @@ if __name__ == "__main__":
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(main(a.backends, a.port, a.prefix_affinity))
+    asyncio.run(main(a.backends, a.port, a.prefix_affinity, a.model))

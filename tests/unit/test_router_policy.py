@@ -7,7 +7,16 @@ import random
 import pytest
 
 from qwenfleet.api.router import Qwen3RouterSpec
-from qwenfleet.router.policy import BackendState, Replica, RouteRequest, UnknownModel, choose_backend, choose_replica
+from qwenfleet.router.policy import (
+    BackendState,
+    PrefixHomes,
+    Replica,
+    RouteRequest,
+    UnknownModel,
+    choose_backend,
+    choose_replica,
+    prefix_key,
+)
 from qwenfleet.router.requests import BadRequest, route_request
 
 SPEC = Qwen3RouterSpec.model_validate(
@@ -77,12 +86,38 @@ def test_power_of_two_prefers_the_less_loaded_replica() -> None:
 def test_prefix_affinity_is_sticky_but_bounded() -> None:
     replicas = [Replica(f"r{i}", "x") for i in range(4)]
     state = BackendState("small", replicas=replicas)
-    homes = {choose_replica(state, random.Random(i), prefix="system prompt A", prefix_chars=64).id for i in range(10)}  # type: ignore[union-attr]
+    table = PrefixHomes()
+
+    def pick(seed: int, prefix: str = "system prompt A") -> Replica:
+        chosen = choose_replica(state, random.Random(seed), prefix=prefix, prefix_chars=64, homes=table)
+        assert chosen is not None
+        return chosen
+
+    homes = {pick(i).id for i in range(10)}
     assert len(homes) == 1
     home = next(r for r in replicas if r.id in homes)
     home.outstanding = 50
-    moved = choose_replica(state, random.Random(1), prefix="system prompt A", prefix_chars=64)
-    assert moved is not None and moved.id != home.id
+    moved = pick(1)
+    assert moved.id != home.id
+    assert set(table.get(prefix_key("system prompt A", 64))) == {home.id, moved.id}
+    home.outstanding = 0
+    assert pick(2).id in {home.id, moved.id}  # a second holder now; either has the prefix cached
+
+
+def test_prefix_affinity_keys_on_the_leading_characters_only() -> None:
+    state = BackendState("small", replicas=[Replica(f"r{i}", "x") for i in range(4)])
+    table = PrefixHomes()
+    first = choose_replica(state, random.Random(0), prefix="P" * 64 + "question 1", prefix_chars=64, homes=table)
+    again = choose_replica(state, random.Random(9), prefix="P" * 64 + "question 2", prefix_chars=64, homes=table)
+    assert first is not None and again is not None and first.id == again.id
+
+
+def test_prefix_homes_are_bounded() -> None:
+    table = PrefixHomes(max_prefixes=3, max_homes=2)
+    for key in range(5):
+        for replica in ("a", "b", "c"):
+            table.record(key, replica)
+    assert len(table) == 3 and table.get(0) == [] and table.get(4) == ["b", "c"]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from qwenfleet.api.router import Qwen3RouterSpec
 from qwenfleet.router.discovery import Discovery
-from qwenfleet.router.policy import Replica, Route, UnknownModel, choose_backend, choose_replica, model_names
+from qwenfleet.router.policy import (
+    PrefixHomes,
+    Replica,
+    Route,
+    UnknownModel,
+    choose_backend,
+    choose_replica,
+    model_names,
+)
 from qwenfleet.router.requests import BadRequest, route_request
 
 ROUTE_HEADER = "x-qwenfleet-route"
@@ -53,6 +61,7 @@ class Router:
         self.discovery = discovery
         self.api_keys = [k.encode() for k in api_keys or set()]
         self.rng = random.Random()
+        self.prefix_homes: dict[str, PrefixHomes] = {}  # per backend
         self.metrics = RouterMetrics()
         self.session: aiohttp.ClientSession | None = None
 
@@ -154,9 +163,10 @@ class Router:
         last_error = "no replica"
         affinity = self.spec.prefix_affinity
         prefix_chars = affinity.prefix_chars if affinity.enabled else 0
+        homes = self.prefix_homes.setdefault(route.backend, PrefixHomes()) if affinity.enabled else None
         for _ in range(MAX_ATTEMPTS):
             replica = choose_replica(
-                state, self.rng, prefix=parsed.prefix, prefix_chars=prefix_chars,
+                state, self.rng, prefix=parsed.prefix, prefix_chars=prefix_chars, homes=homes,
                 load_bound=affinity.load_bound, exclude=frozenset(tried),
             )  # fmt: skip
             if replica is None:

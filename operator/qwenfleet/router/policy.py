@@ -4,14 +4,17 @@
   means the default backend.
 - Spillover: when the target's waiting requests per ready replica pass its threshold and the alternate has
   headroom, the alternate serves. Fallback: when the target has no ready replica and its fallback has one.
-- Within a backend: power of two choices on outstanding requests plus scraped queue depth; optional prefix
-  affinity (hash of the leading prompt) unless that replica is above `load_bound` x the mean load.
+- Within a backend: power of two choices on outstanding requests plus scraped queue depth. With prefix
+  affinity, the router remembers which replicas recently served each leading prompt (their prefix caches hold
+  it) and sends the prefix to the least loaded of them that is under `load_bound` x the mean load; when none
+  is, power of two choices picks a new holder, so a hot prefix spreads over as many replicas as its load needs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from qwenfleet.api.router import Qwen3RouterSpec, RuleMatch
@@ -130,26 +133,57 @@ def prefix_key(text: str, chars: int) -> int:
     return int.from_bytes(hashlib.blake2b(text[:chars].encode(), digest_size=8).digest(), "big")
 
 
+class PrefixHomes:
+    """Which replicas recently served each prompt prefix: a bounded LRU of prefix hash -> replica ids."""
+
+    def __init__(self, max_prefixes: int = 16384, max_homes: int = 4) -> None:
+        self.max_prefixes = max_prefixes
+        self.max_homes = max_homes
+        self._homes: OrderedDict[int, list[str]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._homes)
+
+    def get(self, key: int) -> list[str]:
+        """The replicas that served `key`, most recent last."""
+        return self._homes.get(key, [])
+
+    def record(self, key: int, replica_id: str) -> None:
+        """`replica_id` served `key` just now."""
+        others = [h for h in self._homes.pop(key, []) if h != replica_id]
+        self._homes[key] = [*others[max(0, len(others) - self.max_homes + 1) :], replica_id]
+        while len(self._homes) > self.max_prefixes:
+            self._homes.popitem(last=False)
+
+
+def _least_of_two(candidates: list[Replica], rng: random.Random) -> Replica:
+    if len(candidates) == 1:
+        return candidates[0]
+    a, b = rng.sample(candidates, 2)
+    return a if a.load <= b.load else b
+
+
 def choose_replica(
     state: BackendState,
     rng: random.Random,
     *,
     prefix: str = "",
     prefix_chars: int = 0,
+    homes: PrefixHomes | None = None,
     load_bound: float = 1.25,
     exclude: frozenset[str] = frozenset(),
 ) -> Replica | None:
-    """Least load of two random replicas; with prefix affinity, the prefix's replica unless it is overloaded."""
+    """Least load of two random replicas; with prefix affinity, the least loaded replica holding the prefix
+    unless it is above the load bound."""
     candidates = [r for r in state.replicas if r.id not in exclude]
     if not candidates:
         return None
-    if prefix and prefix_chars:
-        ordered = sorted(candidates, key=lambda r: r.id)
-        home = ordered[prefix_key(prefix, prefix_chars) % len(ordered)]
-        mean = sum(r.load for r in candidates) / len(candidates)
-        if home.load <= load_bound * mean + 1:
-            return home
-    if len(candidates) == 1:
-        return candidates[0]
-    a, b = rng.sample(candidates, 2)
-    return a if a.load <= b.load else b
+    if not (prefix and prefix_chars and homes is not None):
+        return _least_of_two(candidates, rng)
+    key = prefix_key(prefix, prefix_chars)
+    held = set(homes.get(key))
+    mean = sum(r.load for r in candidates) / len(candidates)
+    warm = [r for r in candidates if r.id in held and r.load <= load_bound * mean + 1]
+    choice = min(warm, key=lambda r: r.load) if warm else _least_of_two(candidates, rng)
+    homes.record(key, choice.id)
+    return choice
