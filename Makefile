@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test unit e2e lint crds fleet fleet-down build-cp clean bench-autoscale bench-router
+.PHONY: venv test unit e2e lint crds manifests fleet fleet-down build-cp clean bench-autoscale bench-router
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,19 +24,24 @@ lint: $(STAMP)
 
 crds: $(STAMP)
 	$(BIN)/qwenfleet crds --out crds
+	$(BIN)/qwenfleet crds --out charts/qwenfleet/crds
+
+# The plain install manifests (manifests/install), rendered from the chart with its defaults.
+manifests: $(STAMP)
+	$(BIN)/python -m qwenfleet.devcluster.install
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
 # Builds the control-plane binaries once (cached under ~/.cache/qwenfleet), then runs the e2e suite on it.
 e2e: $(STAMP)
-	$(BIN)/qwenfleet dev build
+	$(BIN)/qwenfleet dev build --with-tools
 	$(BIN)/pytest -q tests/e2e
 
 test: lint unit e2e
 
 build-cp: $(STAMP)
-	$(BIN)/qwenfleet dev build
+	$(BIN)/qwenfleet dev build --with-tools
 
 fleet: $(STAMP)
 	$(BIN)/qwenfleet dev build

@@ -1,5 +1,6 @@
 """`make bench-router`: direct to a pod, qwenfleet router and vllm-router, against the same simulated replicas.
 
+`python-floor` is a bare aiohttp + uvloop proxy to one replica: what any Python router pays on this machine.
 An in-repo load generator (aiohttp; no OpenAI load tool from PyPI was used) drives three measurements:
 1. added latency: 200 small non-streaming requests/s for 15 s, p50/p99 minus the direct path's;
 2. maximum throughput: 64 closed-loop clients for 10 s, small non-streaming requests;
@@ -71,6 +72,9 @@ def _routers(backends: list[str], model: str) -> dict[str, tuple[list[str], str]
     """name -> (command, base URL); `direct` has no process."""
     vllm_router = shutil.which("vllm-router") or str(Path(sys.executable).parent / "vllm-router")
     out: dict[str, tuple[list[str], str]] = {"direct": ([], f"http://{IPS[0]}:8000")}
+    port = _port()
+    out["python-floor"] = ([sys.executable, "-m", "bench.router.floor_proxy", "--port", str(port),
+                            "--upstream", backends[0]], f"http://127.0.0.1:{port}")  # fmt: skip
     port = _port()
     out["qwenfleet"] = ([sys.executable, "-m", "bench.router.static_router", "--port", str(port), "--prefix-affinity",
                          "--model", model, "--backends", *backends], f"http://127.0.0.1:{port}")  # fmt: skip
@@ -194,7 +198,7 @@ async def _measure(
                     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99))
                     results[name] = {"p50": p50, "p99": p99, "maxRps": round(await throughput(base), 1)}
                 else:
-                    if name == "direct":
+                    if name in ("direct", "python-floor"):
                         continue  # one pod cannot take the whole fleet's load
                     ttfts, errors = await skewed(base)
                     results[name] = {"ttfts": ttfts, "errors": errors}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 
 import aiohttp
 from aiohttp import web
@@ -40,6 +41,7 @@ async def main(addresses: list[str], port: int, affinity: bool, model: str) -> N
     runner = web.AppRunner(Router(spec, discovery).app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    gc.freeze()
     print("ready", flush=True)
     await asyncio.Event().wait()
     scraper.cancel()
@@ -52,10 +54,6 @@ if __name__ == "__main__":
     parser.add_argument("--prefix-affinity", action="store_true")
     parser.add_argument("--model", default="Qwen3-0.6B", help="the model the backends serve")
     a = parser.parse_args()
-    try:
-        import uvloop
+    import uvloop
 
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(main(a.backends, a.port, a.prefix_affinity, a.model))
+    uvloop.run(main(a.backends, a.port, a.prefix_affinity, a.model))

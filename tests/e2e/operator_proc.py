@@ -40,11 +40,12 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    """`qwenfleet run --all-namespaces` against the test cluster, restartable, with its log kept."""
+    """`qwenfleet run` (default `--all-namespaces`) against the test cluster, restartable, with its log kept."""
 
-    def __init__(self, kubeconfig: Path, log_dir: Path) -> None:
+    def __init__(self, kubeconfig: Path, log_dir: Path, args: tuple[str, ...] = ("--all-namespaces",)) -> None:
         self.kubeconfig = kubeconfig
         self.log_dir = log_dir
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
         self.starts = 0
@@ -59,7 +60,7 @@ class OperatorProcess:
         self.starts += 1
         self.metrics_port = free_port()
         log = self.log_path.open("wb")
-        cmd = [sys.executable, "-m", "qwenfleet.cli", "run", "--all-namespaces", f"--kubeconfig={self.kubeconfig}",
+        cmd = [sys.executable, "-m", "qwenfleet.cli", "run", *self.args, f"--kubeconfig={self.kubeconfig}",
                f"--metrics-port={self.metrics_port}", "--health-port=0", "--autoscale-interval=1"]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

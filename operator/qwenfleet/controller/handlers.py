@@ -88,7 +88,6 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
         service_monitor=await kube.crd_exists("servicemonitors.monitoring.coreos.com"),
         prometheus_url=memo.get("prometheus_url") or Capabilities().prometheus_url,
     )
-    metrics.start(memo.get("metrics_port"))
 
 
 @kopf.on.cleanup()

@@ -1,13 +1,99 @@
-"""`qwenfleet run`: the operator process (kopf embedded, one API client, liveness and metrics endpoints)."""
+"""`qwenfleet run`: the operator process (kopf embedded, one API client, liveness and metrics endpoints).
+
+With `--leader-election`, every replica serves /healthz and /metrics, and only the holder of the Lease runs
+kopf; a replica that loses the Lease stops its handlers and stands by again.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
+import socket
+from typing import Any
 
 import kopf
+from aiohttp import web
+
+from qwenfleet.controller import metrics
+from qwenfleet.controller.leader import LeaderElector
+from qwenfleet.kube import Kube, make_api_client
+
+log = logging.getLogger(__name__)
+
+
+async def _serve_health(port: int, elector: LeaderElector | None) -> web.AppRunner | None:
+    """/healthz answers while the event loop runs; it says whether this replica leads."""
+    if not port:
+        return None
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "leader": elector.leading if elector else True})
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # the kubelet probes the pod IP
+    return runner
+
+
+async def _first(*aws: Any) -> None:
+    """Wait until the first of several awaitables finishes; cancel the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def _lead_while_elected(args: argparse.Namespace, kopf_args: dict[str, Any]) -> None:
+    kube = Kube(await make_api_client(args.kubeconfig))
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+    elector = LeaderElector(kube, args.lease_namespace, args.lease_name, identity, args.lease_duration)
+    health = await _serve_health(args.health_port, elector)
+    shutdown = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        while not shutdown.is_set():
+            for sig in (signal.SIGINT, signal.SIGTERM):  # kopf replaces these while it runs
+                loop.add_signal_handler(sig, shutdown.set)
+            await _first(elector.acquire(), shutdown.wait())
+            if shutdown.is_set():
+                break
+            metrics.LEADER.set(1)
+            lost, stop = asyncio.Event(), asyncio.Event()
+            operator = asyncio.ensure_future(kopf.operator(**kopf_args, stop_flag=stop))
+            holder = asyncio.ensure_future(elector.hold(lost))
+            await _first(asyncio.shield(operator), lost.wait(), shutdown.wait())
+            stop.set()
+            await operator
+            holder.cancel()
+            metrics.LEADER.set(0)
+            if not lost.is_set():
+                break  # kopf stopped on a signal (it handles SIGTERM itself while running): shut down
+            log.error("leader election: leadership lost; handlers stopped, standing by")
+    finally:
+        await elector.release()
+        await kube.close()
+        if health:
+            await health.cleanup()
+
+
+async def _serve(args: argparse.Namespace, kopf_args: dict[str, Any]) -> None:
+    if args.leader_election:
+        await _lead_while_elected(args, kopf_args)
+        return
+    health = await _serve_health(args.health_port, None)
+    metrics.LEADER.set(1)
+    try:
+        await kopf.operator(**kopf_args)
+    finally:
+        if health:
+            await health.cleanup()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,21 +109,14 @@ def run(args: argparse.Namespace) -> int:
 
     memo = kopf.Memo(
         kubeconfig=args.kubeconfig,
-        metrics_port=args.metrics_port,
         prometheus_url=args.prometheus_url,
         autoscale_interval=args.autoscale_interval,
     )
-    namespaces = [] if args.all_namespaces else [args.namespace or "default"]
-    liveness = f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None
-    asyncio.run(
-        kopf.operator(
-            standalone=True,
-            clusterwide=args.all_namespaces,
-            namespaces=namespaces,
-            liveness_endpoint=liveness,
-            memo=memo,
-        )
-    )
+    metrics.start(args.metrics_port)
+    namespaces = [] if args.all_namespaces else (args.namespace or ["default"])
+    kopf_args = {"standalone": True, "clusterwide": args.all_namespaces, "namespaces": namespaces, "memo": memo}
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args, kopf_args))
     return 0
 
 
@@ -45,12 +124,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `qwenfleet run`."""
     p = sub.add_parser("run", help="run the operator")
     scope = p.add_mutually_exclusive_group()
-    scope.add_argument("--namespace", "-n", help="watch one namespace (default: default)")
+    scope.add_argument("--namespace", "-n", action="append", help="watch this namespace (repeatable; default: default)")
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0: off)")
     p.add_argument("--health-port", type=int, default=8080, help="liveness /healthz port (0: off)")
     p.add_argument("--prometheus-url", default=None, help="Prometheus the KEDA ScaledObjects query")
     p.add_argument("--autoscale-interval", type=float, default=10.0, help="seconds between autoscaler decisions")
+    p.add_argument("--leader-election", action="store_true", help="run handlers only while holding the Lease")
+    p.add_argument("--lease-namespace", default="default", help="namespace of the leader-election Lease")
+    p.add_argument("--lease-name", default="qwenfleet-operator", help="name of the leader-election Lease")
+    p.add_argument("--lease-duration", type=float, default=15.0, help="seconds a silent leader keeps the Lease")
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=run)

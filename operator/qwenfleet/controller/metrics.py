@@ -15,13 +15,18 @@ ERRORS = Counter("qwenfleet_reconcile_errors_total", "Failed reconciles by reaso
 MANAGED = Gauge("qwenfleet_managed_deployments", "Qwen3Deployments this operator reconciles.")
 DESIRED = Gauge("qwenfleet_desired_replicas", "Replicas wanted.", ["namespace", "name"])
 READY = Gauge("qwenfleet_ready_replicas", "Replicas ready.", ["namespace", "name"])
+LEADER = Gauge("qwenfleet_leader", "1 while this replica runs the handlers (holds the Lease), else 0.")
 _tracked: set[tuple[str, str]] = set()
 
 
+_serving: set[int] = set()
+
+
 def start(port: int | None) -> None:
-    """Serve /metrics on `port` (0 or None: do not serve)."""
-    if port:
+    """Serve /metrics on `port` (0 or None: do not serve); once per process."""
+    if port and port not in _serving:
         start_http_server(port)
+        _serving.add(port)
 
 
 def observe_reconcile(namespace: str, name: str, seconds: float, status: dict[str, Any]) -> None:

@@ -84,7 +84,8 @@ GO_ENV = {"GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly", "CGO_ENABLED": "0"
 """Local toolchain only (a newer `go` line fails instead of downloading Go), committed go.sum only, static."""
 
 
-def _go_env() -> dict[str, str]:
+def go_env() -> dict[str, str]:
+    """The environment every Go command runs with."""
     return {**os.environ, **GO_ENV}
 
 
@@ -98,10 +99,11 @@ def is_warm(directory: Path | None = None) -> bool:
     return stamp.exists() and stamp.read_text().strip() == _digest()
 
 
-def _check_go() -> None:
+def check_go() -> None:
+    """Fail with a clear message unless the `go` the cache key names is installed."""
     if shutil.which("go") is None:
         raise BuildError(f"Go is not installed: the control plane is built from Go modules ({versions.GO} needed)")
-    found = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, env=_go_env(), check=False)
+    found = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, env=go_env(), check=False)
     if found.stdout.strip() != versions.GO:
         raise BuildError(f"the cache key names {versions.GO} but `go` is {found.stdout.strip() or found.stderr}")
 
@@ -118,12 +120,12 @@ def _build_step(step: Step, out_dir: Path, log: Path) -> int:
     cmd = ["go", "build", "-trimpath", f"-ldflags={step.ldflags}", "-o", target]
     if step.tags:
         cmd.insert(3, f"-tags={step.tags}")
-    return _run_logged([*cmd, *step.packages], GOMOD_DIR / step.module_dir, log, _go_env())
+    return _run_logged([*cmd, *step.packages], GOMOD_DIR / step.module_dir, log, go_env())
 
 
 def module_dir(module: str, version: str, log: Path) -> Path:
     """Download a module (source only, nothing built) and return its directory in the module cache."""
-    env = {**_go_env(), "GOFLAGS": "-mod=mod"}
+    env = {**go_env(), "GOFLAGS": "-mod=mod"}
     result = subprocess.run(
         ["go", "mod", "download", "-json", f"{module}@{version}"],
         capture_output=True, text=True, env=env, check=False, cwd=GOMOD_DIR / "kwok",
@@ -191,7 +193,7 @@ def build(force: bool = False, console: Console | None = None) -> Path:
 
 
 def _build(target: Path, console: Console) -> None:
-    _check_go()
+    check_go()
     work = Path(tempfile.mkdtemp(prefix=".build-", dir=target.parent))
     log = target.parent / f"build-{target.name}.log"
     log.write_text("")

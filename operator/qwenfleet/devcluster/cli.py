@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from qwenfleet.devcluster import build, nodes, versions
+from qwenfleet.devcluster import build, nodes, tools, versions
 from qwenfleet.devcluster.cluster import ClusterError, DevCluster, State, alive, default_run_dir, stop_state
 from qwenfleet.devcluster.processes import PORT_OWNERS, leftovers
 
@@ -21,10 +21,13 @@ def _run_dir(args: argparse.Namespace) -> Path:
 def _cmd_build(args: argparse.Namespace) -> int:
     try:
         path = build.build(force=args.force)
+        helm = tools.ensure_helm() if args.with_tools else None
     except build.BuildError as exc:
         print(f"qwenfleet dev build: {exc}")
         return 1
     print(path)
+    if helm:
+        print(helm)
     return 0
 
 
@@ -100,6 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     dev_sub = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
     b = dev_sub.add_parser("build", help="build the control-plane binaries (cached)")
     b.add_argument("--force", action="store_true", help="rebuild even when cached")
+    b.add_argument("--with-tools", action="store_true", help="also build helm (the chart tests need it)")
     b.set_defaults(func=_cmd_build)
     up = dev_sub.add_parser("up", help="start the control plane and the simulated GPU nodes")
     up.add_argument("--karpenter", action="store_true", help="run Karpenter's kwok provider: nodes on demand")

@@ -99,6 +99,17 @@ class Kube:
             "PATCH", path, body=dict(manifest), query=query, content_type="application/apply-patch+yaml"
         )
 
+    async def create(self, manifest: Mapping[str, Any]) -> Obj:
+        """Create an object (409 when it exists)."""
+        res = resource_of(manifest["apiVersion"], manifest["kind"])
+        return await self._call("POST", res.path(manifest["metadata"].get("namespace")), body=dict(manifest))
+
+    async def replace(self, obj: Mapping[str, Any]) -> Obj:
+        """Replace an object; its metadata.resourceVersion makes this fail with 409 if it changed meanwhile."""
+        res = resource_of(obj["apiVersion"], obj["kind"])
+        meta = obj["metadata"]
+        return await self._call("PUT", res.path(meta.get("namespace"), meta["name"]), body=dict(obj))
+
     async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
         """One object, or None when it does not exist."""
         try:

@@ -28,6 +28,7 @@ from qwenfleet.router.requests import BadRequest, route_request
 
 ROUTE_HEADER = "x-qwenfleet-route"
 MAX_ATTEMPTS = 3
+WHOLE_BODY_BYTES = 256 * 1024  # non-streaming answers up to this size are sent in one write
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "host"}
 
 
@@ -80,7 +81,10 @@ class Router:
     async def _start(self, _: web.Application) -> None:
         timeout = aiohttp.ClientTimeout(total=self.spec.limits.upstream_timeout_seconds,
                                         sock_connect=self.spec.limits.connect_timeout_seconds)  # fmt: skip
-        self.session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0))
+        # Bytes pass through as the replica sent them (no decompression, so Content-Encoding stays true).
+        self.session = aiohttp.ClientSession(
+            timeout=timeout, connector=aiohttp.TCPConnector(limit=0), auto_decompress=False
+        )
 
     async def _stop(self, _: web.Application) -> None:
         if self.session:
@@ -198,6 +202,11 @@ class Router:
                 self.metrics.ttfb.labels(route.backend).observe(time.perf_counter() - sent)
                 headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
                 headers[ROUTE_HEADER] = f"{route.backend};{route.reason};{replica.id}"
+                length = upstream.content_length
+                if length is not None and length <= WHOLE_BODY_BYTES:  # a complete JSON answer: one write
+                    whole = web.Response(status=upstream.status, headers=headers, body=await upstream.read())
+                    self.metrics.requests.labels(route.backend, route.reason, str(upstream.status)).inc()
+                    return whole
                 response = web.StreamResponse(status=upstream.status, headers=headers)
                 await response.prepare(request)
                 streaming = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 from pathlib import Path
 
@@ -32,6 +33,7 @@ async def _serve(args: argparse.Namespace) -> None:
     runner = web.AppRunner(router.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
+    gc.freeze()  # start-up objects (models, modules) never need collecting: shorter collector pauses per request
     print(f"qwenfleet router on http://{args.host}:{args.port}/v1", flush=True)
     try:
         await asyncio.Event().wait()
@@ -46,8 +48,10 @@ async def _serve(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    import uvloop
+
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
+        uvloop.run(_serve(args))
     return 0
 
 
