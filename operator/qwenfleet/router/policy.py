@@ -7,7 +7,8 @@
 - Within a backend: power of two choices on outstanding requests plus scraped queue depth. With prefix
   affinity, the router remembers which replicas recently served each leading prompt (their prefix caches hold
   it) and sends the prefix to the least loaded of them that is under `load_bound` x the mean load; when none
-  is, power of two choices picks a new holder, so a hot prefix spreads over as many replicas as its load needs.
+  is, the least loaded replica becomes a new holder, so a hot prefix spreads over as many replicas as its load
+  needs. (Outstanding counts are this router's own and exact, so no random sampling is needed there.)
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def choose_replica(
     exclude: frozenset[str] = frozenset(),
 ) -> Replica | None:
     """Least load of two random replicas; with prefix affinity, the least loaded replica holding the prefix
-    unless it is above the load bound."""
+    unless it is above the load bound, else the least loaded replica (which becomes a holder)."""
     candidates = [r for r in state.replicas if r.id not in exclude]
     if not candidates:
         return None
@@ -184,6 +185,6 @@ def choose_replica(
     held = set(homes.get(key))
     mean = sum(r.load for r in candidates) / len(candidates)
     warm = [r for r in candidates if r.id in held and r.load <= load_bound * mean + 1]
-    choice = min(warm, key=lambda r: r.load) if warm else _least_of_two(candidates, rng)
+    choice = min(warm or candidates, key=lambda r: r.load)
     homes.record(key, choice.id)
     return choice
