@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test unit e2e lint crds manifests fleet fleet-down build-cp clean bench-autoscale bench-router
+.PHONY: venv test unit e2e lint crds manifests docs fleet fleet-down build-cp clean bench-autoscale bench-router
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ lint: $(STAMP)
 crds: $(STAMP)
 	$(BIN)/qwenfleet crds --out crds
 	$(BIN)/qwenfleet crds --out charts/qwenfleet/crds
+
+# Generated documentation pages (API reference, sizing table).
+docs: $(STAMP)
+	$(BIN)/qwenfleet docs --out docs
 
 # The plain install manifests (manifests/install), rendered from the chart with its defaults.
 manifests: $(STAMP)

@@ -100,6 +100,17 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_docs(args: argparse.Namespace) -> int:
+    from qwenfleet.docsgen import render_docs
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in render_docs().items():
+        (out / name).write_text(text)
+        print(out / name)
+    return 0
+
+
 def _cmd_crds(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("catalog", help="list the Qwen3 models or GPU types qwenfleet knows")
     c.add_argument("what", choices=("models", "gpus"))
     c.set_defaults(func=_cmd_catalog)
+
+    d = sub.add_parser("docs", help="write the generated documentation pages (API reference, sizing table)")
+    d.add_argument("--out", default="docs", help="directory (default: docs)")
+    d.set_defaults(func=_cmd_docs)
 
     k = sub.add_parser("crds", help="write the CustomResourceDefinitions")
     k.add_argument("--out", default="crds", help="directory (default: crds)")

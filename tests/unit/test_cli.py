@@ -65,3 +65,9 @@ def test_crds_reproduce_the_committed_files(tmp_path: Path) -> None:
     for place in (ROOT / "crds", ROOT / "charts" / "qwenfleet" / "crds"):  # the chart ships the same bytes
         for fresh in generated:
             assert (place / fresh.name).read_bytes() == fresh.read_bytes(), f"{place / fresh.name} drifted: make crds"
+
+
+def test_generated_docs_match_the_committed_pages(tmp_path: Path) -> None:
+    assert main(["docs", "--out", str(tmp_path)]) == 0
+    for fresh in tmp_path.glob("*.md"):
+        assert (ROOT / "docs" / fresh.name).read_text() == fresh.read_text(), f"docs/{fresh.name} drifted: make docs"

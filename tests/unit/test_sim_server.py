@@ -282,3 +282,15 @@ async def test_fleet_serves_pods_on_their_own_addresses(fleet: SimFleet, http: a
     async with http.get(f"{fleet.url('ns/b')}/metrics") as r:
         assert "vllm:num_requests_running" in await r.text()
     assert set(fleet.pods) == {"ns/b"}
+
+
+async def test_metrics_name_filter_returns_only_the_named_families(
+    fleet: SimFleet, http: aiohttp.ClientSession
+) -> None:
+    base, _ = await _start(fleet)
+    async with http.get(f"{base}/metrics", params={"name[]": "vllm:num_requests_waiting"}) as r:
+        text = await r.text()
+    samples = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert samples and all(line.startswith("vllm:num_requests_waiting{") for line in samples)
+    async with http.get(f"{base}/metrics") as r:
+        assert len(await r.text()) > 10 * len(text)

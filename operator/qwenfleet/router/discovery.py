@@ -86,7 +86,10 @@ class Discovery:
             async with session.get(f"http://{replica.address}/health", timeout=timeout) as response:
                 if response.status != 200:
                     return False
-            async with session.get(f"http://{replica.address}/metrics", timeout=timeout) as response:
+            # Only the one family (prometheus_client's name[] filter, which vLLM's /metrics honours): a full
+            # vLLM exposition is tens of kB and costs the replica milliseconds to render at every scrape.
+            url = f"http://{replica.address}/metrics"
+            async with session.get(url, params={"name[]": WAITING}, timeout=timeout) as response:
                 replica.waiting = waiting_from_metrics(await response.text())
         except (aiohttp.ClientError, TimeoutError):
             return False

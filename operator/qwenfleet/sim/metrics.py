@@ -144,9 +144,9 @@ class VllmMetrics:
             **info
         ).set(1)
 
-    def exposition(self) -> bytes:
-        """The Prometheus text format."""
-        return generate_latest(self.registry)
+    def exposition(self, names: list[str] | None = None) -> bytes:
+        """The Prometheus text format; only the `names` metric families when given (vLLM's `/metrics?name[]=`)."""
+        return generate_latest(self.registry.restricted_registry(names) if names else self.registry)
 
     def record_state(self, running: int, waiting: int, kv_usage: float) -> None:
         """Scheduler gauges."""

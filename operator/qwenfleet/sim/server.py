@@ -203,9 +203,10 @@ class SimServer:
         """vLLM's /version."""
         return _json({"version": VLLM_VERSION})
 
-    async def metrics_view(self, _: web.Request) -> web.Response:
-        """Prometheus text format."""
-        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def metrics_view(self, request: web.Request) -> web.Response:
+        """Prometheus text format; `?name[]=...` selects metric families, as prometheus_client's app in vLLM does."""
+        names = request.query.getall("name[]", [])
+        return web.Response(body=self.metrics.exposition(names), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def models(self, _: web.Request) -> web.Response:
         """The one served model."""
