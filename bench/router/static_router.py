@@ -19,9 +19,7 @@ class StaticDiscovery(Discovery):
     """Fixed replicas; only their queue depth is scraped, as the real discovery does."""
 
     def __init__(self, spec: Qwen3RouterSpec, addresses: list[str], model: str) -> None:
-        super().__init__(
-            kube=None, namespace="bench", spec=spec, interval=float(__import__("os").environ.get("SCRAPE", "0.5"))
-        )  # type: ignore[arg-type]
+        super().__init__(kube=None, namespace="bench", spec=spec, interval=0.5)  # type: ignore[arg-type]
         replicas = [Replica(f"r{i}", a) for i, a in enumerate(addresses)]
         self.states = {"small": BackendState("small", model, replicas)}
 
