@@ -49,7 +49,7 @@ build-cp: $(STAMP)
 
 fleet: $(STAMP)
 	$(BIN)/qwenfleet dev build
-	$(BIN)/qwenfleet dev up
+	$(BIN)/qwenfleet dev up --demo
 
 fleet-down: $(STAMP)
 	$(BIN)/qwenfleet dev down

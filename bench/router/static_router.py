@@ -31,10 +31,11 @@ class StaticDiscovery(Discovery):
                 await asyncio.sleep(self.interval)
 
 
-async def main(addresses: list[str], port: int, affinity: bool, model: str) -> None:
+async def main(addresses: list[str], port: int, affinity: bool, model: str, load_bound: float | None) -> None:
+    bound = {"loadBound": load_bound} if load_bound else {}
     spec = Qwen3RouterSpec.model_validate({
         "backends": [{"name": "small", "aliases": ["qwen3"]}], "defaultBackend": "small",
-        "prefixAffinity": {"enabled": affinity, "prefixChars": 256},
+        "prefixAffinity": {"enabled": affinity, "prefixChars": 256, **bound},
     })  # fmt: skip
     discovery = StaticDiscovery(spec, addresses, model)
     scraper = asyncio.ensure_future(discovery.run(asyncio.Event()))
@@ -53,7 +54,8 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--prefix-affinity", action="store_true")
     parser.add_argument("--model", default="Qwen3-0.6B", help="the model the backends serve")
+    parser.add_argument("--load-bound", type=float, default=None, help="prefix affinity's load bound (default: API's)")
     a = parser.parse_args()
     import uvloop
 
-    uvloop.run(main(a.backends, a.port, a.prefix_affinity, a.model))
+    uvloop.run(main(a.backends, a.port, a.prefix_affinity, a.model, a.load_bound))

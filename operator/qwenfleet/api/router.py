@@ -80,10 +80,11 @@ class PrefixAffinity(ApiModel):
     enabled: bool = Field(default=False, description="Turn prefix affinity on.")
     prefix_chars: int = Field(default=512, ge=16, le=65536, description="Leading prompt characters hashed.")
     load_bound: float = Field(
-        default=1.25,
+        default=2.0,
         ge=1.0,
         le=10.0,
-        description="A replica takes an affine request only below this x mean load.",
+        description="A replica holding the prefix takes the request only below this x mean load (+1); a looser "
+        "bound keeps more prefix-cache hits, a tighter one spreads a hot prefix sooner.",
     )
 
 

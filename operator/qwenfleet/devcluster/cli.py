@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from qwenfleet.devcluster import build, nodes, tools, versions
+from qwenfleet.devcluster import build, demo, nodes, tools, versions
 from qwenfleet.devcluster.cluster import ClusterError, DevCluster, State, alive, default_run_dir, stop_state
 from qwenfleet.devcluster.processes import PORT_OWNERS, leftovers
 
@@ -45,12 +46,50 @@ def _cmd_up(args: argparse.Namespace) -> int:
     took = time.monotonic() - started
     console.print(f"Dev cluster ready in {took:.1f}s: {state.server} (Kubernetes {versions.KUBERNETES})")
     print(f"Run directory: {cluster.run_dir} (logs in {cluster.run_dir / 'logs'})")  # plain: paths never wrap
+    if args.demo and not args.no_operator:
+        return _demo(cluster.kubeconfig, console)
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     if not args.no_operator:
         console.print(
             "The qwenfleet operator is running; try: kubectl apply -f manifests/examples/qwen3-30b-a3b-h100.yaml"
         )
     return 0
+
+
+def _demo(kubeconfig: Path, console: Console) -> int:
+    console.print("Deploying the demo fleet (manifests/demo/fleet.yaml): three Qwen3 sizes and a router")
+    try:
+        url = asyncio.run(demo.deploy(str(kubeconfig), console))
+    except TimeoutError as exc:
+        print(f"qwenfleet dev up: {exc}")
+        return 1
+    body = '{"model": "auto", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 64}'
+    print(f"""
+The fleet is up. The router (Qwen3Router qwen3) answers at {url}/v1
+
+  export KUBECONFIG={kubeconfig}
+  kubectl get q3d,q3r                 # three sizes; qwen3-large sits at zero until a thinking request
+
+  curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{body}'
+
+  python -c "import openai; c = openai.OpenAI(base_url='{url}/v1', api_key='none'); \\
+print(c.chat.completions.create(model='auto', messages=[{{'role': 'user', 'content': 'Hi'}}]).choices[0].message)"
+
+  kubectl get q3d -w                  # in one terminal: watch replicas follow the queue
+  .venv/bin/qwenfleet dev load --rate 40 --seconds 120    # in another: drive traffic through the router
+
+The response header x-qwenfleet-route says which size served a request and why. `make fleet-down` stops it.""")
+    return 0
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    state = State.load(_run_dir(args))
+    if state is None or not state.pids:
+        print("no dev cluster is running: make fleet")
+        return 1
+    kubeconfig = Path(state.run_dir) / "admin.kubeconfig"
+    return asyncio.run(demo.load(str(kubeconfig), args.rate, args.seconds, args.model, args.thinking_share))
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
@@ -109,10 +148,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up.add_argument("--karpenter", action="store_true", help="run Karpenter's kwok provider: nodes on demand")
     up.add_argument("--profile", choices=sorted(nodes.PROFILES), help="node profile (default: default)")
     up.add_argument("--no-operator", action="store_true", help="do not run the qwenfleet operator in the fleet")
+    up.add_argument("--demo", action="store_true", help="also deploy three Qwen3 sizes and a router, and wait")
     up.set_defaults(func=_cmd_up)
+    load = dev_sub.add_parser("load", help="send chat requests through the demo router and show replicas")
+    load.add_argument("--rate", type=float, default=20.0, help="requests per second (Poisson)")
+    load.add_argument("--seconds", type=float, default=120.0)
+    load.add_argument("--model", default="auto", help="model name or alias (default: auto)")
+    load.add_argument("--thinking-share", type=float, default=0.1, help="share of requests asking for thinking")
+    load.set_defaults(func=_cmd_load)
     down = dev_sub.add_parser("down", help="stop everything")
     down.set_defaults(func=_cmd_down)
     status = dev_sub.add_parser("status", help="show the components")
     status.set_defaults(func=_cmd_status)
-    for p in (up, down, status):
+    for p in (up, down, status, load):
         p.add_argument("--run-dir", help=f"state directory (default: {default_run_dir()})")

@@ -171,7 +171,7 @@ def choose_replica(
     prefix: str = "",
     prefix_chars: int = 0,
     homes: PrefixHomes | None = None,
-    load_bound: float = 1.25,
+    load_bound: float = 2.0,
     exclude: frozenset[str] = frozenset(),
 ) -> Replica | None:
     """Least load of two random replicas; with prefix affinity, the least loaded replica holding the prefix

@@ -1,0 +1,134 @@
+"""The demo on the simulated fleet: three Qwen3 sizes and a router (`qwenfleet dev up --demo`), and a load
+generator to watch the autoscaler move replicas (`qwenfleet dev load`)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from rich.console import Console
+from rich.live import Live
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from qwenfleet.kube import Kube, make_api_client
+from qwenfleet.render.router import ROUTER_PORT
+
+DEMO = Path(__file__).resolve().parents[3] / "manifests" / "demo" / "fleet.yaml"
+API = "qwenfleet.dev/v1alpha1"
+ROUTER = "qwen3"
+NAMESPACE = "default"
+
+
+def _ready(obj: dict[str, Any] | None) -> tuple[bool, str]:
+    for cond in ((obj or {}).get("status") or {}).get("conditions", []):
+        if cond["type"] == "Ready":
+            return cond["status"] == "True", f"{cond['reason']}: {cond.get('message', '')}"[:90]
+    return False, "waiting for the operator"
+
+
+async def router_url(kube: Kube, name: str = ROUTER, namespace: str = NAMESPACE) -> str | None:
+    """http://<router pod IP>:8080 of a ready router pod (the fleet agent serves it there), or None."""
+    selector = f"app.kubernetes.io/component=router,qwenfleet.dev/deployment={name}"
+    for pod in await kube.list("v1", "Pod", namespace, label_selector=selector):
+        conditions = {c["type"]: c["status"] for c in (pod.get("status") or {}).get("conditions") or []}
+        if conditions.get("Ready") == "True" and pod["status"].get("podIP"):
+            return f"http://{pod['status']['podIP']}:{ROUTER_PORT}"
+    return None
+
+
+async def deploy(kubeconfig: str, console: Console, within: float = 600) -> str:
+    """Apply the demo fleet, show progress until every object is Ready, and return the router's URL."""
+    kube = Kube(await make_api_client(kubeconfig))
+    try:
+        docs = [d for d in yaml.safe_load_all(DEMO.read_text()) if d]
+        for doc in docs:
+            await kube.apply(doc)
+        deadline = time.monotonic() + within
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console) as progress:  # fmt: skip
+            tasks = {
+                d["metadata"]["name"]: (d["kind"], progress.add_task(d["metadata"]["name"], total=1)) for d in docs
+            }
+            pending = set(tasks)
+            url = None
+            while pending or url is None:
+                for name in list(pending):
+                    kind, task = tasks[name]
+                    ready, why = _ready(await kube.get(API, kind, name, NAMESPACE))
+                    progress.update(task, description=f"{kind} {name}: {why}", completed=1 if ready else 0)
+                    if ready:
+                        pending.discard(name)
+                url = await router_url(kube)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the demo fleet was not ready within {within:.0f}s: {sorted(pending)}")
+                await asyncio.sleep(0.5)
+        return url
+    finally:
+        await kube.close()
+
+
+PROMPTS = ["Summarise the plot of Hamlet in two sentences.", "Write a haiku about GPUs.",
+           "What is the capital of Australia?", "Explain tensor parallelism to a new engineer."]  # fmt: skip
+
+
+async def _replicas_table(kube: Kube, sent: int, errors: int, started: float) -> Table:
+    table = Table(title=f"qwenfleet demo: {sent} requests sent, {errors} errors, {time.monotonic() - started:.0f}s")
+    for column in ("Qwen3Deployment", "model", "ready/desired", "queue per replica", "autoscaler"):
+        table.add_column(column)
+    for obj in await kube.list(API, "Qwen3Deployment", NAMESPACE):
+        st = obj.get("status") or {}
+        auto = st.get("autoscaler") or {}
+        table.add_row(obj["metadata"]["name"], obj["spec"]["model"],
+                      f"{st.get('readyReplicas', 0)}/{st.get('desiredReplicas', 0)}",
+                      f"{auto.get('queuePerReplica', 0.0):.1f}", str(auto.get("reason", ""))[:60])  # fmt: skip
+    return table
+
+
+async def load(kubeconfig: str, rate: float, seconds: float, model: str, thinking_share: float) -> int:
+    """Send chat requests through the demo router at `rate` per second, showing replicas as they change."""
+    kube = Kube(await make_api_client(kubeconfig))
+    sent = errors = 0
+    rng = random.Random(1)
+    try:
+        url = await router_url(kube)
+        if url is None:
+            print("no ready router pod: run `qwenfleet dev up --demo` (make fleet) first")
+            return 1
+
+        async def one(session: aiohttp.ClientSession) -> None:
+            nonlocal errors
+            thinking = rng.random() < thinking_share
+            body = {"model": model, "messages": [{"role": "user", "content": rng.choice(PROMPTS)}],
+                    "max_tokens": 256, "chat_template_kwargs": {"enable_thinking": thinking}}  # fmt: skip
+            try:
+                async with session.post(f"{url}/v1/chat/completions", json=body) as r:
+                    await r.read()
+                    errors += r.status >= 400
+            except aiohttp.ClientError:
+                errors += 1
+
+        started = time.monotonic()
+        tasks: set[asyncio.Task[None]] = set()
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+            with Live(await _replicas_table(kube, 0, 0, started), refresh_per_second=2) as live:
+                next_view = 0.0
+                while time.monotonic() - started < seconds:
+                    task = asyncio.create_task(one(session))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                    sent += 1
+                    if time.monotonic() > next_view:
+                        live.update(await _replicas_table(kube, sent, errors, started))
+                        next_view = time.monotonic() + 1
+                    await asyncio.sleep(rng.expovariate(rate))
+                await asyncio.gather(*tasks, return_exceptions=True)
+                live.update(await _replicas_table(kube, sent, errors, started))
+        return 0
+    finally:
+        await kube.close()
