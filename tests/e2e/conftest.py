@@ -62,3 +62,13 @@ def operator(kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def session_operator_paused(operator: OperatorProcess) -> Iterator[None]:
+    """Stop the suite's cluster-wide operator so only the ones under test reconcile; restart it afterwards."""
+    operator.stop()
+    try:
+        yield
+    finally:
+        operator.start()

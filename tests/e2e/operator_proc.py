@@ -42,10 +42,19 @@ def free_port() -> int:
 class OperatorProcess:
     """`qwenfleet run` (default `--all-namespaces`) against the test cluster, restartable, with its log kept."""
 
-    def __init__(self, kubeconfig: Path, log_dir: Path, args: tuple[str, ...] = ("--all-namespaces",)) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_dir: Path,
+        args: tuple[str, ...] = ("--all-namespaces",),
+        name: str = "operator",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log_dir = log_dir
         self.args = args
+        self.name = name
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
         self.starts = 0
@@ -53,7 +62,7 @@ class OperatorProcess:
     @property
     def log_path(self) -> Path:
         """Where the current run logs."""
-        return self.log_dir / f"operator-{self.starts}.log"
+        return self.log_dir / f"{self.name}-{self.starts}.log"
 
     def start(self) -> None:
         """Start the operator and wait until its metrics endpoint answers."""
@@ -62,7 +71,7 @@ class OperatorProcess:
         log = self.log_path.open("wb")
         cmd = [sys.executable, "-m", "qwenfleet.cli", "run", *self.args, f"--kubeconfig={self.kubeconfig}",
                f"--metrics-port={self.metrics_port}", "--health-port=0", "--autoscale-interval=1"]  # fmt: skip
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + 30
         while self._metrics() is None:
@@ -93,10 +102,14 @@ class OperatorProcess:
         except OSError:
             return None
 
-    def reconcile_count(self) -> float:
-        """Reconciles the current process has finished."""
+    def metric(self, name: str) -> float:
+        """The value of an unlabelled metric of the current process (0 when absent)."""
         text = self._metrics() or ""
         for line in text.splitlines():
-            if line.startswith("qwenfleet_reconcile_duration_seconds_count"):
+            if line.startswith(f"{name} ") or line.startswith(f"{name}{{"):
                 return float(line.split()[-1])
         return 0.0
+
+    def reconcile_count(self) -> float:
+        """Reconciles the current process has finished."""
+        return self.metric("qwenfleet_reconcile_duration_seconds_count")

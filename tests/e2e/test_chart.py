@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -56,18 +56,14 @@ def test_kustomize_install_is_accepted_by_the_api_server(kubeconfig: Path) -> No
     built = _kubectl(kubeconfig, "kustomize", str(install.INSTALL)).stdout
     kinds = sorted(d["kind"] for d in yaml.safe_load_all(built) if d)
     assert kinds.count("CustomResourceDefinition") == 2 and "Deployment" in kinds and "ClusterRole" in kinds
-    _kubectl(kubeconfig, "apply", "--server-side", "--dry-run=server", "--field-manager=qwenfleet-test", "-f", "-",
-             stdin=built)  # fmt: skip
-
-
-@pytest.fixture
-def session_operator_paused(operator: OperatorProcess) -> Iterator[None]:
-    """Stop the suite's cluster-wide operator so only the one under test reconciles; restart it afterwards."""
-    operator.stop()
     try:
-        yield
-    finally:
-        operator.start()
+        _kubectl(kubeconfig, "apply", "--server-side", "--field-manager=qwenfleet-test", "-f", "-", stdin=built)
+        status = _kubectl(kubeconfig, "-n", install.NAMESPACE, "get", "deployment", install.RELEASE, "-o", "name")
+        assert status.stdout.strip() == f"deployment.apps/{install.RELEASE}"
+    finally:  # everything but the CRDs, which the rest of the suite uses
+        others = [d for d in yaml.safe_load_all(built) if d and d["kind"] != "CustomResourceDefinition"]
+        _kubectl(kubeconfig, "delete", "--ignore-not-found", "--wait=false", "-f", "-",
+                 stdin=yaml.safe_dump_all(others), check=False)  # fmt: skip
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ async def test_server_is_v1_36(kube: Kube) -> None:
 
 
 async def test_our_crds_are_established_and_explained(kube: Kube, kubeconfig: Path) -> None:
-    for path in CRDS.glob("*.yaml"):
+    for path in CRDS.glob("*.qwenfleet.dev.yaml"):
         name = yaml.safe_load(path.read_text())["metadata"]["name"]
         crd = await kube.get("apiextensions.k8s.io/v1", "CustomResourceDefinition", name)
         assert crd is not None

@@ -17,7 +17,6 @@ EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
 # (kind, name) -> (condition type, status, reason or None): what each example must report.
 EXPECTED: dict[str, tuple[str, str, str | None]] = {
     "qwen3-235b-on-l4": ("PlanFeasible", "False", "PlanInfeasible"),
-    "qwen3-8b-keda": ("Ready", "False", "KEDAMissing"),
     "qwen3": ("Ready", "True", "Available"),  # the router
 }
 

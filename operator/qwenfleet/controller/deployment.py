@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from qwenfleet.api.deployment import AutoscalingMode, Qwen3DeploymentSpec
 from qwenfleet.api.plan import Plan
 from qwenfleet.catalog import Precision
+from qwenfleet.controller.applied import CachingApplier
 from qwenfleet.controller.conditions import Cond, merge_conditions, now_rfc3339, status_changed
 from qwenfleet.kube import Kube, KubeError
 from qwenfleet.planner import PlanInfeasible, PlanRequest, plan
@@ -157,8 +158,9 @@ async def _prune(kube: Kube, inp: DeploymentInput, children: list[Obj]) -> None:
     ]
     for api_version, kind, obj_name in optional:
         if (kind, obj_name) not in wanted:
-            try:
-                await kube.delete(api_version, kind, obj_name, ns)
+            try:  # a read first: in the steady state there is nothing to delete, and no write is sent
+                if await kube.get(api_version, kind, obj_name, ns) is not None:
+                    await kube.delete(api_version, kind, obj_name, ns)
             except KubeError as exc:
                 if exc.status != 404 and "could not find the requested resource" not in exc.message:
                     raise
@@ -221,7 +223,9 @@ async def _nodepool_condition(kube: Kube, inp: DeploymentInput) -> Cond:
     return Cond("NodePoolReady", ready.get("status") == "True", str(ready.get("reason") or "Ready"), f"NodePool {name}")
 
 
-async def reconcile_deployment(kube: Kube, body: Obj, pods: list[PodState], caps: Capabilities) -> Outcome:
+async def reconcile_deployment(
+    kube: Kube, body: Obj, pods: list[PodState], caps: Capabilities, applier: CachingApplier | None = None
+) -> Outcome:
     """Bring one Qwen3Deployment's children and status to the desired state."""
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 0)
@@ -254,8 +258,9 @@ async def reconcile_deployment(kube: Kube, body: Obj, pods: list[PodState], caps
     )
     children = desired_children(inp)
     applied: dict[str, Obj] = {}
+    apply = applier.apply if applier else kube.apply
     for child in children:
-        applied[child["kind"]] = await kube.apply(child)
+        applied[child["kind"]] = await apply(child)
     await _prune(kube, inp, children)
 
     workload = applied["LeaderWorkerSet" if the_plan.nodes_per_replica > 1 else "Deployment"]

@@ -20,6 +20,7 @@ import kopf
 from qwenfleet.autoscale.loop import Memory
 from qwenfleet.autoscale.loop import tick as autoscale_tick
 from qwenfleet.controller import metrics
+from qwenfleet.controller.applied import CachingApplier
 from qwenfleet.controller.deployment import (
     FINALIZER,
     PodState,
@@ -49,6 +50,10 @@ CHILD_RESOURCES = (
     ("batch", "v1", "jobs"),
     ("", "v1", "persistentvolumeclaims"),
 )
+WATCHED_CHILD_KINDS = frozenset(
+    {"ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment", "LeaderWorkerSet", "Service",
+     "PodDisruptionBudget", "NetworkPolicy", "Job", "PersistentVolumeClaim"}
+)  # fmt: skip
 RESYNC_SECONDS = 60.0
 AUTOSCALE_INTERVAL_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 120.0
@@ -80,8 +85,12 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 60
     settings.queueing.worker_limit = None  # indexes must be complete before handlers run
+    # No cluster-wide scanning of namespaces and CRDs: the watched namespaces are given, and the kinds are
+    # discovered once at start-up. This is what lets the RBAC stay at exactly the verbs the reconciler uses.
+    settings.scanning.disabled = True
     kube = Kube(await make_api_client(memo.get("kubeconfig")))
     memo.kube = kube
+    memo.applier = CachingApplier(kube, WATCHED_CHILD_KINDS)
     memo.triggers = {}
     memo.seen = {}
     memo.caps = Capabilities(
@@ -130,8 +139,13 @@ def pod_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **_
     _trigger(memo, (namespace or "", labels.get(f"{GROUP}/deployment", "")), routers=True)
 
 
-def _child_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any) -> None:
+def _child_changed(
+    namespace: str | None, labels: Mapping[str, str], memo: Any, body: kopf.Body, type: str | None, **_: Any
+) -> None:
     """A child changed or vanished: restore it now, not at the next resync."""
+    applier: CachingApplier | None = memo.get("applier")
+    if applier is not None:
+        applier.observe(dict(body), deleted=type == "DELETED")
     owner = (namespace or "", labels.get(f"{GROUP}/deployment", ""))
     _trigger(memo, owner)
     router = memo.triggers.get(("r", *owner))
@@ -166,7 +180,7 @@ async def _post_events(body: kopf.Body, events: list[tuple[str, str, str]]) -> N
 
 async def _reconcile_once(body: kopf.Body, memo: Any, pods: list[PodState]) -> float | None:
     started = time.perf_counter()
-    outcome = await reconcile_deployment(memo.kube, dict(body), pods, memo.caps)
+    outcome = await reconcile_deployment(memo.kube, dict(body), pods, memo.caps, memo.applier)
     meta = body["metadata"]
     metrics.observe_reconcile(meta["namespace"], meta["name"], time.perf_counter() - started, outcome.status)
     await _post_events(body, outcome.events)
@@ -177,7 +191,7 @@ async def _reconcile_router_once(body: kopf.Body, memo: Any, index: kopf.Index[K
     namespace = body["metadata"]["namespace"]
     backends = [b.get("name", "") for b in (body.get("spec") or {}).get("backends") or []]
     ready = {b: sum(1 for p in index.get((namespace, b), []) if p.ready) for b in backends}
-    outcome = await reconcile_router(memo.kube, dict(body), ready)
+    outcome = await reconcile_router(memo.kube, dict(body), ready, memo.applier)
     await _post_events(body, outcome.events)
     return outcome.retry_after
 

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from qwenfleet.api.router import Qwen3RouterSpec
+from qwenfleet.controller.applied import CachingApplier
 from qwenfleet.controller.conditions import Cond
 from qwenfleet.controller.deployment import Outcome, write_status
 from qwenfleet.kube import Kube
@@ -18,7 +19,9 @@ KIND = "Qwen3Router"
 Obj = dict[str, Any]
 
 
-async def reconcile_router(kube: Kube, body: Obj, ready_by_backend: dict[str, int]) -> Outcome:
+async def reconcile_router(
+    kube: Kube, body: Obj, ready_by_backend: dict[str, int], applier: CachingApplier | None = None
+) -> Outcome:
     """Bring one Qwen3Router's children and status to the desired state."""
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 0)
@@ -32,8 +35,9 @@ async def reconcile_router(kube: Kube, body: Obj, ready_by_backend: dict[str, in
         return await write_status(kube, KIND, body, status, {"observedGeneration": generation}, conds, generation)
     owner = Owner(name=name, namespace=namespace, uid=meta["uid"], kind=KIND)
     applied = {}
+    apply = applier.apply if applier else kube.apply
     for child in render_router(owner, spec):
-        applied[child["kind"]] = await kube.apply(child)
+        applied[child["kind"]] = await apply(child)
     workload = applied["Deployment"].get("status") or {}
     ready = int(workload.get("readyReplicas") or 0)
     backends = [{"name": b.name, "readyReplicas": ready_by_backend.get(b.name, 0)} for b in spec.backends]

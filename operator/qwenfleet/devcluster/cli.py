@@ -63,7 +63,10 @@ def _demo(kubeconfig: Path, console: Console) -> int:
     except TimeoutError as exc:
         print(f"qwenfleet dev up: {exc}")
         return 1
-    body = '{"model": "auto", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 64}'
+    body = (
+        '{"model": "auto", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 64, '
+        '"chat_template_kwargs": {"enable_thinking": false}}'
+    )
     print(f"""
 The fleet is up. The router (Qwen3Router qwen3) answers at {url}/v1
 
@@ -76,8 +79,10 @@ The fleet is up. The router (Qwen3Router qwen3) answers at {url}/v1
   python -c "import openai; c = openai.OpenAI(base_url='{url}/v1', api_key='none'); \\
 print(c.chat.completions.create(model='auto', messages=[{{'role': 'user', 'content': 'Hi'}}]).choices[0].message)"
 
+  (a prompt ending in /think, or "enable_thinking": true, goes to qwen3-large and wakes it from zero)
+
   kubectl get q3d -w                  # in one terminal: watch replicas follow the queue
-  .venv/bin/qwenfleet dev load --rate 40 --seconds 120    # in another: drive traffic through the router
+  .venv/bin/qwenfleet dev load --rate 100 --seconds 120 --model medium   # in another: drive traffic
 
 The response header x-qwenfleet-route says which size served a request and why. `make fleet-down` stops it.""")
     return 0

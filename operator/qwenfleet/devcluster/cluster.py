@@ -305,7 +305,7 @@ class DevCluster:
     def _install_crds(self) -> None:
         files = sorted((self.bin / "crds").glob("*.yaml"))
         if self.install_crds:
-            files += sorted(REPO_CRDS.glob("*.yaml"))
+            files += sorted(REPO_CRDS.glob("*.qwenfleet.dev.yaml"))
         crds = [doc for f in files for doc in yaml.safe_load_all(f.read_text()) if doc]
         self.apply(crds)
         deadline = time.monotonic() + 30

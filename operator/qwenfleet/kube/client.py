@@ -89,20 +89,27 @@ class Kube:
             raise _error(exc) from None
         return result if isinstance(result, dict) else {}
 
-    async def apply(self, manifest: Mapping[str, Any]) -> Obj:
-        """Server-side apply with our field manager, forcing ownership of every field we send."""
+    async def apply(self, manifest: Mapping[str, Any], *, field_validation: str | None = None) -> Obj:
+        """Server-side apply with our field manager, forcing ownership of every field we send.
+
+        `field_validation="Strict"` makes unknown or duplicate fields an error instead of dropping them.
+        """
         res = resource_of(manifest["apiVersion"], manifest["kind"])
         meta = manifest["metadata"]
         path = res.path(meta.get("namespace"), meta["name"])
         query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        if field_validation:
+            query.append(("fieldValidation", field_validation))
         return await self._call(
             "PATCH", path, body=dict(manifest), query=query, content_type="application/apply-patch+yaml"
         )
 
-    async def create(self, manifest: Mapping[str, Any]) -> Obj:
+    async def create(self, manifest: Mapping[str, Any], *, field_validation: str | None = None) -> Obj:
         """Create an object (409 when it exists)."""
         res = resource_of(manifest["apiVersion"], manifest["kind"])
-        return await self._call("POST", res.path(manifest["metadata"].get("namespace")), body=dict(manifest))
+        query = [("fieldValidation", field_validation)] if field_validation else []
+        path = res.path(manifest["metadata"].get("namespace"))
+        return await self._call("POST", path, body=dict(manifest), query=query)
 
     async def replace(self, obj: Mapping[str, Any]) -> Obj:
         """Replace an object; its metadata.resourceVersion makes this fail with 409 if it changed meanwhile."""

@@ -1,0 +1,59 @@
+"""Skipping no-op applies: only an unchanged intent on an unchanged object is skipped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qwenfleet.controller.applied import CachingApplier
+
+
+class RecordingKube:
+    """Stands in for the API server's apply: counts requests, bumps resourceVersion on change."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.rv = 0
+        self.stored: dict[str, Any] = {}
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.requests += 1
+        if manifest.get("spec") != self.stored.get("spec"):
+            self.rv += 1
+            self.stored = dict(manifest)
+        return {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": str(self.rv)}}
+
+
+def _svc(port: int) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "n"}, "spec": {"port": port}}
+
+
+async def test_same_intent_on_an_unchanged_object_sends_nothing() -> None:
+    kube = RecordingKube()
+    applier = CachingApplier(kube, frozenset({"Service"}))  # type: ignore[arg-type]
+    await applier.apply(_svc(80))
+    for _ in range(5):
+        await applier.apply(_svc(80))
+    assert kube.requests == 1 and applier.skipped == 5
+
+
+async def test_a_new_intent_or_an_observed_change_is_applied() -> None:
+    kube = RecordingKube()
+    applier = CachingApplier(kube, frozenset({"Service"}))  # type: ignore[arg-type]
+    applied = await applier.apply(_svc(80))
+    await applier.apply(_svc(81))  # the spec changed
+    assert kube.requests == 2
+    edited = {**applied, "metadata": {**applied["metadata"], "resourceVersion": "99"}}
+    applier.observe(edited)  # someone edited the object: its resourceVersion moved
+    await applier.apply(_svc(81))
+    assert kube.requests == 3
+    applier.observe(edited, deleted=True)  # deleted: must be recreated
+    await applier.apply(_svc(81))
+    assert kube.requests == 4
+
+
+async def test_kinds_without_a_watch_are_always_applied() -> None:
+    kube = RecordingKube()
+    applier = CachingApplier(kube, frozenset())  # type: ignore[arg-type]
+    for _ in range(3):
+        await applier.apply(_svc(80))
+    assert kube.requests == 3 and applier.skipped == 0
