@@ -44,8 +44,13 @@ def route_request(body: Any, headers: dict[str, str], *, chat: bool) -> RouteReq
         else:
             thinking = "/think" in last and "/no_think" not in last
     else:
-        prompt = body.get("prompt", "")
-        texts = [prompt if isinstance(prompt, str) else " ".join(map(str, prompt))]
+        prompt = body.get("prompt")
+        if isinstance(prompt, str):
+            texts = [prompt]
+        elif isinstance(prompt, list) and prompt and all(isinstance(p, (str, int)) for p in prompt):
+            texts = [" ".join(map(str, prompt))]  # several prompts, or token ids
+        else:
+            raise BadRequest("prompt must be a string or a non-empty list of strings or token ids")
         thinking = False
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
     if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):
