@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test unit e2e lint crds manifests docs fleet fleet-down build-cp clean bench-autoscale bench-router
+.PHONY: venv test unit e2e lint crds manifests docs fleet fleet-down build-cp clean bench-autoscale bench-router bench-operator
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,3 +66,7 @@ bench-autoscale: $(STAMP)
 bench-router: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.router.run
+
+# Regenerates bench/results/operator.json: 100 and 1000 Qwen3Deployments on the dev cluster (about 10 minutes).
+bench-operator: $(STAMP)
+	$(BIN)/python -m bench.operator.run

@@ -386,6 +386,7 @@ class Qwen3DeploymentStatus(ApiModel):
     plan: Plan | None = Field(default=None, description="The planner's layout of one replica.")
     replicas: int = Field(default=0, description="Replicas that exist (pods or groups).")
     ready_replicas: int = Field(default=0, description="Replicas ready to serve.")
+    updated_replicas: int = Field(default=0, description="Replicas already on the current spec (during a rollout).")
     desired_replicas: int = Field(default=0, description="Replicas wanted now.")
     ready_summary: str = Field(default="0/0", description="ready/desired, for kubectl get.")
     selector: str = Field(default="", description="Label selector of the model-server pods (for /scale).")

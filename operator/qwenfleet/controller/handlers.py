@@ -49,10 +49,12 @@ CHILD_RESOURCES = (
     ("networking.k8s.io", "v1", "networkpolicies"),
     ("batch", "v1", "jobs"),
     ("", "v1", "persistentvolumeclaims"),
+    ("monitoring.coreos.com", "v1", "servicemonitors"),  # optional CRDs: not watched when absent at start-up
+    ("keda.sh", "v1alpha1", "scaledobjects"),
 )
 WATCHED_CHILD_KINDS = frozenset(
     {"ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment", "LeaderWorkerSet", "Service",
-     "PodDisruptionBudget", "NetworkPolicy", "Job", "PersistentVolumeClaim"}
+     "PodDisruptionBudget", "NetworkPolicy", "Job", "PersistentVolumeClaim", "ServiceMonitor", "ScaledObject"}
 )  # fmt: skip
 RESYNC_SECONDS = 60.0
 AUTOSCALE_INTERVAL_SECONDS = 10.0

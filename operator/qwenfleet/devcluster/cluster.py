@@ -100,6 +100,7 @@ class DevCluster:
         install_crds: bool = True,
         operator: bool = False,
         time_scale: float = 1.0,
+        audit: bool = False,
     ) -> None:
         self.run_dir = (run_dir or default_run_dir()).resolve()
         self.profile = profile
@@ -107,6 +108,7 @@ class DevCluster:
         self.install_crds = install_crds
         self.operator = operator
         self.time_scale = time_scale
+        self.audit = audit
         self.bin = bin_dir()
         self.state: State | None = None
 
@@ -224,7 +226,25 @@ class DevCluster:
             "--enable-priority-and-fairness=false",
             "--profiling=false",
             "--v=1",
+            *self._audit_args(),
         ]
+
+    @property
+    def audit_log(self) -> Path:
+        """Where the API server writes its audit log (with `audit=True`): every write request, as JSON lines."""
+        return self.run_dir / "audit.log"
+
+    def _audit_args(self) -> list[str]:
+        if not self.audit:
+            return []
+        policy = self.run_dir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump({
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
+            "rules": [{"level": "Metadata", "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+                      {"level": "None"}],
+        }))  # fmt: skip
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}", "--audit-log-format=json",
+                "--audit-log-mode=batch", "--audit-log-batch-max-wait=1s"]  # fmt: skip
 
     def _kcm_args(self, ports: dict[str, int], p: Path) -> list[str]:
         kc = str(self.kubeconfig)
