@@ -20,11 +20,10 @@ from tests.e2e.operator_proc import OperatorProcess
 
 
 @pytest.fixture(scope="session")
-def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The cluster under test: QWENFLEET_TEST_KUBECONFIG, or a dev cluster started for this run."""
-    external = os.environ.get("QWENFLEET_TEST_KUBECONFIG")
-    if external:
-        yield Path(external)
+def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster | None]:
+    """The dev cluster started for this run (None with QWENFLEET_TEST_KUBECONFIG)."""
+    if os.environ.get("QWENFLEET_TEST_KUBECONFIG"):
+        yield None
         return
     try:
         build.build()
@@ -33,9 +32,19 @@ def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     except Exception as exc:
         pytest.fail(f"no cluster for the end-to-end tests: {exc} (set QWENFLEET_TEST_KUBECONFIG to use another)")
     try:
-        yield cluster.kubeconfig
+        yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(dev_cluster: DevCluster | None) -> Path:
+    """The cluster under test: QWENFLEET_TEST_KUBECONFIG, or a dev cluster started for this run."""
+    external = os.environ.get("QWENFLEET_TEST_KUBECONFIG")
+    if external:
+        return Path(external)
+    assert dev_cluster is not None
+    return dev_cluster.kubeconfig
 
 
 @pytest.fixture(scope="session")

@@ -43,7 +43,7 @@ async def test_a_new_intent_or_an_observed_change_is_applied() -> None:
     await applier.apply(_svc(81))  # the spec changed
     assert kube.requests == 2
     edited = {**applied, "metadata": {**applied["metadata"], "resourceVersion": "99"}}
-    applier.observe(edited)  # someone edited the object: its resourceVersion moved
+    applier.observe(edited)  # someone edited the object (a Service has no generation: resourceVersion counts)
     await applier.apply(_svc(81))
     assert kube.requests == 3
     applier.observe(edited, deleted=True)  # deleted: must be recreated
@@ -57,3 +57,31 @@ async def test_kinds_without_a_watch_are_always_applied() -> None:
     for _ in range(3):
         await applier.apply(_svc(80))
     assert kube.requests == 3 and applier.skipped == 0
+
+
+def _deployment(generation: int, rv: str, ready: int = 0) -> dict[str, Any]:
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "namespace": "n", "generation": generation, "resourceVersion": rv},
+            "spec": {"replicas": 1}, "status": {"readyReplicas": ready}}  # fmt: skip
+
+
+class DeploymentKube(RecordingKube):
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.requests += 1
+        return _deployment(1, "5")
+
+
+async def test_a_status_update_by_a_controller_is_not_drift_but_a_spec_edit_is() -> None:
+    kube = DeploymentKube()
+    applier = CachingApplier(kube, frozenset({"Deployment"}))  # type: ignore[arg-type]
+    intent = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "n"},
+              "spec": {"replicas": 1}}  # fmt: skip
+    await applier.apply(intent)
+    applier.observe(_deployment(1, "6", ready=1))  # the controller wrote status: same generation
+    current = await applier.apply(intent)
+    assert kube.requests == 1 and current["status"]["readyReplicas"] == 1  # skipped, with the fresh status
+    applier.observe(_deployment(2, "7"))  # someone edited the spec
+    await applier.apply(intent)
+    assert kube.requests == 2
+    assert applier.exists("apps/v1", "Deployment", "n", "d") is True
+    assert applier.exists("apps/v1", "StatefulSet", "n", "d") is None

@@ -1,8 +1,10 @@
 """Skip server-side applies that cannot change anything: the steady state costs no API writes.
 
 A child is applied again only when the intent (the manifest we would send) changed, or when the object was
-seen to change (a watch event with another resourceVersion than our last apply returned: someone edited or
-deleted it, or a controller updated its status). Kinds the operator does not watch are always applied.
+seen to change in a way that could matter: a new generation (someone edited its spec), other labels,
+annotations or owner references, or deletion. A status update by another controller does not count. For kinds
+without a generation (Services, ConfigMaps, RBAC), any new resourceVersion counts. Kinds the operator does not
+watch are always applied.
 """
 
 from __future__ import annotations
@@ -31,7 +33,17 @@ def intent_hash(manifest: Obj) -> str:
 @dataclass
 class _Applied:
     intent: str
-    resource_version: str
+    signature: str
+
+
+def signature(obj: Obj) -> str:
+    """What must stay the same for our last apply to still hold: generation and metadata we set, else the
+    resourceVersion (kinds without a generation)."""
+    meta = obj.get("metadata") or {}
+    if meta.get("generation") is None:
+        return f"rv:{meta.get('resourceVersion')}"
+    mine = [meta.get("generation"), meta.get("labels"), meta.get("annotations"), meta.get("ownerReferences")]
+    return intent_hash({"m": mine})
 
 
 class CachingApplier:
@@ -56,7 +68,13 @@ class CachingApplier:
         slim_meta = {"name": meta.get("name"), "namespace": meta.get("namespace"),
                      "resourceVersion": meta.get("resourceVersion"), "generation": meta.get("generation")}  # fmt: skip
         self._seen[key] = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": slim_meta,
-                           "status": obj.get("status") or {}}  # fmt: skip
+                           "status": obj.get("status") or {}, "signature": signature(obj)}  # fmt: skip
+
+    def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool | None:
+        """Whether the watch has seen the object (None for kinds this applier does not watch)."""
+        if kind not in self.watched_kinds:
+            return None
+        return (api_version, kind, namespace, name) in self._seen
 
     async def apply(self, manifest: Obj) -> Obj:
         """Server-side apply, unless the last apply of the same intent is still what the cluster holds."""
@@ -65,11 +83,11 @@ class CachingApplier:
         before = self._applied.get(key)
         seen = self._seen.get(key)
         if (before and seen and before.intent == intent and manifest["kind"] in self.watched_kinds
-                and seen["metadata"]["resourceVersion"] == before.resource_version):  # fmt: skip
+                and seen["signature"] == before.signature):  # fmt: skip
             self.skipped += 1
             return seen
         result = await self.kube.apply(manifest)
         self.sent += 1
-        self._applied[key] = _Applied(intent, str((result.get("metadata") or {}).get("resourceVersion")))
+        self._applied[key] = _Applied(intent, signature(result))
         self.observe(result)
         return result

@@ -146,7 +146,7 @@ async def _cache_state(kube: Kube, inp: DeploymentInput) -> Cond:
     )
 
 
-async def _prune(kube: Kube, inp: DeploymentInput, children: list[Obj]) -> None:
+async def _prune(kube: Kube, inp: DeploymentInput, children: list[Obj], applier: CachingApplier | None) -> None:
     """Delete children we made earlier that the spec no longer calls for (never the user's PVC)."""
     wanted = {(c["kind"], c["metadata"]["name"]) for c in children}
     ns, name = inp.owner.namespace, inp.owner.name
@@ -158,8 +158,11 @@ async def _prune(kube: Kube, inp: DeploymentInput, children: list[Obj]) -> None:
     ]
     for api_version, kind, obj_name in optional:
         if (kind, obj_name) not in wanted:
-            try:  # a read first: in the steady state there is nothing to delete, and no write is sent
-                if await kube.get(api_version, kind, obj_name, ns) is not None:
+            try:  # only what exists (the watch knows, else a read): the steady state sends nothing
+                known = applier.exists(api_version, kind, ns, obj_name) if applier else None
+                if known is False:
+                    continue
+                if known or await kube.get(api_version, kind, obj_name, ns) is not None:
                     await kube.delete(api_version, kind, obj_name, ns)
             except KubeError as exc:
                 if exc.status != 404 and "could not find the requested resource" not in exc.message:
@@ -261,7 +264,7 @@ async def reconcile_deployment(
     apply = applier.apply if applier else kube.apply
     for child in children:
         applied[child["kind"]] = await apply(child)
-    await _prune(kube, inp, children)
+    await _prune(kube, inp, children, applier)
 
     workload = applied["LeaderWorkerSet" if the_plan.nodes_per_replica > 1 else "Deployment"]
     conds, counts = _workload_conditions(workload, replicas, pods, cache, generation)

@@ -177,6 +177,19 @@ class DevCluster:
             raise
         return self.state
 
+    def restart_apiserver(self, down_seconds: float = 0.0) -> None:
+        """Kill the API server (SIGKILL), keep it down for `down_seconds`, start it again and wait until ready."""
+        assert self.state is not None
+        pid = self.state.pids["kube-apiserver"]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(down_seconds)
+        self._spawn("kube-apiserver", self._apiserver_args(self.state.ports, self.run_dir / "pki"))
+        self._wait_http(f"{self.state.server}/readyz", "kube-apiserver", 60)
+
     def _reset_run_dir(self) -> None:
         for sub in ("etcd", "logs", "pki"):
             path = self.run_dir / sub
@@ -220,7 +233,7 @@ class DevCluster:
             f"--service-account-issuer=https://127.0.0.1:{ports['apiserver']}",
             f"--service-account-key-file={p / 'sa.pub'}",
             f"--service-account-signing-key-file={p / 'sa.key'}",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            "--service-cluster-ip-range=10.0.0.0/16",  # room for thousands of Services (bench-operator)
             "--allow-privileged=true",
             "--endpoint-reconciler-type=none",  # the kubernetes Endpoints would be 127.0.0.1, which validation rejects
             "--enable-priority-and-fairness=false",
