@@ -1,10 +1,11 @@
 """`make bench-operator`: how fast the operator converges 100 and 1000 Qwen3Deployments, against a floor.
 
 For each size N, on a fresh local control plane with audit logging:
-1. floor: the same child objects the operator would create (Deployment, Service, PodDisruptionBudget,
-   NetworkPolicy per deployment) applied directly with one client, 64 requests in flight;
+1. floor: the same child objects the operator creates (Deployment, Service, PodDisruptionBudget,
+   NetworkPolicy and ServiceMonitor per deployment) applied directly with one client, 64 requests in flight;
 2. operator: N Qwen3Deployments created while no operator runs, then `qwenfleet run` started; time from its
-   start until every child exists and every status is current (observedGeneration and a Ready condition);
+   start until every child exists and every status is current (observedGeneration, Ready=True and
+   Progressing=RolloutComplete, which needs the Deployment controller to have seen the child);
 3. steady state: the API server's audit log counts the operator's write requests over a window longer than
    one full resync (every deployment is reconciled at least once in it): writes per no-op resync;
 4. the operator's resident memory at the end.
@@ -57,14 +58,16 @@ async def _namespace(kube: Kube, name: str) -> None:
 
 
 async def floor(kube: Kube, n: int) -> float:
-    """Seconds to apply the children of n deployments directly (no owner, so nothing garbage-collects them)."""
+    """Seconds to apply the children of n deployments directly (no owner, so nothing garbage-collects them):
+    the same objects the operator creates here, ServiceMonitor included when its CRD is installed."""
     await _namespace(kube, "floor")
+    caps = Capabilities(service_monitor=await kube.crd_exists("servicemonitors.monitoring.coreos.com"))
     spec = Qwen3DeploymentSpec.model_validate(SPEC)
     the_plan = plan(plan_request(spec))
     children = []
     for i in range(n):
         owner = Owner(name=f"q-{i}", namespace="floor", uid=f"00000000-0000-0000-0000-{i:012d}")
-        inp = DeploymentInput(owner=owner, spec=spec, plan=the_plan, replicas=0, capabilities=Capabilities())
+        inp = DeploymentInput(owner=owner, spec=spec, plan=the_plan, replicas=0, capabilities=caps)
         for child in desired_children(inp):
             child["metadata"].pop("ownerReferences", None)
             children.append(child)
@@ -83,8 +86,10 @@ async def _converged(kube: Kube, namespace: str, n: int) -> bool:
     current = 0
     for obj in await kube.list(API, "Qwen3Deployment", namespace):
         st = obj.get("status") or {}
-        ready = any(c["type"] == "Ready" for c in st.get("conditions") or [])
-        current += st.get("observedGeneration") == obj["metadata"]["generation"] and ready
+        conds = {c["type"]: c for c in st.get("conditions") or []}
+        settled = (conds.get("Ready", {}).get("status") == "True"
+                   and conds.get("Progressing", {}).get("reason") == "RolloutComplete")  # fmt: skip
+        current += st.get("observedGeneration") == obj["metadata"]["generation"] and settled
     return current == n
 
 
@@ -136,7 +141,7 @@ async def measure(n: int, work: Path) -> dict[str, Any]:
             await asyncio.sleep(2)
         converge = time.monotonic() - started
         print(f"n={n}: converged in {converge:.1f}s (floor {floor_seconds:.1f}s)", flush=True)
-        await asyncio.sleep(10)  # let the last status echoes and their single re-apply settle
+        await asyncio.sleep(15)  # let the last events drain
         window_start = time.time()
         await asyncio.sleep(RESYNC_SECONDS + 15)  # every deployment resyncs at least once
         window_end = time.time()

@@ -17,8 +17,13 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def wait_for(probe: Callable[[], Awaitable[T | bool | None]], timeout: float, what: str) -> T:
-    """Poll `probe` until it returns something truthy; fail with `what` after `timeout` seconds."""
+async def wait_for(
+    probe: Callable[[], Awaitable[T | bool | None]],
+    timeout: float,
+    what: str,
+    detail: Callable[[], object] | None = None,
+) -> T:
+    """Poll `probe` until it returns something truthy; fail with `what` (and `detail()`) after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     delay = 0.1
     last: object = None
@@ -27,7 +32,8 @@ async def wait_for(probe: Callable[[], Awaitable[T | bool | None]], timeout: flo
         if last:
             return last  # type: ignore[return-value]
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+            more = f"; {detail()}" if detail else ""
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r}){more}")
         await asyncio.sleep(delay)
         delay = min(1.0, delay * 1.5)
 

@@ -77,7 +77,9 @@ async def test_a_status_update_by_a_controller_is_not_drift_but_a_spec_edit_is()
     intent = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "n"},
               "spec": {"replicas": 1}}  # fmt: skip
     await applier.apply(intent)
-    applier.observe(_deployment(1, "6", ready=1))  # the controller wrote status: same generation
+    revised = _deployment(1, "6", ready=1)
+    revised["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": "1"}  # not ours
+    applier.observe(revised)  # the controller wrote status and its own annotation: same generation
     current = await applier.apply(intent)
     assert kube.requests == 1 and current["status"]["readyReplicas"] == 1  # skipped, with the fresh status
     applier.observe(_deployment(2, "7"))  # someone edited the spec

@@ -34,15 +34,20 @@ def intent_hash(manifest: Obj) -> str:
 class _Applied:
     intent: str
     signature: str
+    label_keys: tuple[str, ...]
+    annotation_keys: tuple[str, ...]
 
 
-def signature(obj: Obj) -> str:
-    """What must stay the same for our last apply to still hold: generation and metadata we set, else the
-    resourceVersion (kinds without a generation)."""
+def signature(obj: Obj, label_keys: tuple[str, ...] = (), annotation_keys: tuple[str, ...] = ()) -> str:
+    """What must stay the same for our last apply to still hold: the generation, the labels and annotations we
+    set (not those other controllers add) and the owner references; else the resourceVersion (kinds without a
+    generation)."""
     meta = obj.get("metadata") or {}
     if meta.get("generation") is None:
         return f"rv:{meta.get('resourceVersion')}"
-    mine = [meta.get("generation"), meta.get("labels"), meta.get("annotations"), meta.get("ownerReferences")]
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+    mine = [meta.get("generation"), [labels.get(k) for k in label_keys],
+            [annotations.get(k) for k in annotation_keys], meta.get("ownerReferences")]  # fmt: skip
     return intent_hash({"m": mine})
 
 
@@ -66,9 +71,11 @@ class CachingApplier:
             return
         meta = obj.get("metadata") or {}
         slim_meta = {"name": meta.get("name"), "namespace": meta.get("namespace"),
-                     "resourceVersion": meta.get("resourceVersion"), "generation": meta.get("generation")}  # fmt: skip
+                     "resourceVersion": meta.get("resourceVersion"), "generation": meta.get("generation"),
+                     "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {},
+                     "ownerReferences": meta.get("ownerReferences")}  # fmt: skip
         self._seen[key] = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": slim_meta,
-                           "status": obj.get("status") or {}, "signature": signature(obj)}  # fmt: skip
+                           "status": obj.get("status") or {}}  # fmt: skip
 
     def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool | None:
         """Whether the watch has seen the object (None for kinds this applier does not watch)."""
@@ -83,11 +90,18 @@ class CachingApplier:
         before = self._applied.get(key)
         seen = self._seen.get(key)
         if (before and seen and before.intent == intent and manifest["kind"] in self.watched_kinds
-                and seen["signature"] == before.signature):  # fmt: skip
+                and signature(seen, before.label_keys, before.annotation_keys) == before.signature):  # fmt: skip
             self.skipped += 1
             return seen
         result = await self.kube.apply(manifest)
         self.sent += 1
-        self._applied[key] = _Applied(intent, signature(result))
+        meta = manifest["metadata"]
+        label_keys, annotation_keys = (
+            tuple(sorted(meta.get("labels") or {})),
+            tuple(sorted(meta.get("annotations") or {})),
+        )
+        self._applied[key] = _Applied(
+            intent, signature(result, label_keys, annotation_keys), label_keys, annotation_keys
+        )
         self.observe(result)
         return result

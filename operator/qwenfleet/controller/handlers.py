@@ -57,6 +57,7 @@ WATCHED_CHILD_KINDS = frozenset(
      "PodDisruptionBudget", "NetworkPolicy", "Job", "PersistentVolumeClaim", "ServiceMonitor", "ScaledObject"}
 )  # fmt: skip
 RESYNC_SECONDS = 60.0
+MAX_CONCURRENT_RECONCILES = 32
 AUTOSCALE_INTERVAL_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 120.0
 Key = tuple[str, str]
@@ -92,6 +93,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.scanning.disabled = True
     kube = Kube(await make_api_client(memo.get("kubeconfig")))
     memo.kube = kube
+    memo.reconcile_slots = asyncio.Semaphore(MAX_CONCURRENT_RECONCILES)
     memo.applier = CachingApplier(kube, WATCHED_CHILD_KINDS)
     memo.triggers = {}
     memo.seen = {}
@@ -212,7 +214,8 @@ async def _reconcile_loop(
         while not stopped:
             trigger.clear()
             try:
-                retry = await once()
+                async with memo.reconcile_slots:  # bounded: a thousand objects do not all reconcile at once
+                    retry = await once()
                 failures = 0
                 wait = retry or RESYNC_SECONDS
             except KubeError as exc:
@@ -312,7 +315,12 @@ async def autoscaler_daemon(
             await stopped.wait(memo.get("autoscale_interval") or AUTOSCALE_INTERVAL_SECONDS)
 
 
-@kopf.on.delete(*DEPLOYMENTS)
+def _owns_nodepool(spec: kopf.Spec, **_: Any) -> bool:
+    pool = spec.get("nodePool") or {}
+    return bool(pool.get("provisioner") == "karpenter" and not pool.get("sharedPoolName"))
+
+
+@kopf.on.delete(*DEPLOYMENTS, when=_owns_nodepool)  # only these get a finalizer: others cost no extra writes
 async def deployment_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Remove the cluster-scoped NodePool we own; namespaced children go by owner references."""
     try:

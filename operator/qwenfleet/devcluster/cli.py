@@ -88,19 +88,25 @@ The response header x-qwenfleet-route says which size served a request and why. 
     return 0
 
 
-def _cmd_load(args: argparse.Namespace) -> int:
+def _running(args: argparse.Namespace) -> State | None:
     state = State.load(_run_dir(args))
     if state is None or not state.pids:
-        print("no dev cluster is running: make fleet")
+        print("no dev cluster is running (make fleet starts one)")
+        return None
+    return state
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    state = _running(args)
+    if state is None:
         return 1
     kubeconfig = Path(state.run_dir) / "admin.kubeconfig"
     return asyncio.run(demo.load(str(kubeconfig), args.rate, args.seconds, args.model, args.thinking_share))
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
-    state = State.load(_run_dir(args))
-    if state is None or not state.pids:
-        print("no dev cluster is running")
+    state = _running(args)
+    if state is None:
         return 0
     stop_state(state)
     left = leftovers(Path(state.run_dir), state.ports)
@@ -112,9 +118,8 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    state = State.load(_run_dir(args))
-    if state is None or not state.pids:
-        print("no dev cluster is running")
+    state = _running(args)
+    if state is None:
         return 1
     table = Table("component", "pid", "alive", "ports", title=f"{state.server} ({state.profile} profile)")
     for name, pid in state.pids.items():
