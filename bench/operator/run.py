@@ -133,13 +133,14 @@ async def measure(n: int, work: Path) -> dict[str, Any]:
         log = (work / f"operator-{n}.log").open("wb")
         cmd = [sys.executable, "-m", "qwenfleet.cli", "run", "--all-namespaces", f"--kubeconfig={cluster.kubeconfig}",
                "--metrics-port=0", "--health-port=0"]  # fmt: skip
-        started = time.monotonic()
+        started, started_wall = time.monotonic(), time.time()
         operator = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # noqa: ASYNC220  (returns at once)
         while not await _converged(kube, "bench", n):
             if operator.poll() is not None:
                 raise RuntimeError(f"the operator exited; see {work / f'operator-{n}.log'}")
             await asyncio.sleep(2)
         converge = time.monotonic() - started
+        converged_wall = time.time()
         print(f"n={n}: converged in {converge:.1f}s (floor {floor_seconds:.1f}s)", flush=True)
         await asyncio.sleep(15)  # let the last events drain
         window_start = time.time()
@@ -147,10 +148,12 @@ async def measure(n: int, work: Path) -> dict[str, Any]:
         window_end = time.time()
         await asyncio.sleep(3)  # the audit batch flushes within a second
         writes = _writes(cluster.audit_log, window_start, window_end)
+        converging = _writes(cluster.audit_log, started_wall - 1, converged_wall + 1)
         rss = _rss_mb(operator.pid)
         return {"convergeSeconds": round(converge, 1), "floorSeconds": round(floor_seconds, 1),
                 "ratio": round(converge / floor_seconds, 2), "writesPerNoopResync": round(sum(writes.values()) / n, 3),
-                "writesInWindow": dict(writes), "rssMB": rss}  # fmt: skip
+                "writesInWindow": dict(writes), "rssMB": rss,
+                "writesWhileConverging": dict(converging)}  # fmt: skip
     finally:
         if operator and operator.poll() is None:
             operator.send_signal(signal.SIGTERM)

@@ -7,6 +7,7 @@ import base64
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -95,3 +96,20 @@ def test_no_role_has_a_wildcard() -> None:
         assert not {"escalate", "bind", "impersonate"} & set(rule["verbs"]), rule
     secrets = [r for r in rules if "secrets" in r["resources"]]
     assert secrets and all(r["verbs"] == ["get"] for r in secrets), "Secrets: get by name only, never list"
+
+
+def test_every_granted_resource_is_one_the_operator_uses() -> None:
+    """A grant for a resource no code names is a grant nobody needs."""
+    helm = tools.ensure_helm()
+    rules = _rules(list(yaml.safe_load_all(install.helm_template(helm, values=["leaderElection.enabled=true"]))))
+    source = "\n".join(
+        p.read_text() for p in (Path(__file__).resolve().parents[2] / "operator" / "qwenfleet").rglob("*.py")
+    )
+    for rule in rules:
+        for resource in rule["resources"]:
+            base, _, sub = resource.partition("/")
+            assert f'"{base}"' in source, f"{resource} is granted but never used"
+            if sub == "status":
+                assert "patch_status" in source
+    delete_kinds = {r for rule in rules if "delete" in rule["verbs"] for r in rule["resources"]}
+    assert delete_kinds == {"deployments", "leaderworkersets", "jobs", "scaledobjects", "servicemonitors", "nodepools"}

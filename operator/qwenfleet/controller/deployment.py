@@ -317,10 +317,9 @@ async def write_status(
     events: list[tuple[str, str, str]] = []
     old = {c.get("type"): (c.get("status"), c.get("reason")) for c in old_conditions}
     for cond in conds:
-        if cond.type in ("Ready", "ModelCached", "NodePoolReady") and old.get(cond.type) != (
-            cond.status_text,
-            cond.reason,
-        ):
+        flipped = old.get(cond.type) != (cond.status_text, cond.reason)
+        # Ready from its first value on; the others only when they change (their first value is no news).
+        if flipped and (cond.type == "Ready" or (cond.type in ("ModelCached", "NodePoolReady") and cond.type in old)):
             event_type = "Normal" if cond.status is not False else "Warning"
             events.append((event_type, cond.reason, f"{cond.type}={cond.status_text}: {cond.message}"))
     if not status_changed(status, desired):
