@@ -158,3 +158,17 @@ def test_replica_writer_per_mode() -> None:
 def test_long_names_are_bounded() -> None:
     long = "x" * 80
     assert len(bounded(long)) == 63 and bounded(long) != bounded(long + "y")
+
+
+def test_network_policy_admits_only_routers_monitoring_and_the_operator_on_the_serving_port() -> None:
+    single = _by_kind(desired_children(_input({"model": "Qwen3-0.6B", "gpu": "L4-24GB"})))["NetworkPolicy"]["spec"]
+    assert single["policyTypes"] == ["Ingress"]
+    assert single["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "model-server"
+    [rule] = single["ingress"]
+    assert rule["ports"] == [{"port": 8000, "protocol": "TCP"}]
+    peers = [json.dumps(p, sort_keys=True) for p in rule["from"]]
+    assert len(peers) == 3 and any('component": "router"' in p for p in peers)
+    assert any('component": "operator"' in p and 'name": "qwenfleet"' in p for p in peers)  # the chart's labels
+    assert all("ipBlock" not in p for p in peers) and all(p != "{}" for p in peers)  # never everyone
+    multi = _by_kind(desired_children(_input({"model": "Qwen3-235B-A22B", "gpu": "A100-40GB"})))["NetworkPolicy"]
+    assert len(multi["spec"]["ingress"]) == 2  # plus the replica's own group (Ray, NCCL) on any port
