@@ -83,6 +83,7 @@ async def test_fighting_edits_of_a_child_converge_without_a_hot_loop(
     await kube.apply(_q3d("fight", namespace))
     await _wait_ready(kube, namespace, "fight")
     before = operator.reconcile_count()
+    assert before > 0
     for i in range(5):  # another writer keeps changing a field the operator owns
         await kube._call(
             "PATCH", f"/apis/apps/v1/namespaces/{namespace}/deployments/fight",
@@ -95,9 +96,14 @@ async def test_fighting_edits_of_a_child_converge_without_a_hot_loop(
         return bool(dep and dep["spec"]["replicas"] == 1)
 
     await wait_for(restored, 30, "the operator restoring its replica count")
-    await asyncio.sleep(5)
-    spent = operator.reconcile_count() - before
-    assert spent <= 40, f"{spent} reconciles for 5 edits: a hot loop"
+    fought = operator.reconcile_count() - before  # each edit, and the pods it made come and go, cause some
+
+    async def quiet() -> bool:  # once the fight is over, reconciles stop: no loop feeds on itself
+        start = operator.reconcile_count()
+        await asyncio.sleep(10)
+        return operator.reconcile_count() - start <= 2
+
+    await wait_for(quiet, 60, f"reconciles to stop after the fight ({fought} during it)")
 
 
 ROUTER = {"backends": [{"name": "pair"}], "defaultBackend": "pair", "scaleFromZero": {"enabled": False}}
@@ -123,13 +129,17 @@ def routers(namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[list[t
             proc.wait(10)
 
 
+LAST: list[str] = [""]
+
+
 async def _route(session: aiohttp.ClientSession, base: str) -> str | None:
     body = {"model": "pair", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     try:
         async with session.post(f"{base}/v1/chat/completions", json=body) as r:
-            await r.read()
+            LAST[0] = f"{r.status} {(await r.read())[:300]!r}"
             return r.headers.get("x-qwenfleet-route", "").split(";")[-1] if r.status == 200 else None
-    except aiohttp.ClientError:
+    except aiohttp.ClientError as exc:
+        LAST[0] = repr(exc)
         return None
 
 
@@ -145,7 +155,7 @@ async def test_a_lost_model_pod_leaves_the_router_and_is_replaced(
             seen = {await _route(s, base) for _ in range(12)}
             return len(seen - {None}) == 2
 
-        await wait_for(both_used, 60, "the router spreading over both replicas")
+        await wait_for(both_used, 60, "the router spreading over both replicas", detail=lambda: LAST[0])
         victim = (await _pods(kube, namespace, "pair"))[0]["metadata"]["name"]
         await kube.delete("v1", "Pod", victim, namespace)  # the pod (and its vLLM) goes away
 

@@ -159,6 +159,8 @@ async def run(kubeconfig: str, time_scale: float, cold_start_scale: float, stop:
                 await sync_routers(kube, routers)
             except KubeError as exc:
                 log.warning("fleet agent: %s", exc)
+            except Exception:  # never die: the fleet would silently stop answering
+                log.exception("fleet agent: sync failed; retrying")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
     finally:

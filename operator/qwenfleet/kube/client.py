@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -96,6 +97,8 @@ class Kube:
             )
         except ApiException as exc:
             raise _error(exc) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:  # the API server is unreachable or restarting
+            raise KubeError(0, "Unavailable", f"{type(exc).__name__}: {exc}") from None
         return result if isinstance(result, dict) else {}
 
     async def apply(self, manifest: Mapping[str, Any], *, field_validation: str | None = None) -> Obj:

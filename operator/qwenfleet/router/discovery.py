@@ -101,8 +101,10 @@ class Discovery:
             while not stop.is_set():
                 try:
                     await self.refresh(session)
-                except KubeError as exc:
+                except KubeError as exc:  # API server unreachable too: keep the last view, retry
                     log.warning("discovery: %s", exc)
+                except Exception:  # a bug here must not freeze routing on a stale view
+                    log.exception("discovery: refresh failed; retrying")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self.interval)
 
