@@ -22,6 +22,7 @@ class StaticDiscovery(Discovery):
         super().__init__(kube=None, namespace="bench", spec=spec, interval=0.5)  # type: ignore[arg-type]
         replicas = [Replica(f"r{i}", a) for i, a in enumerate(addresses)]
         self.states = {"small": BackendState("small", model, replicas)}
+        self.refreshed = True
 
     async def run(self, stop: asyncio.Event) -> None:
         async with aiohttp.ClientSession() as session:

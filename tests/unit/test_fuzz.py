@@ -111,3 +111,11 @@ async def test_router_answers_client_errors_with_4xx_never_5xx(body: bytes, head
         route_request(json.loads(body), {}, chat=path.endswith("chat/completions"))
     else:
         assert status in (400, 404, 413), (status, payload)
+
+
+async def test_router_is_not_ready_before_its_first_view_of_the_backends() -> None:
+    discovery = _NoReplicas(SPEC)
+    async with TestClient(TestServer(Router(SPEC, discovery).app())) as client:
+        assert (await client.get("/health")).status == 503
+        discovery.refreshed = True
+        assert (await client.get("/health")).status == 200

@@ -97,7 +97,10 @@ class Router:
         return any(hmac.compare_digest(given, key) for key in self.api_keys)
 
     async def health(self, _: web.Request) -> web.Response:
-        """The router process is up."""
+        """Ready once discovery has a first view of the backends (before that, every backend looks empty and a
+        request would needlessly wake it)."""
+        if not self.discovery.refreshed:
+            return web.json_response({"status": "starting"}, status=503)
         return web.json_response({"status": "ok"})
 
     async def metrics_view(self, _: web.Request) -> web.Response:

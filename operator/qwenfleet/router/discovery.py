@@ -52,6 +52,7 @@ class Discovery:
         self.states: dict[str, BackendState] = {b.name: BackendState(b.name) for b in spec.backends}
         self.changed = asyncio.Event()
         self._woken: dict[str, float] = {}
+        self.refreshed = False  # true after the first complete view of the backends
 
     async def refresh(self, session: aiohttp.ClientSession) -> None:
         """One pass: list the backends' model-server pods, keep ready ones, scrape their queues."""
@@ -76,6 +77,7 @@ class Discovery:
                         state.served_model = args[args.index("--served-model-name") + 1]
             healthy = await asyncio.gather(*(self._scrape(session, r) for r in replicas))
             state.replicas = [r for r, ok in zip(replicas, healthy, strict=True) if ok]
+        self.refreshed = True
         self.changed.set()
         self.changed = asyncio.Event()
 
