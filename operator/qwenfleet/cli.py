@@ -100,24 +100,23 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_files(directory: str, files: dict[str, str]) -> int:
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (out / name).write_text(text)
+        print(out / name)
+    return 0
+
+
 def _cmd_docs(args: argparse.Namespace) -> int:
     from qwenfleet.docsgen import render_docs
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in render_docs().items():
-        (out / name).write_text(text)
-        print(out / name)
-    return 0
+    return _write_files(args.out, render_docs())
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, text in render_crds().items():
-        (out / name).write_text(text)
-        print(out / name)
-    return 0
+    return _write_files(args.out, render_crds())
 
 
 def build_parser() -> argparse.ArgumentParser:

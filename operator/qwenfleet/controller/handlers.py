@@ -28,6 +28,7 @@ from qwenfleet.controller.deployment import (
     reconcile_deployment,
 )
 from qwenfleet.controller.router import reconcile_router
+from qwenfleet.controller.waiting import first_of
 from qwenfleet.kube import Kube, KubeError, make_api_client
 from qwenfleet.render import Capabilities
 from qwenfleet.render.names import GROUP, WAKE_ANNOTATION
@@ -230,7 +231,7 @@ async def _reconcile_loop(
                 metrics.ERRORS.labels(reason=type(exc).__name__).inc()
                 log.exception("reconcile %s crashed; retrying in %.0fs", key, wait)
             with suppress(TimeoutError):
-                await asyncio.wait_for(_first(trigger, stopped), timeout=wait)
+                await asyncio.wait_for(first_of(trigger.wait(), stopped.wait()), timeout=wait)
     finally:
         memo.triggers.pop(key, None)
 
@@ -274,15 +275,6 @@ def router_changed(namespace: str | None, name: str, meta: kopf.Meta, memo: Any,
         event = memo.triggers.get(key)
         if event is not None:
             event.set()
-
-
-async def _first(trigger: asyncio.Event, stopped: kopf.DaemonStopped) -> None:
-    waiters = [asyncio.ensure_future(trigger.wait()), asyncio.ensure_future(stopped.wait())]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
 
 
 def _builtin(spec: kopf.Spec, **_: Any) -> bool:

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from qwenfleet.controller import metrics
 from qwenfleet.controller.leader import LeaderElector
+from qwenfleet.controller.waiting import first_of
 from qwenfleet.kube import Kube, make_api_client
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,6 @@ async def _serve_health(port: int, elector: LeaderElector | None) -> web.AppRunn
     return runner
 
 
-async def _first(*aws: Any) -> None:
-    """Wait until the first of several awaitables finishes; cancel the rest."""
-    tasks = [asyncio.ensure_future(a) for a in aws]
-    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for t in pending:
-        t.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-
-
 async def _lead_while_elected(args: argparse.Namespace, kopf_args: dict[str, Any]) -> None:
     kube = Kube(await make_api_client(args.kubeconfig))
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
@@ -61,14 +53,14 @@ async def _lead_while_elected(args: argparse.Namespace, kopf_args: dict[str, Any
         while not shutdown.is_set():
             for sig in (signal.SIGINT, signal.SIGTERM):  # kopf replaces these while it runs
                 loop.add_signal_handler(sig, shutdown.set)
-            await _first(elector.acquire(), shutdown.wait())
+            await first_of(elector.acquire(), shutdown.wait())
             if shutdown.is_set():
                 break
             metrics.LEADER.set(1)
             lost, stop = asyncio.Event(), asyncio.Event()
             operator = asyncio.ensure_future(kopf.operator(**kopf_args, stop_flag=stop))
             holder = asyncio.ensure_future(elector.hold(lost))
-            await _first(asyncio.shield(operator), lost.wait(), shutdown.wait())
+            await first_of(asyncio.shield(operator), lost.wait(), shutdown.wait())
             stop.set()
             await operator
             holder.cancel()
