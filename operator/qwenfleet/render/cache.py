@@ -6,11 +6,11 @@ import math
 import shlex
 from typing import Any
 
+from qwenfleet.catalog.engine import VLLM_IMAGE
 from qwenfleet.render.inputs import DeploymentInput, owned_metadata
 from qwenfleet.render.names import (
     CACHE_COMPLETE_MARKER,
     MODEL_DIR,
-    VLLM_IMAGE,
     cache_pvc_name,
     download_job_name,
     labels,

@@ -6,12 +6,12 @@ import math
 import shlex
 from typing import Any
 
+from qwenfleet.catalog.engine import VLLM_IMAGE
 from qwenfleet.render.inputs import DeploymentInput, owned_metadata
 from qwenfleet.render.names import (
     HTTP_PORT,
     MODEL_DIR,
     PLAN_ANNOTATION,
-    VLLM_IMAGE,
     labels,
     nodepool_name,
     selector,

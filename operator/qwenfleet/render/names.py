@@ -8,8 +8,6 @@ import json
 GROUP = "qwenfleet.dev"
 MANAGER = "qwenfleet"
 HTTP_PORT = 8000
-VLLM_IMAGE = "vllm/vllm-openai:v0.11.0"
-"""The vLLM release qwenfleet's flags are written for (reasoning parser, --hf-overrides YaRN)."""
 OPERATOR_IMAGE = "ghcr.io/qwenfleet/qwenfleet:0.1.0"
 PLAN_ANNOTATION = f"{GROUP}/plan"
 WAKE_ANNOTATION = f"{GROUP}/wake"

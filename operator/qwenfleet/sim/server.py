@@ -21,6 +21,7 @@ from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from qwenfleet.api.plan import Plan
+from qwenfleet.catalog.engine import VLLM_VERSION
 from qwenfleet.sim.answer import AnswerShape, Channel, Transcript, shape_answer
 from qwenfleet.sim.clock import SimClock
 from qwenfleet.sim.engine import BLOCK_TOKENS, Engine, SimRequest, StepResult
@@ -41,7 +42,6 @@ from qwenfleet.sim.protocol import (
 )
 from qwenfleet.sim.tokens import block_hashes, render_chat, token_ids, tokenize
 
-VLLM_VERSION = "0.11.0"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
