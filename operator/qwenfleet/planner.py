@@ -15,14 +15,13 @@ from dataclasses import dataclass, replace
 
 from qwenfleet.api.plan import Plan
 from qwenfleet.catalog import GPUS, GPUSpec, ModelSpec, Precision, ThinkingMode, get_gpu, get_model
+from qwenfleet.catalog.models import DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_MAX_NUM_SEQS, MIN_MODEL_LEN
 
 GIB = 1024**3
 FP8_BLOCK = 128
 """Qwen's FP8 checkpoints quantise in 128 x 128 blocks: each rank's slice must be a multiple of 128."""
 PARALLEL_SIZES = (1, 2, 4, 8)
 MAX_NODES_PER_REPLICA = 4
-DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
-DEFAULT_MAX_NUM_SEQS = 256
 KV_BLOCK_TOKENS = 16
 BANDWIDTH_EFFICIENCY = 0.35
 """Share of peak memory bandwidth a serving decode step reaches, prefill interference included (calibrated on
@@ -165,8 +164,10 @@ def _check_inputs(model: ModelSpec, gpu: GPUSpec, req: PlanRequest, max_len: int
         raise PlanInfeasible(
             f"{model.name} supports at most {limit} tokens of context ({hint}); set maxModelLen <= {limit}"
         )
-    if max_len < 256:
-        raise PlanInfeasible(f"maxModelLen {max_len} is too short to serve chat requests; use at least 256")
+    if max_len < MIN_MODEL_LEN:
+        raise PlanInfeasible(
+            f"maxModelLen {max_len} is too short to serve chat requests; use at least {MIN_MODEL_LEN}"
+        )
     if req.tensor_parallel_size is not None and req.tensor_parallel_size not in PARALLEL_SIZES:
         raise PlanInfeasible(f"tensorParallelSize must be one of {PARALLEL_SIZES}")
 
@@ -361,6 +362,7 @@ def _build_plan(model: ModelSpec, gpu: GPUSpec, req: PlanRequest, layout: Layout
         kv_cache_tokens=kv_tokens,
         max_concurrent_sequences=kv_tokens // max_len,
         max_num_seqs=req.max_num_seqs,
+        reference_concurrency=batch,
         vllm_args=_vllm_args(model, req, layout, max_len, yarn),
         cold_start_seconds=math.ceil(cold),
         download_seconds=math.ceil(weights / DOWNLOAD_BYTES_PER_SECOND),

@@ -20,6 +20,12 @@ from qwenfleet.api.common import (
 )
 from qwenfleet.api.plan import Plan
 from qwenfleet.catalog import GPU_NAMES, MODEL_NAMES, MODELS, Precision
+from qwenfleet.catalog.models import (
+    DEFAULT_GPU_MEMORY_UTILIZATION,
+    DEFAULT_MAX_NUM_SEQS,
+    MIN_MODEL_LEN,
+    THINKING_ONLY_MODELS,
+)
 
 if TYPE_CHECKING:
     ModelName = str
@@ -140,9 +146,14 @@ class Overrides(ApiModel):
         default=None, description="Force a tensor parallel size; the planner still checks it fits."
     )
     gpu_memory_utilization: float | None = Field(
-        default=None, ge=0.5, le=0.98, description="Fraction of GPU memory vLLM may use (default 0.9)."
+        default=None,
+        ge=0.5,
+        le=0.98,
+        description=f"Fraction of GPU memory vLLM may use (default {DEFAULT_GPU_MEMORY_UTILIZATION:g}).",
     )
-    max_num_seqs: int | None = Field(default=None, ge=1, le=4096, description="vLLM --max-num-seqs (default 256).")
+    max_num_seqs: int | None = Field(
+        default=None, ge=1, le=4096, description=f"vLLM --max-num-seqs (default {DEFAULT_MAX_NUM_SEQS})."
+    )
     kv_cache_dtype: Literal["auto", "fp8"] = Field(
         default="auto", description="KV-cache precision; fp8 doubles the tokens that fit."
     )
@@ -218,6 +229,13 @@ def _on_demand() -> list[CapacityType]:
     return ["on-demand"]
 
 
+_POOL_EXCLUSIVE_RULE = cel(
+    "!has(self.nodeClassRef) || !has(self.sharedPoolName)",
+    "spec.nodePool sets both nodeClassRef and sharedPoolName: use nodeClassRef for a NodePool of this "
+    "deployment's own, or sharedPoolName to run on an existing shared NodePool, not both",
+)
+
+
 class NodePool(ApiModel):
     """GPU nodes for this deployment."""
 
@@ -227,7 +245,8 @@ class NodePool(ApiModel):
                 cel(
                     "self.provisioner != 'karpenter' || has(self.nodeClassRef) || has(self.sharedPoolName)",
                     "spec.nodePool.provisioner karpenter needs nodeClassRef (a pool of our own) or sharedPoolName",
-                )
+                ),
+                _POOL_EXCLUSIVE_RULE,
             ]
         }
     )
@@ -253,7 +272,14 @@ class NodePool(ApiModel):
             raise ValueError(
                 "spec.nodePool.provisioner karpenter needs nodeClassRef (a pool of our own) or sharedPoolName"
             )
+        if self.node_class_ref is not None and self.shared_pool_name is not None:
+            raise ValueError(str(_POOL_EXCLUSIVE_RULE["message"]))
         return self
+
+    @property
+    def owned(self) -> bool:
+        """Whether qwenfleet writes (and deletes) a NodePool of this deployment's own: the one ownership rule."""
+        return self.provisioner == "karpenter" and self.node_class_ref is not None and self.shared_pool_name is None
 
 
 class ModelCache(ApiModel):
@@ -305,6 +331,11 @@ _AWQ_RULE = cel(
     f"precision awq is offered only for {', '.join(AWQ_MODELS)}; "
     "Qwen publishes no AWQ checkpoint for the MoE and 2507 models: use bf16 or fp8",
 )
+_THINKING_RULE = cel(
+    f"!has(self.thinkingByDefault) || self.thinkingByDefault || !(self.model in {list(THINKING_ONLY_MODELS)})",
+    f"thinkingByDefault false is not possible for {', '.join(THINKING_ONLY_MODELS)}: these models always "
+    "think; use a hybrid Qwen3 model or an Instruct-2507 model for answers without thinking",
+)
 _CACHE_RULE = cel(
     "!has(self.weights) || !has(self.weights.pvc) || !has(self.cache) || self.cache.mode == 'none'",
     "spec.cache must be mode none when spec.weights.pvc is set: the weights are already in your volume",
@@ -314,7 +345,9 @@ _CACHE_RULE = cel(
 class Qwen3DeploymentSpec(ApiModel):
     """What to serve: a Qwen3 model on a GPU type, and how it may scale."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_REPLICAS_RULE, _AWQ_RULE, _CACHE_RULE]})
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [_REPLICAS_RULE, _AWQ_RULE, _CACHE_RULE, _THINKING_RULE]}
+    )
 
     model: ModelName = Field(description="Qwen3 model from the catalog (`qwenfleet catalog models`).")
     gpu: GPUName = Field(description="GPU type the replicas run on (`qwenfleet catalog gpus`).")
@@ -325,7 +358,7 @@ class Qwen3DeploymentSpec(ApiModel):
     )
     max_model_len: int | None = Field(
         default=None,
-        ge=256,
+        ge=MIN_MODEL_LEN,
         le=1_048_576,
         description="Context length (prompt plus output); defaults to the longest that fits on the fewest GPUs.",
     )
@@ -352,6 +385,8 @@ class Qwen3DeploymentSpec(ApiModel):
             raise ValueError(str(_AWQ_RULE["message"]))
         if self.weights and self.weights.pvc and self.cache and self.cache.mode != "none":
             raise ValueError(str(_CACHE_RULE["message"]))
+        if not self.thinking_by_default and self.model in THINKING_ONLY_MODELS:
+            raise ValueError(str(_THINKING_RULE["message"]))
         return self
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from qwenfleet.api.base import ApiModel
@@ -29,6 +31,9 @@ class Plan(ApiModel):
     kv_cache_tokens: int = Field(description="Tokens of KV cache one replica holds (estimate).")
     max_concurrent_sequences: int = Field(description="Full-length sequences that fit in the KV cache at once.")
     max_num_seqs: int = Field(description="vLLM's cap on sequences batched together.")
+    reference_concurrency: int = Field(
+        description="Sequences one replica runs at once at typical lengths: the autoscaler sizes on this."
+    )
     vllm_args: list[str] = Field(description="Arguments for `vllm serve` (the model is the first).")
     cold_start_seconds: int = Field(description="Estimated seconds from pod start to ready with weights on local disk.")
     download_seconds: int = Field(description="Estimated seconds to download the weights from Hugging Face once.")
@@ -41,3 +46,13 @@ class Plan(ApiModel):
         description="Estimated cost per million output tokens at the estimated throughput.",
     )
     notes: list[str] = Field(default_factory=list, description="Why the planner chose what it chose.")
+
+    @property
+    def workload_kind(self) -> Literal["Deployment", "LeaderWorkerSet"]:
+        """The model-server workload: a Deployment when one node holds a replica, else a LeaderWorkerSet."""
+        return "LeaderWorkerSet" if self.nodes_per_replica > 1 else "Deployment"
+
+    @property
+    def multi_node(self) -> bool:
+        """True when a replica spans nodes (leader and workers form one replica)."""
+        return self.workload_kind == "LeaderWorkerSet"

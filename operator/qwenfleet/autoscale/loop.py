@@ -34,7 +34,7 @@ def settings_for(spec: Qwen3DeploymentSpec, plan: dict[str, Any]) -> Settings:
     """Policy settings from the spec and the plan in status."""
     scaling = spec.autoscaling
     assert scaling is not None
-    concurrency = min(int(plan.get("maxNumSeqs", 256)), max(1, int(plan.get("kvCacheTokens", 0)) // 2048))
+    concurrency = int(plan["referenceConcurrency"])  # the planner's number, not a second estimate
     return Settings(
         min_replicas=scaling.min_replicas,
         max_replicas=scaling.max_replicas,
@@ -51,8 +51,8 @@ async def tick(
     """Decide once; write status.autoscaler when the decision or the observed queue changed."""
     meta, status = body["metadata"], body.get("status") or {}
     plan = status.get("plan")
-    if not plan:
-        return None  # not planned (yet): nothing to scale
+    if not plan or "referenceConcurrency" not in plan:
+        return None  # not planned (yet), or the plan was withdrawn (infeasible): nothing to scale
     spec = Qwen3DeploymentSpec.model_validate(body.get("spec") or {})
     settings = settings_for(spec, plan)
     now = time.monotonic()

@@ -11,6 +11,12 @@ from enum import StrEnum
 
 VOCAB_SIZE = 151_936
 """Rows of the embedding matrix (config.json `vocab_size`), used for memory arithmetic."""
+DEFAULT_GPU_MEMORY_UTILIZATION = 0.9
+"""vLLM's --gpu-memory-utilization unless a spec overrides it (the API, the planner and the docs read this)."""
+DEFAULT_MAX_NUM_SEQS = 256
+"""vLLM's --max-num-seqs unless a spec overrides it."""
+MIN_MODEL_LEN = 256
+"""The shortest context worth serving chat with (the API's minimum and the planner's check)."""
 
 
 class Precision(StrEnum):
@@ -138,6 +144,8 @@ MODELS: tuple[ModelSpec, ...] = (
 )
 
 MODEL_NAMES: tuple[str, ...] = tuple(m.name for m in MODELS)
+THINKING_ONLY_MODELS: tuple[str, ...] = tuple(m.name for m in MODELS if m.thinking is ThinkingMode.THINKING)
+"""Models that always think: thinking cannot be turned off by default."""
 _BY_NAME = {m.name.lower(): m for m in MODELS}
 
 

@@ -83,6 +83,17 @@ class CachingApplier:
             return None
         return (api_version, kind, namespace, name) in self._seen
 
+    def known(self, api_version: str, kind: str, namespace: str, match: dict[str, str]) -> list[str] | None:
+        """Names of the objects the watch has seen with all of `match`'s labels (None for unwatched kinds)."""
+        if kind not in self.watched_kinds:
+            return None
+        return sorted(
+            key[3]
+            for key, obj in self._seen.items()
+            if key[:3] == (api_version, kind, namespace)
+            and all(obj["metadata"]["labels"].get(k) == v for k, v in match.items())
+        )
+
     async def apply(self, manifest: Obj) -> Obj:
         """Server-side apply, unless the last apply of the same intent is still what the cluster holds."""
         key = _key(manifest)

@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
 
+from qwenfleet.api.base import ApiModel
 from qwenfleet.api.deployment import AutoscalingMode, Qwen3DeploymentSpec
 from qwenfleet.api.plan import Plan
+from qwenfleet.api.status import BLOCKING_REASONS, SPEC_REASONS, Cond, ConditionType, Reason, condition_events
 from qwenfleet.catalog import Precision
 from qwenfleet.controller.applied import CachingApplier
-from qwenfleet.controller.conditions import Cond, merge_conditions, now_rfc3339, status_changed
+from qwenfleet.controller.conditions import now_rfc3339
 from qwenfleet.kube import Kube, KubeError
 from qwenfleet.planner import PlanInfeasible, PlanRequest, plan
 from qwenfleet.render import Capabilities, DeploymentInput, Owner, desired_children, endpoint, serving_selector
-from qwenfleet.render.names import (
-    GROUP,
-    cache_pvc_name,
-    download_job_name,
-    nodepool_name,
-    selector_string,
+from qwenfleet.render.names import GROUP, download_job_name, nodepool_name, selector_string
+from qwenfleet.render.nodepool import owned_pool_name, scheduling_pool_name
+from qwenfleet.render.status import (
+    DEPLOYMENT_STATUS_FIELDS,
+    ROUTER_STATUS_FIELDS,
+    DeploymentView,
+    PodState,
+    WorkloadCounts,
+    deployment_status,
+    status_patch,
 )
 
 log = logging.getLogger(__name__)
@@ -30,18 +36,13 @@ API_VERSION = "qwenfleet.dev/v1alpha1"
 KIND = "Qwen3Deployment"
 FINALIZER = f"{GROUP}/cleanup"
 RETRY_SOON_SECONDS = 10.0
+APPLY_RETRY_SECONDS = 30.0
+T = ConditionType
+R = Reason
+WORKLOAD_KINDS = {"Deployment": "apps/v1", "LeaderWorkerSet": "leaderworkerset.x-k8s.io/v1"}
+CACHE_KINDS = (("v1", "PersistentVolumeClaim"), ("batch/v1", "Job"))
 
-
-@dataclass(frozen=True)
-class PodState:
-    """What the reconcile needs to know about one model-server pod (kept small for the index)."""
-
-    name: str
-    phase: str
-    ready: bool
-    unschedulable: str | None = None
-    node: str | None = None
-    ip: str | None = None
+__all__ = ["FINALIZER", "Outcome", "PodState", "finalize_deployment", "reconcile_deployment", "write_status"]
 
 
 @dataclass
@@ -57,26 +58,34 @@ class Outcome:
 class Blocked(Exception):
     """A precondition that stops the reconcile before any child is applied."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
 
 
+class ApplyRefused(Exception):
+    """The API server refused a child for good (a 4xx other than a conflict): retrying the same will not help."""
+
+
 def plan_request(spec: Qwen3DeploymentSpec) -> PlanRequest:
-    """The planner's view of a spec."""
+    """The planner's view of a spec; the planner's defaults apply to whatever the spec leaves unset."""
     o = spec.overrides
+    tuning: dict[str, Any] = {}
+    if o and o.gpu_memory_utilization is not None:
+        tuning["gpu_memory_utilization"] = o.gpu_memory_utilization
+    if o and o.max_num_seqs is not None:
+        tuning["max_num_seqs"] = o.max_num_seqs
     return PlanRequest(
         model=spec.model,
         gpu=spec.gpu,
         precision=Precision(spec.precision),
         max_model_len=spec.max_model_len,
         tensor_parallel_size=o.tensor_parallel_size if o else None,
-        gpu_memory_utilization=o.gpu_memory_utilization if o and o.gpu_memory_utilization else 0.9,
-        max_num_seqs=o.max_num_seqs if o and o.max_num_seqs else 256,
         kv_cache_fp8=bool(o and o.kv_cache_dtype == "fp8"),
         thinking_default=spec.thinking_by_default,
         price_per_gpu_hour_usd=spec.pricing.gpu_hour_usd if spec.pricing else None,
+        **tuning,
     )
 
 
@@ -99,131 +108,171 @@ async def _check_preconditions(kube: Kube, spec: Qwen3DeploymentSpec, p: Plan, n
     if ref:
         secret = await kube.get("v1", "Secret", ref.name, namespace)
         if secret is None:
-            raise Blocked("SecretMissing", f"Secret {ref.name!r} (Hugging Face token) does not exist in {namespace}")
+            raise Blocked(R.SECRET_MISSING, f"Secret {ref.name!r} (Hugging Face token) does not exist in {namespace}")
         if ref.key not in (secret.get("data") or {}):
-            raise Blocked("SecretMissing", f"Secret {ref.name!r} has no key {ref.key!r}")
+            raise Blocked(R.SECRET_MISSING, f"Secret {ref.name!r} has no key {ref.key!r}")
     pvc = spec.weights.pvc if spec.weights else None
     if pvc and await kube.get("v1", "PersistentVolumeClaim", pvc.claim_name, namespace) is None:
-        raise Blocked("PVCMissing", f"PersistentVolumeClaim {pvc.claim_name!r} (weights) does not exist in {namespace}")
-    needs = []
-    if p.nodes_per_replica > 1:
-        needs.append(("leaderworkersets.leaderworkerset.x-k8s.io", "LeaderWorkerSet", "a replica spans nodes"))
+        raise Blocked(
+            R.PVC_MISSING, f"PersistentVolumeClaim {pvc.claim_name!r} (weights) does not exist in {namespace}"
+        )
+    needs: list[tuple[str, Reason, str, str]] = []
+    if p.workload_kind == "LeaderWorkerSet":
+        needs.append(("leaderworkersets.leaderworkerset.x-k8s.io", R.LEADER_WORKER_SET_MISSING, "LeaderWorkerSet",
+                      "a replica spans nodes"))  # fmt: skip
     if spec.autoscaling and spec.autoscaling.mode == AutoscalingMode.KEDA:
-        needs.append(("scaledobjects.keda.sh", "KEDA", "autoscaling.mode is keda"))
+        needs.append(("scaledobjects.keda.sh", R.KEDA_MISSING, "KEDA", "autoscaling.mode is keda"))
     pool = spec.node_pool
     if pool and pool.provisioner == "karpenter":
-        needs.append(("nodepools.karpenter.sh", "Karpenter", "nodePool.provisioner is karpenter"))
-    for crd, what, why in needs:
+        needs.append(("nodepools.karpenter.sh", R.KARPENTER_MISSING, "Karpenter", "nodePool.provisioner is karpenter"))
+    for crd, reason, what, why in needs:
         if not await kube.crd_exists(crd):
-            raise Blocked(f"{what.replace(' ', '')}Missing", f"{what} is not installed ({crd}) but {why}")
+            raise Blocked(reason, f"{what} is not installed ({crd}) but {why}")
 
 
 async def _cache_state(kube: Kube, inp: DeploymentInput) -> Cond:
+    """ModelCached: whether the cache of this checkpoint is filled (from its download Job)."""
     if not inp.cache_enabled:
-        reason = "UserVolume" if inp.user_pvc else "CacheDisabled"
-        message = "weights are read from your volume" if inp.user_pvc else "each pod downloads the weights"
-        return Cond("ModelCached", True, reason, message)
+        if inp.user_pvc:
+            return Cond(T.MODEL_CACHED, True, R.USER_VOLUME, "weights are read from your volume")
+        return Cond(T.MODEL_CACHED, True, R.CACHE_DISABLED, "each pod downloads the weights")
     job_name = download_job_name(inp.owner.name, inp.repo, inp.revision)
     job = await kube.get("batch/v1", "Job", job_name, inp.owner.namespace)
     st = (job or {}).get("status") or {}
     if st.get("succeeded"):
-        return Cond(
-            "ModelCached", True, "Downloaded", f"{inp.repo}@{inp.revision} is in {cache_pvc_name(inp.owner.name)}"
-        )
+        return Cond(T.MODEL_CACHED, True, R.DOWNLOADED, f"{inp.repo}@{inp.revision} is in {inp.cache_pvc}")
     failed = next(
         (c for c in st.get("conditions", []) if c.get("type") == "Failed" and c.get("status") == "True"), None
     )
     if failed:
-        return Cond("ModelCached", False, "DownloadFailed", f"job {job_name}: {failed.get('message', '')}")
+        return Cond(T.MODEL_CACHED, False, R.DOWNLOAD_FAILED, f"job {job_name}: {failed.get('message', '')}")
     active = "running" if st.get("active") else "pending"
     attempts = st.get("failed", 0)
     return Cond(
-        "ModelCached",
+        T.MODEL_CACHED,
         False,
-        "Downloading",
-        f"job {job_name} {active} (attempt {attempts + 1}); estimated {inp.plan.download_seconds}s for "
-        f"{inp.plan.weight_bytes_total / 1e9:.1f} GB",
+        R.DOWNLOADING,
+        f"job {job_name} {active} (attempt {attempts + 1}) fills {inp.cache_pvc} with {inp.repo}@{inp.revision}; "
+        f"estimated {inp.plan.download_seconds}s for {inp.plan.weight_bytes_total / 1e9:.1f} GB",
     )
 
 
-async def _prune(kube: Kube, inp: DeploymentInput, children: list[Obj], applier: CachingApplier | None) -> None:
-    """Delete children we made earlier that the spec no longer calls for (never the user's PVC)."""
+@dataclass(frozen=True)
+class Existing:
+    """The model-server workload as it is in the cluster: its kind, object, weights claim and replicas."""
+
+    kind: str
+    obj: Obj
+    claim: str | None
+    replicas: int
+
+
+def weights_claim(workload: Obj) -> str | None:
+    """The PVC a workload's pods mount as their weights, if any."""
+    spec = workload.get("spec") or {}
+    template = spec.get("template") or (spec.get("leaderWorkerTemplate") or {}).get("leaderTemplate") or {}
+    for volume in (template.get("spec") or {}).get("volumes") or []:
+        if volume.get("name") == "weights":
+            return (volume.get("persistentVolumeClaim") or {}).get("claimName")
+    return None
+
+
+async def _existing_workload(kube: Kube, inp: DeploymentInput, applier: CachingApplier | None) -> Existing | None:
+    ns, name = inp.owner.namespace, inp.owner.name
+    for kind, api_version in WORKLOAD_KINDS.items():
+        if applier and applier.exists(api_version, kind, ns, name) is False:
+            continue
+        obj = await kube.get(api_version, kind, name, ns)
+        if obj is not None:
+            replicas = int((obj.get("spec") or {}).get("replicas") or 0)
+            return Existing(kind, obj, weights_claim(obj), replicas)
+    return None
+
+
+async def _owned_names(
+    kube: Kube, applier: CachingApplier | None, api_version: str, kind: str, namespace: str, deployment: str
+) -> list[str]:
+    """Our model-cache objects of one kind for a deployment: from the watch when it knows, else a list."""
+    match = {f"{GROUP}/deployment": deployment, "app.kubernetes.io/component": "model-cache"}
+    known = applier.known(api_version, kind, namespace, match) if applier else None
+    if known is not None:
+        return known
+    selector = ",".join(f"{k}={v}" for k, v in match.items())
+    return [o["metadata"]["name"] for o in await kube.list(api_version, kind, namespace, label_selector=selector)]
+
+
+async def _delete_if_present(kube: Kube, applier: CachingApplier | None, api_version: str, kind: str, ns: str,
+                             name: str) -> None:  # fmt: skip
+    try:  # only what exists (the watch knows, else a read): the steady state sends nothing
+        known = applier.exists(api_version, kind, ns, name) if applier else None
+        if known is False:
+            return
+        if known or await kube.get(api_version, kind, name, ns) is not None:
+            await kube.delete(api_version, kind, name, ns)
+    except KubeError as exc:
+        if exc.status != 404 and "could not find the requested resource" not in exc.message:
+            raise
+
+
+async def _prune(
+    kube: Kube,
+    inp: DeploymentInput,
+    children: list[Obj],
+    applier: CachingApplier | None,
+    *,
+    keep_kind: str | None,
+    rolled_out: bool,
+) -> None:
+    """Delete children we made earlier that the spec no longer calls for (never the user's PVC).
+
+    A workload kept serving the previous weights (`keep_kind`) stays; caches of other checkpoints go only once
+    the rollout onto the current one is complete.
+    """
     wanted = {(c["kind"], c["metadata"]["name"]) for c in children}
     ns, name = inp.owner.namespace, inp.owner.name
-    optional = [
-        ("apps/v1", "Deployment", name),
-        ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", name),
-        ("monitoring.coreos.com/v1", "ServiceMonitor", name),
-        ("keda.sh/v1alpha1", "ScaledObject", name),
-    ]
-    for api_version, kind, obj_name in optional:
-        if (kind, obj_name) not in wanted:
-            try:  # only what exists (the watch knows, else a read): the steady state sends nothing
-                known = applier.exists(api_version, kind, ns, obj_name) if applier else None
-                if known is False:
-                    continue
-                if known or await kube.get(api_version, kind, obj_name, ns) is not None:
-                    await kube.delete(api_version, kind, obj_name, ns)
-            except KubeError as exc:
-                if exc.status != 404 and "could not find the requested resource" not in exc.message:
-                    raise
-    if inp.cache_enabled:
-        current_job = download_job_name(name, inp.repo, inp.revision)
-        for job in await kube.list("batch/v1", "Job", ns, label_selector=f"{GROUP}/deployment={name}"):
-            if job["metadata"]["name"] != current_job:
-                await kube.delete("batch/v1", "Job", job["metadata"]["name"], ns)
+    optional = [(api, kind) for kind, api in WORKLOAD_KINDS.items()]
+    optional += [("monitoring.coreos.com/v1", "ServiceMonitor"), ("keda.sh/v1alpha1", "ScaledObject")]
+    for api_version, kind in optional:
+        if (kind, name) not in wanted and kind != keep_kind:
+            await _delete_if_present(kube, applier, api_version, kind, ns, name)
+    if rolled_out:
+        current = {c["metadata"]["name"] for c in children}
+        for api_version, kind in CACHE_KINDS:
+            for old in await _owned_names(kube, applier, api_version, kind, ns, name):
+                if old not in current:
+                    await kube.delete(api_version, kind, old, ns)
+    if inp.capabilities.karpenter and owned_pool_name(inp.spec, ns, name) is None:
+        await _delete_owned_pool(kube, ns, name)
 
 
-def _workload_conditions(
-    workload: Obj, replicas: int, pods: list[PodState], cache: Cond, generation: int
-) -> tuple[list[Cond], Obj]:
-    st = workload.get("status") or {}
-    ready = int(st.get("readyReplicas") or 0)
-    updated = int(st.get("updatedReplicas") or 0)
-    current = int(st.get("replicas") or 0)
-    observed = int(st.get("observedGeneration") or 0) >= int(workload["metadata"].get("generation") or 0)
-    unschedulable = [p for p in pods if p.unschedulable]
-    counts = {"replicas": current, "readyReplicas": ready, "updatedReplicas": updated, "desiredReplicas": replicas}
-    if unschedulable:
-        msg = f"{len(unschedulable)} pod(s) cannot be scheduled: {unschedulable[0].unschedulable}"
-        return [
-            Cond("Ready", ready >= replicas > 0, "Unschedulable", msg),
-            Cond("Progressing", False, "Unschedulable", msg),
-            Cond("Degraded", True, "Unschedulable", msg),
-        ], counts
-    if cache.status is not True:
-        return [
-            Cond("Ready", False, "WaitingForModelCache", cache.message),
-            Cond("Progressing", True, "WaitingForModelCache", cache.message),
-            Cond("Degraded", cache.reason == "DownloadFailed", cache.reason, cache.message),
-        ], counts
-    done = observed and ready >= replicas and updated >= replicas and current == replicas
-    if replicas == 0:
-        ready_cond = Cond("Ready", True, "ScaledToZero", "no replicas wanted; a request through the router wakes it")
-    elif ready >= replicas:
-        ready_cond = Cond("Ready", True, "Available", f"{ready}/{replicas} replicas ready")
-    else:
-        ready_cond = Cond("Ready", False, "ReplicasNotReady", f"{ready}/{replicas} replicas ready")
-    progressing = (
-        Cond("Progressing", False, "RolloutComplete", f"generation {generation} rolled out")
-        if done
-        else Cond("Progressing", True, "RollingOut", f"{updated}/{replicas} updated, {ready}/{replicas} ready")
-    )
-    return [ready_cond, progressing, Cond("Degraded", False, "AsExpected", "")], counts
+async def _delete_owned_pool(kube: Kube, namespace: str, name: str) -> None:
+    """Delete the NodePool this deployment owned, if it exists and carries our labels (never a shared pool)."""
+    pool_name = nodepool_name(namespace, name)
+    pool = await kube.get("karpenter.sh/v1", "NodePool", pool_name)
+    pool_labels = ((pool or {}).get("metadata") or {}).get("labels") or {}
+    if pool_labels.get(f"{GROUP}/deployment") == name and pool_labels.get(f"{GROUP}/namespace") == namespace:
+        await kube.delete("karpenter.sh/v1", "NodePool", pool_name)
 
 
 async def _nodepool_condition(kube: Kube, inp: DeploymentInput) -> Cond:
-    pool = inp.spec.node_pool
-    if pool is None or pool.provisioner == "none":
-        return Cond("NodePoolReady", True, "ExistingNodes", f"scheduling on nodes labelled {inp.gpu.product_label}")
-    name = pool.shared_pool_name or nodepool_name(inp.owner.namespace, inp.owner.name)
-    obj = await kube.get("karpenter.sh/v1", "NodePool", name)
+    pool_name = scheduling_pool_name(inp.spec, inp.owner.namespace, inp.owner.name)
+    if pool_name is None:
+        return Cond(T.NODE_POOL_READY, True, R.EXISTING_NODES, f"scheduling on nodes labelled {inp.gpu.product_label}")
+    obj = await kube.get("karpenter.sh/v1", "NodePool", pool_name)
     if obj is None:
-        return Cond("NodePoolReady", False, "NodePoolMissing", f"NodePool {name} does not exist")
+        return Cond(T.NODE_POOL_READY, False, R.NODE_POOL_MISSING, f"NodePool {pool_name} does not exist")
     ready = next((c for c in (obj.get("status") or {}).get("conditions", []) if c.get("type") == "Ready"), None)
     if ready is None:
-        return Cond("NodePoolReady", None, "Pending", f"NodePool {name} has no Ready condition yet")
-    return Cond("NodePoolReady", ready.get("status") == "True", str(ready.get("reason") or "Ready"), f"NodePool {name}")
+        return Cond(T.NODE_POOL_READY, None, R.NODE_POOL_PENDING, f"NodePool {pool_name} has no Ready condition yet")
+    if ready.get("status") == "True":
+        return Cond(T.NODE_POOL_READY, True, R.NODE_POOL_READY, f"NodePool {pool_name} is ready")
+    detail = ": ".join(str(x) for x in (ready.get("reason"), ready.get("message")) if x)
+    return Cond(T.NODE_POOL_READY, False, R.NODE_POOL_NOT_READY, f"NodePool {pool_name} is not ready: {detail}")
+
+
+def _refused(exc: KubeError) -> bool:
+    """A refusal retrying will not fix: invalid, forbidden, unprocessable (not conflicts, throttling or 404s)."""
+    return 400 <= exc.status < 500 and exc.status not in (404, 409, 429)
 
 
 async def reconcile_deployment(
@@ -241,98 +290,99 @@ async def reconcile_deployment(
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first.get("loc", ()))
-        return await _blocked(kube, body, status, "InvalidSpec", f"spec.{where}: {first.get('msg')}", generation)
+        return await _blocked(kube, body, R.INVALID_SPEC, f"spec.{where}: {first.get('msg')}", generation)
     except PlanInfeasible as exc:
-        return await _blocked(kube, body, status, "PlanInfeasible", str(exc), generation)
+        return await _blocked(kube, body, R.PLAN_INFEASIBLE, str(exc), generation)
     except Blocked as exc:
-        return await _blocked(kube, body, status, exc.reason, exc.message, generation)
+        return await _blocked(kube, body, exc.reason, exc.message, generation)
 
     replicas = desired_replicas(spec, status)
     probe = DeploymentInput(owner=owner, spec=spec, plan=the_plan, replicas=replicas, capabilities=caps)
     cache = await _cache_state(kube, probe)
     cache_ready = cache.status is True
-    inp = DeploymentInput(
-        owner=owner,
-        spec=spec,
-        plan=the_plan,
-        replicas=replicas if cache_ready else 0,
-        cache_ready=cache_ready,
-        capabilities=caps,
-    )
-    children = desired_children(inp)
+    existing = None if cache_ready else await _existing_workload(kube, probe, applier)
+    # A new checkpoint is downloaded before the rollout switches to it: the workload keeps the old weights.
+    held = existing is not None and existing.claim != probe.cache_pvc and existing.replicas > 0
+    inp = DeploymentInput(owner=owner, spec=spec, plan=the_plan, replicas=replicas if cache_ready else 0,
+                          cache_ready=cache_ready, capabilities=caps)  # fmt: skip
+    children = [c for c in desired_children(inp) if not (held and c["kind"] == the_plan.workload_kind)]
     applied: dict[str, Obj] = {}
     apply = applier.apply if applier else kube.apply
+    refused: str | None = None
     for child in children:
-        applied[child["kind"]] = await apply(child)
-    await _prune(kube, inp, children, applier)
-
-    workload = applied["LeaderWorkerSet" if the_plan.nodes_per_replica > 1 else "Deployment"]
-    conds, counts = _workload_conditions(workload, replicas, pods, cache, generation)
-    conds += [cache, await _nodepool_condition(kube, inp), Cond("PlanFeasible", True, "Planned", _plan_line(the_plan))]
-    desired_status: Obj = {
-        "observedGeneration": generation,
-        "plan": the_plan.to_wire(),
-        **counts,
-        "readySummary": f"{counts['readyReplicas']}/{replicas}",
-        "selector": selector_string(serving_selector(inp)),
-        "endpoint": endpoint(inp),
-    }
-    if inp.cache_enabled:
-        desired_status["cache"] = {
-            "phase": {"Downloaded": "Ready", "DownloadFailed": "Failed"}.get(cache.reason, "Downloading"),
-            "message": cache.message,
-            "pvcName": cache_pvc_name(name),
-        }
-    return await write_status(kube, KIND, body, status, desired_status, conds, generation)
-
-
-def _plan_line(p: Plan) -> str:
-    ep = ", expert parallel" if p.expert_parallel else ""
-    nodes = f" across {p.nodes_per_replica} nodes" if p.nodes_per_replica > 1 else ""
-    return (
-        f"{p.gpus_per_replica} x {p.gpu}{nodes} per replica, TP {p.tensor_parallel_size}{ep}, context {p.max_model_len}"
+        try:
+            applied[child["kind"]] = await apply(child)
+        except KubeError as exc:
+            if not _refused(exc):
+                raise
+            refused = f"{child['kind']} {child['metadata']['name']}: {exc.message}"
+            log.warning("%s/%s: the API server refused %s", namespace, name, refused)
+            break
+    view = DeploymentView(
+        generation=generation,
+        plan=the_plan,
+        desired_replicas=replicas,
+        pods=pods,
+        cache=cache,
+        cache_pvc=inp.cache_pvc,
+        nodepool=await _nodepool_condition(kube, inp),
+        selector=selector_string(serving_selector(inp)),
+        endpoint=endpoint(inp),
+        apply_error=refused,
+        held_for_cache=held,
     )
+    if refused is not None:
+        outcome = await write_status(kube, KIND, body, *deployment_status(view, status, now_rfc3339()))
+        outcome.retry_after = APPLY_RETRY_SECONDS
+        return outcome
+    counts = WorkloadCounts.of(existing.obj if held and existing else applied[the_plan.workload_kind])
+    rolled_out = not held and cache_ready and counts.rolled_out(replicas)
+    await _prune(kube, inp, children, applier, keep_kind=existing.kind if held and existing else None,
+                 rolled_out=rolled_out)  # fmt: skip
+    view = replace(view, workload=counts)
+    return await write_status(kube, KIND, body, *deployment_status(view, status, now_rfc3339()))
 
 
-async def _blocked(kube: Kube, body: Obj, status: Obj, reason: str, message: str, generation: int) -> Outcome:
-    """Nothing is applied: the children stay as they were; status says why."""
-    conds = [
-        Cond("Ready", False, reason, message),
-        Cond("Progressing", False, reason, message),
-        Cond("Degraded", True, reason, message),
-    ]
-    if reason in ("PlanInfeasible", "InvalidSpec"):
-        conds.append(Cond("PlanFeasible", False, reason, message))
-    outcome = await write_status(kube, KIND, body, status, {"observedGeneration": generation}, conds, generation)
-    outcome.retry_after = None if reason in ("PlanInfeasible", "InvalidSpec") else RETRY_SOON_SECONDS
+async def _blocked(kube: Kube, body: Obj, reason: Reason, message: str, generation: int) -> Outcome:
+    """Nothing is applied: the children stay as they were; status says why and withdraws the plan."""
+    assert reason in BLOCKING_REASONS
+    view = DeploymentView(generation=generation, blocked=(reason, message))
+    outcome = await write_status(
+        kube, KIND, body, *deployment_status(view, dict(body.get("status") or {}), now_rfc3339())
+    )
+    outcome.retry_after = None if reason in SPEC_REASONS else RETRY_SOON_SECONDS
     return outcome
 
 
-async def write_status(
-    kube: Kube, kind: str, body: Obj, status: Obj, desired: Obj, conds: list[Cond], generation: int
-) -> Outcome:
-    """Merge conditions, patch status if anything we own changed, and list Events for condition flips."""
-    old_conditions: list[Obj] = list(status.get("conditions") or [])
-    desired["conditions"] = merge_conditions(old_conditions, conds, generation, now_rfc3339())
-    events: list[tuple[str, str, str]] = []
-    old = {c.get("type"): (c.get("status"), c.get("reason")) for c in old_conditions}
-    for cond in conds:
-        flipped = old.get(cond.type) != (cond.status_text, cond.reason)
-        # Ready from its first value on; the others only when they change (their first value is no news).
-        if flipped and (cond.type == "Ready" or (cond.type in ("ModelCached", "NodePoolReady") and cond.type in old)):
-            event_type = "Normal" if cond.status is not False else "Warning"
-            events.append((event_type, cond.reason, f"{cond.type}={cond.status_text}: {cond.message}"))
-    if not status_changed(status, desired):
-        return Outcome(status=status, wrote_status=False, events=events)
+async def write_status(kube: Kube, kind: str, body: Obj, desired: ApiModel, conds: list[Cond]) -> Outcome:
+    """Patch the fields of status we own if any changed, and list Events for condition flips."""
+    current: Obj = dict(body.get("status") or {})
+    wire = desired.to_wire()
+    events = condition_events(list(current.get("conditions") or []), conds)
+    owned = ROUTER_STATUS_FIELDS if kind == "Qwen3Router" else DEPLOYMENT_STATUS_FIELDS
+    patch = status_patch(current, wire, owned)
+    if patch is None:
+        return Outcome(status=current, wrote_status=False, events=events)
     meta = body["metadata"]
-    await kube.patch_status(API_VERSION, kind, meta["namespace"], meta["name"], desired)
-    return Outcome(status={**status, **desired}, wrote_status=True, events=events)
+    await kube.patch_status(API_VERSION, kind, meta["namespace"], meta["name"], patch)
+    return Outcome(status={**current, **wire}, wrote_status=True, events=events)
+
+
+def _spec_or_none(spec: Obj) -> Qwen3DeploymentSpec | None:
+    try:
+        return Qwen3DeploymentSpec.model_validate(spec)
+    except ValidationError:
+        return None
+
+
+def owns_nodepool(spec: Obj, namespace: str, name: str) -> bool:
+    """Whether this deployment owns a NodePool (and so needs the finalizer): the render rule, on a raw spec."""
+    parsed = _spec_or_none(spec)
+    return parsed is not None and owned_pool_name(parsed, namespace, name) is not None
 
 
 async def finalize_deployment(kube: Kube, body: Obj) -> None:
     """Delete what owner references cannot: our cluster-scoped NodePool. Never a user's PVC or a shared pool."""
     meta = body["metadata"]
-    spec = body.get("spec") or {}
-    pool = spec.get("nodePool") or {}
-    if pool.get("provisioner") == "karpenter" and not pool.get("sharedPoolName"):
-        await kube.delete("karpenter.sh/v1", "NodePool", nodepool_name(meta["namespace"], meta["name"]))
+    if owns_nodepool(body.get("spec") or {}, meta["namespace"], meta["name"]):
+        await _delete_owned_pool(kube, meta["namespace"], meta["name"])

@@ -25,6 +25,7 @@ from qwenfleet.controller.deployment import (
     FINALIZER,
     PodState,
     finalize_deployment,
+    owns_nodepool,
     reconcile_deployment,
 )
 from qwenfleet.controller.router import reconcile_router
@@ -32,6 +33,7 @@ from qwenfleet.controller.waiting import first_of
 from qwenfleet.kube import Kube, KubeError, make_api_client
 from qwenfleet.render import Capabilities
 from qwenfleet.render.names import GROUP, WAKE_ANNOTATION
+from qwenfleet.render.status import ready_replicas, serving_ips
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.seen = {}
     memo.caps = Capabilities(
         service_monitor=await kube.crd_exists("servicemonitors.monitoring.coreos.com"),
+        karpenter=await kube.crd_exists("nodepools.karpenter.sh"),
         prometheus_url=memo.get("prometheus_url") or Capabilities().prometheus_url,
     )
 
@@ -112,7 +115,7 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
         await kube.close()
 
 
-def _pod_state(name: str, status: dict[str, Any]) -> PodState:
+def _pod_state(name: str, status: dict[str, Any], role: str | None = None) -> PodState:
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     scheduled = conditions.get("PodScheduled") or {}
     unschedulable = None
@@ -120,15 +123,22 @@ def _pod_state(name: str, status: dict[str, Any]) -> PodState:
         unschedulable = str(scheduled.get("message") or "unschedulable")
     ready = (conditions.get("Ready") or {}).get("status") == "True"
     phase = str(status.get("phase") or "")
-    return PodState(name=name, phase=phase, ready=ready, unschedulable=unschedulable, ip=status.get("podIP"))
+    return PodState(name=name, phase=phase, ready=ready, unschedulable=unschedulable, ip=status.get("podIP"), role=role)
 
 
 @kopf.index("pods", labels={**OWNED, "app.kubernetes.io/component": "model-server"})
 def model_server_pods(
     namespace: str | None, name: str, labels: Mapping[str, str], status: kopf.Status, **_: Any
 ) -> dict[Key, PodState]:
-    """Model-server pods by (namespace, deployment): phase, readiness, why unschedulable."""
-    return {(namespace or "", labels.get(f"{GROUP}/deployment", "")): _pod_state(name, dict(status))}
+    """Model-server pods by (namespace, deployment): phase, readiness, role, why unschedulable."""
+    key = (namespace or "", labels.get(f"{GROUP}/deployment", ""))
+    return {key: _pod_state(name, dict(status), labels.get(f"{GROUP}/role"))}
+
+
+@kopf.index(*DEPLOYMENTS)
+def deployment_names(namespace: str | None, name: str, **_: Any) -> dict[str, str]:
+    """Qwen3Deployments by namespace: which backends of a router exist."""
+    return {namespace or "": name}
 
 
 def _trigger(memo: Any, key: Key, *, routers: bool = False) -> None:
@@ -164,18 +174,30 @@ for _group, _version, _plural in CHILD_RESOURCES:
 
 @kopf.on.event(*DEPLOYMENTS)
 def deployment_changed(
-    namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, memo: Any, **_: Any
+    namespace: str | None,
+    name: str,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    memo: Any,
+    type: str | None,
+    **_: Any,
 ) -> None:
-    """Wake the deployment's daemon when its spec, wake annotation or autoscaler decision changed.
+    """Wake the deployment's daemon when its spec, wake annotation or autoscaler decision changed, and the
+    namespace's routers when a deployment appears or goes (their backends may exist now, or no longer).
 
     Other status writes (our own) do not trigger a reconcile.
     """
     key = (namespace or "", name)
+    if type == "DELETED":
+        memo.seen.pop(key, None)
+        _trigger(memo, key, routers=True)
+        return
     decided = (status.get("autoscaler") or {}).get("desiredReplicas")
     seen = (meta.get("generation"), (meta.get("annotations") or {}).get(WAKE_ANNOTATION), decided)
     if memo.seen.get(key) != seen:
+        new = key not in memo.seen
         memo.seen[key] = seen
-        _trigger(memo, key)
+        _trigger(memo, key, routers=new)
 
 
 async def _post_events(body: kopf.Body, events: list[tuple[str, str, str]]) -> None:
@@ -192,11 +214,14 @@ async def _reconcile_once(body: kopf.Body, memo: Any, pods: list[PodState]) -> f
     return outcome.retry_after
 
 
-async def _reconcile_router_once(body: kopf.Body, memo: Any, index: kopf.Index[Key, PodState]) -> float | None:
+async def _reconcile_router_once(
+    body: kopf.Body, memo: Any, pods: kopf.Index[Key, PodState], deployments: kopf.Index[str, str]
+) -> float | None:
     namespace = body["metadata"]["namespace"]
     backends = [b.get("name", "") for b in (body.get("spec") or {}).get("backends") or []]
-    ready = {b: sum(1 for p in index.get((namespace, b), []) if p.ready) for b in backends}
-    outcome = await reconcile_router(memo.kube, dict(body), ready, memo.applier)
+    ready = {b: ready_replicas(pods.get((namespace, b), [])) for b in backends}
+    existing = set(deployments.get(namespace, []))
+    outcome = await reconcile_router(memo.kube, dict(body), ready, existing, memo.applier)
     await _post_events(body, outcome.events)
     return outcome.retry_after
 
@@ -262,8 +287,9 @@ async def router_daemon(
 ) -> None:
     """One reconcile loop per Qwen3Router."""
     index: kopf.Index[Key, PodState] = kwargs["model_server_pods"]
+    deployments: kopf.Index[str, str] = kwargs["deployment_names"]
     key = ("r", namespace or "", name)
-    await _reconcile_loop(key, body, memo, stopped, lambda: _reconcile_router_once(body, memo, index))
+    await _reconcile_loop(key, body, memo, stopped, lambda: _reconcile_router_once(body, memo, index, deployments))
 
 
 @kopf.on.event(*ROUTERS)
@@ -292,7 +318,7 @@ async def autoscaler_daemon(
     async with aiohttp.ClientSession() as session:
         while not stopped:
             try:
-                ips = [p.ip for p in pods_index.get(key, []) if p.ready and p.ip]
+                ips = serving_ips(pods_index.get(key, []))
                 decision = await autoscale_tick(memo.kube, session, dict(body), ips, memory)
                 if decision is not None:
                     kind = "Normal"
@@ -307,9 +333,8 @@ async def autoscaler_daemon(
             await stopped.wait(memo.get("autoscale_interval") or AUTOSCALE_INTERVAL_SECONDS)
 
 
-def _owns_nodepool(spec: kopf.Spec, **_: Any) -> bool:
-    pool = spec.get("nodePool") or {}
-    return bool(pool.get("provisioner") == "karpenter" and not pool.get("sharedPoolName"))
+def _owns_nodepool(spec: kopf.Spec, namespace: str | None, name: str | None, **_: Any) -> bool:
+    return owns_nodepool(dict(spec), namespace or "", name or "")
 
 
 @kopf.on.delete(*DEPLOYMENTS, when=_owns_nodepool)  # only these get a finalizer: others cost no extra writes

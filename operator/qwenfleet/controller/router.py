@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from qwenfleet.api.router import Qwen3RouterSpec
 from qwenfleet.controller.applied import CachingApplier
-from qwenfleet.controller.conditions import Cond
+from qwenfleet.controller.conditions import now_rfc3339
 from qwenfleet.controller.deployment import Outcome, write_status
 from qwenfleet.kube import Kube
 from qwenfleet.render import Owner
 from qwenfleet.render.names import selector, selector_string
 from qwenfleet.render.router import render_router, router_names
+from qwenfleet.render.status import RouterView, router_status
 
 KIND = "Qwen3Router"
 Obj = dict[str, Any]
 
 
 async def reconcile_router(
-    kube: Kube, body: Obj, ready_by_backend: dict[str, int], applier: CachingApplier | None = None
+    kube: Kube,
+    body: Obj,
+    ready_by_backend: Mapping[str, int],
+    existing: Collection[str],
+    applier: CachingApplier | None = None,
 ) -> Outcome:
-    """Bring one Qwen3Router's children and status to the desired state."""
+    """Bring one Qwen3Router's children and status to the desired state.
+
+    `ready_by_backend` counts ready replicas (not pods) per backend; `existing` names the Qwen3Deployments
+    of the namespace, so backends without one are reported (the router keeps serving the others).
+    """
     meta = body["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 0)
     status: Obj = dict(body.get("status") or {})
@@ -31,29 +41,22 @@ async def reconcile_router(
     except ValidationError as exc:
         first = exc.errors()[0]
         message = f"spec.{'.'.join(str(x) for x in first.get('loc', ()))}: {first.get('msg')}"
-        conds = [Cond("Ready", False, "InvalidSpec", message), Cond("Degraded", True, "InvalidSpec", message)]
-        return await write_status(kube, KIND, body, status, {"observedGeneration": generation}, conds, generation)
+        view = RouterView(generation=generation, invalid=message)
+        return await write_status(kube, KIND, body, *router_status(view, status, now_rfc3339()))
     owner = Owner(name=name, namespace=namespace, uid=meta["uid"], kind=KIND)
     applied = {}
     apply = applier.apply if applier else kube.apply
     for child in render_router(owner, spec):
         applied[child["kind"]] = await apply(child)
     workload = applied["Deployment"].get("status") or {}
-    ready = int(workload.get("readyReplicas") or 0)
-    backends = [{"name": b.name, "readyReplicas": ready_by_backend.get(b.name, 0)} for b in spec.backends]
-    serving = [b.name for b in spec.backends if ready_by_backend.get(b.name, 0)]
-    if ready >= spec.replicas and spec.replicas > 0:
-        ready_cond = Cond("Ready", True, "Available", f"{ready}/{spec.replicas} router pods; backends ready: "
-                          f"{', '.join(serving) or 'none (requests wake them)'}")  # fmt: skip
-    else:
-        ready_cond = Cond("Ready", False, "RouterNotReady", f"{ready}/{spec.replicas} router pods ready")
-    conds = [ready_cond, Cond("Degraded", False, "AsExpected", "")]
-    desired = {
-        "observedGeneration": generation,
-        "replicas": int(workload.get("replicas") or 0),
-        "readyReplicas": ready,
-        "endpoint": f"http://{router_names(owner)['service']}.{namespace}.svc/v1",
-        "selector": selector_string(selector(name, "router")),
-        "backends": backends,
-    }
-    return await write_status(kube, KIND, body, status, desired, conds, generation)
+    view = RouterView(
+        generation=generation,
+        desired=spec.replicas,
+        replicas=int(workload.get("replicas") or 0),
+        ready=int(workload.get("readyReplicas") or 0),
+        endpoint=f"http://{router_names(owner)['service']}.{namespace}.svc/v1",
+        selector=selector_string(selector(name, "router")),
+        backends=[(b.name, ready_by_backend.get(b.name, 0)) for b in spec.backends],
+        missing=[b.name for b in spec.backends if b.name not in existing],
+    )
+    return await write_status(kube, KIND, body, *router_status(view, status, now_rfc3339()))

@@ -11,7 +11,6 @@ from qwenfleet.render.inputs import DeploymentInput, owned_metadata
 from qwenfleet.render.names import (
     CACHE_COMPLETE_MARKER,
     MODEL_DIR,
-    cache_pvc_name,
     download_job_name,
     labels,
 )
@@ -35,7 +34,8 @@ def render_cache_pvc(inp: DeploymentInput) -> Manifest:
     spec: Manifest = {"accessModes": [cache.access_mode], "resources": {"requests": {"storage": cache_size(inp)}}}
     if cache.storage_class_name:
         spec["storageClassName"] = cache.storage_class_name
-    metadata = owned_metadata(inp, cache_pvc_name(inp.owner.name), "model-cache")
+    assert inp.cache_pvc is not None
+    metadata = owned_metadata(inp, inp.cache_pvc, "model-cache")
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
 
 
@@ -96,7 +96,7 @@ def render_download_job(inp: DeploymentInput) -> Manifest:
                     },
                     "containers": [container],
                     "volumes": [
-                        {"name": "weights", "persistentVolumeClaim": {"claimName": cache_pvc_name(inp.owner.name)}},
+                        {"name": "weights", "persistentVolumeClaim": {"claimName": inp.cache_pvc}},
                         {"name": "tmp", "emptyDir": {}},
                     ],
                 },

@@ -37,6 +37,7 @@ class Capabilities:
     """What the cluster offers, discovered by the shell once and passed in."""
 
     service_monitor: bool = False
+    karpenter: bool = False
     prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
     monitoring_namespace: str = "monitoring"
 
@@ -93,7 +94,12 @@ class DeploymentInput:
     @property
     def weights_volume_claim(self) -> str | None:
         """The PVC mounted read-only at /models, if any."""
-        return self.user_pvc or (cache_pvc_name(self.owner.name) if self.cache_enabled else None)
+        return self.user_pvc or self.cache_pvc
+
+    @property
+    def cache_pvc(self) -> str | None:
+        """The cache PVC of this checkpoint (repository and revision), when the cache is on."""
+        return cache_pvc_name(self.owner.name, self.repo, self.revision) if self.cache_enabled else None
 
     @property
     def token_secret(self) -> tuple[str, str] | None:

@@ -13,9 +13,9 @@ from qwenfleet.render.names import (
     MODEL_DIR,
     PLAN_ANNOTATION,
     labels,
-    nodepool_name,
     selector,
 )
+from qwenfleet.render.nodepool import scheduling_pool_name
 
 Manifest = dict[str, Any]
 GIB = 1024**3
@@ -29,7 +29,7 @@ MULTI_NODE_SCRIPT = "/vllm-workspace/examples/online_serving/multi-node-serving.
 def vllm_args(inp: DeploymentInput) -> list[str]:
     """The planner's arguments with the model path, the server address and the user's allowed extras."""
     args = [inp.model_path, *inp.plan.vllm_args[1:], "--host", "0.0.0.0", "--port", str(HTTP_PORT)]
-    if inp.plan.nodes_per_replica > 1:
+    if inp.plan.multi_node:
         args += ["--distributed-executor-backend", "ray"]
     for extra in inp.spec.overrides.extra_args if inp.spec.overrides else []:
         args.append(extra.name)
@@ -129,11 +129,9 @@ def _scheduling(inp: DeploymentInput) -> Manifest:
     if scheduling:
         tolerations += [t.to_wire() for t in scheduling.tolerations]
         node_selector.update(scheduling.node_selector)
-    pool = inp.spec.node_pool
-    if pool and pool.provisioner == "karpenter":
-        node_selector["karpenter.sh/nodepool"] = pool.shared_pool_name or nodepool_name(
-            inp.owner.namespace, inp.owner.name
-        )
+    pool = scheduling_pool_name(inp.spec, inp.owner.namespace, inp.owner.name)
+    if pool:
+        node_selector["karpenter.sh/nodepool"] = pool
     product = {"key": "nvidia.com/gpu.product", "operator": "In", "values": [gpu.product_label]}
     if gpu.vendor == "amd":
         product = {"key": "amd.com/gpu.product-name", "operator": "In", "values": [gpu.product_label]}
@@ -259,6 +257,6 @@ def render_leader_worker_set(inp: DeploymentInput) -> Manifest:
 
 def render_workload(inp: DeploymentInput) -> Manifest:
     """The model-server workload the plan calls for."""
-    if inp.plan.nodes_per_replica > 1:
+    if inp.plan.workload_kind == "LeaderWorkerSet":
         return render_leader_worker_set(inp)
     return render_deployment(inp)

@@ -48,14 +48,19 @@ def bounded(name: str, limit: int = 63) -> str:
     return f"{name[: limit - 9].rstrip('-')}-{short_hash(name)}"
 
 
-def cache_pvc_name(name: str) -> str:
-    """The weight-cache PVC of a deployment."""
-    return bounded(f"{name}-weights")
+def weights_identity(repo: str, revision: str) -> str:
+    """A short digest of one checkpoint (repository and revision): one cache per identity."""
+    return short_hash(repo, revision, length=6)
+
+
+def cache_pvc_name(name: str, repo: str, revision: str) -> str:
+    """The weight-cache PVC of one checkpoint of a deployment; a new checkpoint gets a new PVC."""
+    return bounded(f"{name}-weights-{weights_identity(repo, revision)}")
 
 
 def download_job_name(name: str, repo: str, revision: str) -> str:
-    """The download Job; a new checkpoint (repo or revision) gets a new Job."""
-    return bounded(f"{name}-download-{short_hash(repo, revision, length=6)}")
+    """The download Job that fills that PVC; a new checkpoint (repo or revision) gets a new Job."""
+    return bounded(f"{name}-download-{weights_identity(repo, revision)}")
 
 
 def nodepool_name(namespace: str, name: str) -> str:

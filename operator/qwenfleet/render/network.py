@@ -13,7 +13,7 @@ Manifest = dict[str, Any]
 def serving_selector(inp: DeploymentInput) -> dict[str, str]:
     """Pods that answer HTTP: every pod of a Deployment, only leaders of a LeaderWorkerSet."""
     match = selector(inp.owner.name)
-    if inp.plan.nodes_per_replica > 1:
+    if inp.plan.multi_node:
         match["qwenfleet.dev/role"] = "leader"
     return match
 
@@ -60,7 +60,7 @@ def render_network_policy(inp: DeploymentInput) -> Manifest:
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": inp.capabilities.monitoring_namespace}}},
     ]
     ingress: list[Manifest] = [{"from": peers, "ports": [{"port": HTTP_PORT, "protocol": "TCP"}]}]
-    if inp.plan.nodes_per_replica > 1:
+    if inp.plan.multi_node:
         ingress.append({"from": [{"podSelector": {"matchLabels": selector(inp.owner.name)}}]})
     return {
         "apiVersion": "networking.k8s.io/v1",

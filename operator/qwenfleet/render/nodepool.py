@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qwenfleet.api.deployment import Qwen3DeploymentSpec
 from qwenfleet.render.inputs import DeploymentInput
 from qwenfleet.render.names import GROUP, labels, nodepool_name
 
@@ -20,10 +21,25 @@ def gpu_limit(gpus_needed: int, node_sizes: list[int]) -> int:
     return -(-gpus_needed // largest) * largest
 
 
+def owned_pool_name(spec: Qwen3DeploymentSpec, namespace: str, name: str) -> str | None:
+    """The NodePool this deployment owns (rendered, pruned and finalized by qwenfleet), or None."""
+    pool = spec.node_pool
+    return nodepool_name(namespace, name) if pool is not None and pool.owned else None
+
+
+def scheduling_pool_name(spec: Qwen3DeploymentSpec, namespace: str, name: str) -> str | None:
+    """The Karpenter NodePool the pods land on: our own or the shared one; None without Karpenter."""
+    pool = spec.node_pool
+    if pool is None or pool.provisioner != "karpenter":
+        return None
+    return pool.shared_pool_name or owned_pool_name(spec, namespace, name)
+
+
 def render_nodepool(inp: DeploymentInput) -> Manifest | None:
     """The NodePool, or None when the deployment uses existing nodes or a shared pool."""
     pool = inp.spec.node_pool
-    if pool is None or pool.provisioner != "karpenter" or pool.node_class_ref is None:
+    own = owned_pool_name(inp.spec, inp.owner.namespace, inp.owner.name)
+    if pool is None or pool.node_class_ref is None or own is None:
         return None
     gpu = inp.gpu
     per_pod = inp.plan.gpus_per_node
@@ -45,7 +61,7 @@ def render_nodepool(inp: DeploymentInput) -> Manifest | None:
     return {
         "apiVersion": "karpenter.sh/v1",
         "kind": "NodePool",
-        "metadata": {"name": nodepool_name(inp.owner.namespace, inp.owner.name), "labels": meta_labels},
+        "metadata": {"name": own, "labels": meta_labels},
         "spec": {
             "template": {
                 "metadata": {"labels": node_labels},
