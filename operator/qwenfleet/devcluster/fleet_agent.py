@@ -1,7 +1,8 @@
 """The fleet agent: what the containers of kwok's pods would run, at each pod's own IP.
 
 - every Running model-server pod gets a simulated vLLM on podIP:8000, sized by the plan in its
-  `qwenfleet.dev/plan` annotation;
+  `qwenfleet.dev/plan` annotation, or, when its Qwen3Deployment is annotated `qwenfleet.dev/dev-engine: vllm`,
+  the real vLLM engine started from the pod's own command and args (see `real_pods`);
 - every Running router pod gets the real `qwenfleet router` (this package's Router) on podIP:8080, with the
   routes from its ConfigMap and the API keys from its Secret, discovering backends through the API server.
 
@@ -17,15 +18,19 @@ import base64
 import contextlib
 import json
 import logging
+import signal
 import zlib
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from qwenfleet.api.plan import Plan
 from qwenfleet.api.router import Qwen3RouterSpec
+from qwenfleet.devcluster import engine
+from qwenfleet.devcluster.real_pods import RealEngines, wants_real_engine
 from qwenfleet.kube import Kube, KubeError, make_api_client
-from qwenfleet.render.names import HTTP_PORT, PLAN_ANNOTATION
+from qwenfleet.render.names import GROUP, HTTP_PORT, PLAN_ANNOTATION
 from qwenfleet.render.router import CONFIG_KEY, ROUTER_PORT
 from qwenfleet.router.app import Router
 from qwenfleet.router.discovery import Discovery
@@ -126,13 +131,21 @@ async def sync_routers(kube: Kube, routers: RouterPods) -> None:
             log.warning("cannot serve router %s on %s:%d: %s", key, ip, ROUTER_PORT, exc)
 
 
-async def sync(kube: Kube, fleet: SimFleet, cold_start_scale: float) -> None:
+async def sync(kube: Kube, fleet: SimFleet, engines: RealEngines, cold_start_scale: float) -> None:
     """Start servers for new pods and stop those whose pod is gone."""
-    wanted = {}
-    for pod in await kube.list("v1", "Pod", label_selector=SELECTOR):
+    pods = await kube.list("v1", "Pod", label_selector=SELECTOR)
+    deployments = {}
+    if pods:
+        for d in await kube.list(f"{GROUP}/v1alpha1", "Qwen3Deployment"):
+            deployments[(d["metadata"]["namespace"], d["metadata"]["name"])] = d
+    wanted, real = {}, {}
+    for pod in pods:
         serving = _serving(pod)
-        if serving:
+        if serving and wants_real_engine(pod, deployments):
+            real[serving[0]] = (serving[1], pod)
+        elif serving:
             wanted[serving[0]] = serving
+    await sync_real(kube, engines, real)
     for key in set(fleet.pods) - set(wanted):
         await fleet.stop_pod(key)
         log.info("stopped simulated vLLM for %s", key)
@@ -147,15 +160,32 @@ async def sync(kube: Kube, fleet: SimFleet, cold_start_scale: float) -> None:
             log.warning("cannot serve %s on %s:%d: %s", key, ip, HTTP_PORT, exc)
 
 
-async def run(kubeconfig: str, time_scale: float, cold_start_scale: float, stop: asyncio.Event) -> None:
-    """Keep the simulated servers in step with the pods until `stop` is set."""
+async def sync_real(kube: Kube, engines: RealEngines, wanted: dict[str, tuple[str, dict[str, Any]]]) -> None:
+    """Start a real engine for each new pod that asks for one, stop those whose pod is gone, report the rest."""
+    for key in set(engines.pods) - set(wanted):
+        await asyncio.to_thread(engines.stop_pod, key)
+    for key, (ip, pod) in wanted.items():
+        if key in engines.pods:
+            continue
+        try:
+            engines.start_pod(key, pod, ip)
+        except (engine.ArgsError, OSError) as exc:
+            log.warning("cannot run the real engine for %s: %s", key, exc)
+    await engines.tick(kube, {key: pod for key, (_, pod) in wanted.items()})
+
+
+async def run(
+    kubeconfig: str, time_scale: float, cold_start_scale: float, stop: asyncio.Event, log_dir: Path | None = None
+) -> None:
+    """Keep the simulated servers and real engines in step with the pods until `stop` is set."""
     kube = Kube(await make_api_client(kubeconfig))
     fleet = SimFleet(time_scale=time_scale)
     routers = RouterPods()
+    engines = RealEngines(log_dir or Path("engine-logs"))
     try:
         while not stop.is_set():
             try:
-                await sync(kube, fleet, cold_start_scale)
+                await sync(kube, fleet, engines, cold_start_scale)
                 await sync_routers(kube, routers)
             except KubeError as exc:
                 log.warning("fleet agent: %s", exc)
@@ -165,6 +195,7 @@ async def run(kubeconfig: str, time_scale: float, cold_start_scale: float, stop:
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
     finally:
         await routers.close()
+        await engines.close()
         await fleet.close()
         await kube.close()
 
@@ -176,9 +207,18 @@ def main() -> None:
     parser.add_argument("--time-scale", type=float, default=1.0, help="simulated seconds per wall second")
     parser.add_argument("--cold-start-scale", type=float, default=0.1,
                         help="fraction of the plan's cold start the simulated load takes")  # fmt: skip
+    parser.add_argument("--log-dir", type=Path, default=None, help="where real engines write their output")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    asyncio.run(run(args.kubeconfig, args.time_scale, args.cold_start_scale, asyncio.Event()))
+    stop = asyncio.Event()
+
+    async def main_loop() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)  # stop the real engines too, never leave them behind
+        await run(args.kubeconfig, args.time_scale, args.cold_start_scale, stop, args.log_dir)
+
+    asyncio.run(main_loop())
 
 
 if __name__ == "__main__":
