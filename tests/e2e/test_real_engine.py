@@ -140,7 +140,7 @@ async def test_real_engine_behind_operator_router_and_autoscaler(
     # Started from the pod's own command and args, with only the documented substitutions.
     pod = (await _pods(kube, namespace, "real"))[0]
     container = pod["spec"]["containers"][0]
-    pid, argv = _engine_processes()[ip]
+    _, argv = _engine_processes()[ip]
     assert argv == engine.engine_argv(container["command"], container["args"], ip, HTTP_PORT)
     assert "--max-num-seqs" in argv and argv[argv.index("--max-num-seqs") + 1] == "2"
 
@@ -186,7 +186,7 @@ async def test_real_engine_behind_operator_router_and_autoscaler(
             assert r.status == 200
             await r.content.readline()
         await wait_for(
-            lambda: _running_is(s, ip, 0), 30, "the engine's running requests back to 0 after the disconnect"
+            lambda: _running_is(s, ip, 0), 30, "no running request after the disconnect"
         )
         assert await _metric(s, ip, "vllm:request_success_total") == aborted_before  # aborted, never finished
 
