@@ -70,7 +70,13 @@ class ScaleFromZero(ApiModel):
         default=120,
         ge=1,
         le=1800,
-        description="Longest a request waits for a ready replica before the fallback.",
+        description="Longest a request for a backend with no ready replica (and no ready fallback) is held.",
+    )
+    max_held_requests: int = Field(
+        default=256,
+        ge=1,
+        le=100000,
+        description="Requests held per backend at once; beyond it a request gets 429 with Retry-After.",
     )
 
 
@@ -94,6 +100,16 @@ class Limits(ApiModel):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024, description="Body limit.")
     upstream_timeout_seconds: int = Field(default=600, ge=1, le=86400, description="Whole-request timeout.")
     connect_timeout_seconds: float = Field(default=5.0, gt=0, le=120, description="Upstream connect timeout.")
+    header_timeout_seconds: float = Field(
+        default=75.0,
+        ge=1,
+        le=3600,
+        description="Longest a client may take to send a request's headers (an idle keep-alive connection is also "
+        "closed after it; keep it above the idle timeout of a proxy in front).",
+    )
+    body_timeout_seconds: float = Field(
+        default=60.0, ge=1, le=3600, description="Longest a client may take to send a request body (then 408)."
+    )
 
 
 _BACKEND_NAMES_RULE = cel(
@@ -109,12 +125,19 @@ _UNIQUE_RULE = cel(
     " && self.backends.filter(o, has(o.aliases) && a in o.aliases).size() == 1))",
     "backend names and aliases must be unique, and 'auto' is reserved",
 )
+_ALIAS_NAME_RULE = cel(
+    "self.backends.all(b, !has(b.aliases)"
+    " || b.aliases.all(a, !self.backends.exists(o, o.name == a && o.name != b.name)))",
+    "an alias must not equal the name of another backend",
+)
 
 
 class Qwen3RouterSpec(ApiModel):
     """Backends, the `auto` policy, spillover, fallback and scale-from-zero."""
 
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [_BACKEND_NAMES_RULE, _UNIQUE_RULE]})
+    model_config = ConfigDict(
+        json_schema_extra={"x-kubernetes-validations": [_BACKEND_NAMES_RULE, _UNIQUE_RULE, _ALIAS_NAME_RULE]}
+    )
 
     backends: list[Backend] = Field(min_length=1, max_length=32, description="Qwen3Deployments to route to.")
     default_backend: ResourceName = Field(description="Backend for `model: auto` requests no rule matches.")
@@ -139,6 +162,8 @@ class Qwen3RouterSpec(ApiModel):
         aliases = [a for b in self.backends for a in b.aliases]
         if len(set(names)) != len(names) or len(set(aliases)) != len(aliases) or "auto" in aliases:
             raise ValueError(str(_UNIQUE_RULE["message"]))
+        if any(a in names and a != b.name for b in self.backends for a in b.aliases):
+            raise ValueError(str(_ALIAS_NAME_RULE["message"]))
         refs = [r.backend for r in self.rules] + [self.default_backend]
         refs += [x for b in self.backends for x in (b.fallback, b.spillover_to) if x]
         if any(ref not in names for ref in refs):

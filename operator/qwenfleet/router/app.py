@@ -1,7 +1,12 @@
-"""The router's data plane: an OpenAI-compatible aiohttp proxy that streams without buffering."""
+"""The router's data plane: an OpenAI-compatible aiohttp proxy that streams without buffering.
+
+It carries out `policy.decide`: wakes a backend, holds a request (bounded; SSE keep-alives for streams),
+serves from the backend the policy names, or answers the policy's refusal.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import random
@@ -19,9 +24,10 @@ from qwenfleet.router.policy import (
     PrefixHomes,
     Replica,
     Route,
+    RouteRequest,
     UnknownModel,
-    choose_backend,
     choose_replica,
+    decide,
     model_names,
 )
 from qwenfleet.router.requests import BadRequest, route_request
@@ -30,6 +36,7 @@ ROUTE_HEADER = "x-qwenfleet-route"
 MAX_ATTEMPTS = 3
 WHOLE_BODY_BYTES = 256 * 1024  # non-streaming answers up to this size are sent in one write
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "host"}
+KEEPALIVE = b": keep-alive\n\n"
 
 
 class RouterMetrics:
@@ -46,21 +53,46 @@ class RouterMetrics:
         help_text = "Time spent in the router before the upstream request is sent."
         self.overhead = Histogram("qwenfleet_router_added_latency_seconds", help_text, buckets=buckets, registry=r)
         self.inflight = Gauge("qwenfleet_router_inflight_requests", "Requests in flight.", ["backend"], registry=r)
+        self.held = Gauge("qwenfleet_router_held_requests", "Requests held until their backend is ready.",
+                          ["backend"], registry=r)  # fmt: skip
 
 
-def _error(status: int, message: str, kind: str, route: str | None = None) -> web.Response:
-    headers = {ROUTE_HEADER: route} if route else None
-    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
-    return web.json_response(body, status=status, headers=headers)
+ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError", 408: "RequestTimeoutError",
+               429: "RateLimitError", 502: "BadGatewayError", 503: "ServiceUnavailableError"}  # fmt: skip
+
+
+def _error_body(status: int, message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "APIError"), "param": None, "code": status}}
+
+
+def _error(status: int, message: str, route: str | None = None, retry_after: int | None = None) -> web.Response:
+    headers = {ROUTE_HEADER: route} if route else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return web.json_response(_error_body(status, message), status=status, headers=headers)
+
+
+def _sse_error(status: int, message: str) -> bytes:
+    """An error as an SSE event, for a stream whose headers are already sent (a held stream)."""
+    return b"data: " + json.dumps(_error_body(status, message)).encode() + b"\n\ndata: [DONE]\n\n"
 
 
 class Router:
     """Routes OpenAI requests to backend replicas discovered by `discovery`."""
 
-    def __init__(self, spec: Qwen3RouterSpec, discovery: Discovery, api_keys: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        spec: Qwen3RouterSpec,
+        discovery: Discovery,
+        api_keys: set[str] | None = None,
+        *,
+        keepalive_seconds: float = 10.0,
+    ) -> None:
         self.spec = spec
         self.discovery = discovery
         self.api_keys = [k.encode() for k in api_keys or set()]
+        self.keepalive_seconds = keepalive_seconds
+        self._waking: set[asyncio.Task[None]] = set()
         self.rng = random.Random()
         self.prefix_homes: dict[str, PrefixHomes] = {}  # per backend
         self.metrics = RouterMetrics()
@@ -77,6 +109,15 @@ class Router:
         app.on_startup.append(self._start)
         app.on_cleanup.append(self._stop)
         return app
+
+    def server_options(self) -> dict[str, Any]:
+        """Options of the HTTP server: a connection that has not sent a request's headers within the header
+        timeout is closed (aiohttp's keep-alive timer also covers a request head still arriving)."""
+        return {"keepalive_timeout": self.spec.limits.header_timeout_seconds, "access_log": None}
+
+    def runner(self) -> web.AppRunner:
+        """An AppRunner for `app()` with `server_options()`."""
+        return web.AppRunner(self.app(), **self.server_options())
 
     async def _start(self, _: web.Application) -> None:
         timeout = aiohttp.ClientTimeout(total=self.spec.limits.upstream_timeout_seconds,
@@ -110,7 +151,7 @@ class Router:
     async def models(self, request: web.Request) -> web.Response:
         """The union of aliases, served model names and `auto`."""
         if not self._authorized(request):
-            return _error(401, "invalid API key", "AuthenticationError")
+            return _error(401, "invalid API key")
         names = model_names(self.spec, self.discovery.states)
         data = [{"id": n, "object": "model", "owned_by": "qwenfleet", "backend": b or "auto"} for n, b in names.items()]
         return web.json_response({"object": "list", "data": data})
@@ -123,54 +164,108 @@ class Router:
         """/v1/completions."""
         return await self._proxy(request, chat=False)
 
-    async def _backend(self, route: Route) -> Route | None:
-        """The route once its backend has a ready replica: wake it from zero and hold, or take the fallback."""
-        states = self.discovery.states
-        if states[route.backend].replicas:
-            return route
-        if self.spec.scale_from_zero.enabled:
-            await self.discovery.wake(route.backend)
-            if await self.discovery.wait_ready(route.backend, self.spec.scale_from_zero.hold_seconds):
-                return Route(route.backend, f"{route.reason}>woken")
-        backend = next(b for b in self.spec.backends if b.name == route.backend)
-        if backend.fallback and states[backend.fallback].replicas:
-            return Route(backend.fallback, f"{route.reason}>fallback")
-        return None
+    def _wake(self, backend: str) -> None:
+        """Wake a backend in the background (discovery rate-limits the patches)."""
+        task = asyncio.create_task(self.discovery.wake(backend))
+        self._waking.add(task)
+        task.add_done_callback(self._waking.discard)
+
+    async def _hold(
+        self, request: web.Request, parsed: RouteRequest, route: Route, stream: bool
+    ) -> tuple[Route, web.StreamResponse | None]:
+        """Hold a request until the policy no longer says hold (its target is ready, or a fallback is), up to
+        holdSeconds or until the client goes away. A streaming request gets SSE keep-alive comments every
+        `keepalive_seconds`, so its headers are sent then; the prepared response is returned to write into."""
+        held = route
+        state = self.discovery.states[route.target]
+        state.held += 1
+        self.metrics.held.labels(route.target).inc()
+        started = time.monotonic()
+        deadline = started + self.spec.scale_from_zero.hold_seconds
+        last_sign = started
+        prepared: web.StreamResponse | None = None
+        try:
+            while route.hold:
+                now = time.monotonic()
+                if now >= deadline or request.transport is None or request.transport.is_closing():
+                    break
+                wait = deadline - now
+                if stream:
+                    wait = min(wait, last_sign + self.keepalive_seconds - now)
+                await self.discovery.wait_changed(wait)
+                if stream and time.monotonic() - last_sign >= self.keepalive_seconds:
+                    if prepared is None:
+                        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                   ROUTE_HEADER: f"{route.target};{route.reason}>held"}  # fmt: skip
+                        prepared = web.StreamResponse(status=200, headers=headers)
+                        await prepared.prepare(request)
+                    await prepared.write(KEEPALIVE)
+                    last_sign = time.monotonic()
+                route = decide(parsed, self.spec, self.discovery.states, already_held=True)
+                if route.wake:
+                    self._wake(route.target)
+        finally:
+            state.held -= 1
+            self.metrics.held.labels(state.name).dec()
+        if not route.hold and route.refusal is None:  # served now: by the target that woke, or a fallback
+            reason = f"{held.reason}>held" if route.backend == held.target else f"{route.reason}>held"
+            route = Route(route.backend, reason, route.target, meanwhile=route.meanwhile)
+        return route, prepared
+
+    async def _refuse(
+        self, route: Route, status: int, message: str, prepared: web.StreamResponse | None, retry: int | None = None
+    ) -> web.StreamResponse:
+        self.metrics.requests.labels(route.backend, route.reason, str(status)).inc()
+        if prepared is not None:
+            await prepared.write(_sse_error(status, message))
+            await prepared.write_eof()
+            return prepared
+        return _error(status, message, f"{route.backend};{route.reason}", retry)
 
     async def _proxy(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         started = time.perf_counter()
         if not self._authorized(request):
-            return _error(401, "invalid API key", "AuthenticationError")
+            return _error(401, "invalid API key")
         try:
-            raw = await request.read()
+            raw = await asyncio.wait_for(request.read(), self.spec.limits.body_timeout_seconds)
+        except TimeoutError:
+            late = _error(408, f"the request body did not arrive within {self.spec.limits.body_timeout_seconds:g}s")
+            await late.prepare(request)
+            await late.write_eof()
+            if request.protocol is not None:
+                request.protocol.force_close()  # no lingering for the rest of a body that trickles
+            return late
+        try:
             body = json.loads(raw)
             parsed = route_request(body, {k.lower(): v for k, v in request.headers.items()}, chat=chat)
-            route = choose_backend(parsed, self.spec, self.discovery.states)
+            route = decide(parsed, self.spec, self.discovery.states)
         except BadRequest as exc:
-            return _error(400, str(exc), "BadRequestError")
+            return _error(400, str(exc))
         except ValueError as exc:  # malformed JSON or bytes that are not UTF-8
-            return _error(400, f"invalid JSON body: {exc}", "BadRequestError")
+            return _error(400, f"invalid JSON body: {exc}")
+        except RecursionError:
+            return _error(400, "invalid JSON body: nested too deeply")
         except UnknownModel as exc:
             known = ", ".join(sorted(model_names(self.spec, self.discovery.states)))
-            return _error(404, f"The model `{exc}` does not exist. Known models: {known}", "NotFoundError")
-        ready = await self._backend(route)
-        if ready is None:
-            self.metrics.requests.labels(route.backend, route.reason, "503").inc()
-            return _error(503, f"no ready replica of {route.backend} within the hold time", "ServiceUnavailableError",
-                          f"{route.backend};{route.reason}")  # fmt: skip
-        route = ready
+            return _error(404, f"The model `{exc}` does not exist. Known models: {known}")
+        if route.wake:
+            self._wake(route.target)
+        prepared = None
+        if route.hold:
+            route, prepared = await self._hold(request, parsed, route, stream=body.get("stream") is True)
+            if route.hold:
+                message = f"no ready replica of {route.target} within {self.spec.scale_from_zero.hold_seconds}s"
+                return await self._refuse(route, 503, message, prepared)
+        if route.refusal is not None:
+            refusal = route.refusal
+            return await self._refuse(route, refusal.status, refusal.message, prepared, refusal.retry_after)
         state = self.discovery.states[route.backend]
-        upstream_model = state.served_model or body["model"]
-        if upstream_model == body["model"]:
-            payload = raw  # nothing to rewrite: forward the client's bytes as they are
-        else:
-            body["model"] = upstream_model
-            payload = json.dumps(body).encode()
         tried: set[str] = set()
         last_error = "no replica"
         affinity = self.spec.prefix_affinity
         prefix_chars = affinity.prefix_chars if affinity.enabled else 0
         homes = self.prefix_homes.setdefault(route.backend, PrefixHomes()) if affinity.enabled else None
+        payloads: dict[str, bytes] = {}
         for _ in range(MAX_ATTEMPTS):
             replica = choose_replica(
                 state, self.rng, prefix=parsed.prefix, prefix_chars=prefix_chars, homes=homes,
@@ -179,19 +274,29 @@ class Router:
             if replica is None:
                 break
             tried.add(replica.id)
+            upstream_model = replica.served_model or state.served_model or body["model"]
+            if upstream_model not in payloads:
+                try:
+                    payloads[upstream_model] = _with_model(raw, body, upstream_model)
+                except RecursionError:
+                    return await self._refuse(route, 400, "invalid JSON body: nested too deeply", prepared)
             self.metrics.overhead.observe(time.perf_counter() - started)
-            result = await self._forward(request, route, replica, payload)
+            result = await self._forward(request, route, replica, payloads[upstream_model], prepared)
             if isinstance(result, web.StreamResponse):
                 return result
             last_error = result
-        self.metrics.requests.labels(route.backend, route.reason, "502").inc()
-        return _error(502, f"upstream failed before responding: {last_error}", "BadGatewayError",
-                      f"{route.backend};{route.reason}")  # fmt: skip
+        return await self._refuse(route, 502, f"upstream failed before responding: {last_error}", prepared)
 
     async def _forward(
-        self, request: web.Request, route: Route, replica: Replica, payload: bytes
+        self,
+        request: web.Request,
+        route: Route,
+        replica: Replica,
+        payload: bytes,
+        prepared: web.StreamResponse | None = None,
     ) -> web.StreamResponse | str:
-        """Send to one replica; before the first byte a failure returns a reason (the caller retries elsewhere)."""
+        """Send to one replica; before the first byte a failure returns a reason (the caller retries elsewhere).
+        With `prepared` (a held stream whose headers are sent), the replica's answer is written into it."""
         assert self.session is not None
         url = f"http://{replica.address}{request.path}"
         replica.outstanding += 1
@@ -203,12 +308,24 @@ class Router:
                 if upstream.status >= 500:
                     return f"{replica.id} answered {upstream.status}"
                 self.metrics.ttfb.labels(route.backend).observe(time.perf_counter() - sent)
+                status = str(upstream.status)
+                if prepared is not None:
+                    streaming = True
+                    if upstream.status != 200:
+                        message = (await upstream.read()).decode(errors="replace")
+                        await prepared.write(_sse_error(upstream.status, message))
+                    else:
+                        async for chunk in upstream.content.iter_any():
+                            await prepared.write(chunk)
+                    await prepared.write_eof()
+                    self.metrics.requests.labels(route.backend, route.reason, status).inc()
+                    return prepared
                 headers = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_HEADERS}
                 headers[ROUTE_HEADER] = f"{route.backend};{route.reason};{replica.id}"
                 length = upstream.content_length
                 if length is not None and length <= WHOLE_BODY_BYTES:  # a complete JSON answer: one write
                     whole = web.Response(status=upstream.status, headers=headers, body=await upstream.read())
-                    self.metrics.requests.labels(route.backend, route.reason, str(upstream.status)).inc()
+                    self.metrics.requests.labels(route.backend, route.reason, status).inc()
                     return whole
                 response = web.StreamResponse(status=upstream.status, headers=headers)
                 await response.prepare(request)
@@ -216,7 +333,7 @@ class Router:
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)  # a client that went away raises here; upstream is closed
                 await response.write_eof()
-                self.metrics.requests.labels(route.backend, route.reason, str(upstream.status)).inc()
+                self.metrics.requests.labels(route.backend, route.reason, status).inc()
                 return response
         except (aiohttp.ClientConnectionError, TimeoutError) as exc:
             if streaming:
@@ -225,6 +342,13 @@ class Router:
         finally:
             replica.outstanding -= 1
             self.metrics.inflight.labels(route.backend).dec()
+
+
+def _with_model(raw: bytes, body: dict[str, Any], model: str) -> bytes:
+    """The request body for a replica serving `model`: the client's bytes when the name is already right."""
+    if body["model"] == model:
+        return raw
+    return json.dumps({**body, "model": model}).encode()
 
 
 def load_spec(path: str) -> Qwen3RouterSpec:

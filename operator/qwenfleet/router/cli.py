@@ -30,7 +30,7 @@ async def _serve(args: argparse.Namespace) -> None:
     router = Router(spec, discovery, keys)
     stop = asyncio.Event()
     loop = asyncio.create_task(discovery.run(stop))
-    runner = web.AppRunner(router.app(), access_log=None)
+    runner = router.runner()
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
     gc.freeze()  # start-up objects (models, modules) never need collecting: shorter collector pauses per request

@@ -1,7 +1,9 @@
-"""Backend discovery: the ready pods of each backend Qwen3Deployment (not Services), and their queue depth.
+"""Backend discovery: the backends' Qwen3Deployments (do they exist, what do they serve, how many replicas do
+they want) and their ready pods (not Services), with each pod's queue depth.
 
 A pod counts only when Kubernetes says it is Ready *and* its server answers /health, so a pod whose model
-is still loading never gets a request.
+is still loading never gets a request. The served model name comes from the deployment's current plan, so an
+edit of `spec.model` is seen without a restart.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import aiohttp
 from qwenfleet.api.router import Qwen3RouterSpec
 from qwenfleet.kube import Kube, KubeError
 from qwenfleet.render.names import HTTP_PORT, PLAN_ANNOTATION, WAKE_ANNOTATION
-from qwenfleet.router.policy import BackendState, Replica
+from qwenfleet.router.policy import BackendState, Replica, name_clashes
 
 log = logging.getLogger(__name__)
 WAITING = "vllm:num_requests_waiting"
+API = "qwenfleet.dev/v1alpha1"
+KIND = "Qwen3Deployment"
 
 
 def _ready(pod: dict[str, Any]) -> bool:
@@ -41,8 +45,34 @@ def waiting_from_metrics(text: str) -> float:
     return total
 
 
+def served_model(plan: dict[str, Any]) -> str:
+    """The `--served-model-name` of a plan (as in status.plan or a pod's plan annotation), or ""."""
+    args = plan.get("vllmArgs") or []
+    if "--served-model-name" in args[:-1]:
+        return str(args[args.index("--served-model-name") + 1])
+    return ""
+
+
+def _new_replica(pod: dict[str, Any]) -> Replica:
+    """A replica for a ready pod, with the capacity (the plan's referenceConcurrency: sequences one replica runs
+    at once at typical lengths, as the autoscaler sizes on) and served name of the plan it was started with."""
+    meta = pod["metadata"]
+    try:
+        plan = json.loads((meta.get("annotations") or {}).get(PLAN_ANNOTATION) or "{}")
+    except ValueError:
+        plan = {}
+    plan = plan if isinstance(plan, dict) else {}
+    capacity = plan.get("referenceConcurrency") or plan.get("maxNumSeqs")  # older plans lack the first
+    return Replica(
+        meta["name"],
+        f"{pod['status']['podIP']}:{HTTP_PORT}",
+        capacity=capacity if isinstance(capacity, int) and capacity > 0 else None,
+        served_model=served_model(plan),
+    )
+
+
 class Discovery:
-    """Keeps `states` current: ready replicas per backend, by pod watch-by-polling and /metrics scrapes."""
+    """Keeps `states` current: per backend, its Qwen3Deployment and ready replicas, by polling and scraping."""
 
     def __init__(self, kube: Kube, namespace: str, spec: Qwen3RouterSpec, interval: float = 1.0) -> None:
         self.kube = kube
@@ -52,31 +82,38 @@ class Discovery:
         self.states: dict[str, BackendState] = {b.name: BackendState(b.name) for b in spec.backends}
         self.changed = asyncio.Event()
         self._woken: dict[str, float] = {}
+        self._clashes: list[str] = []
         self.refreshed = False  # true after the first complete view of the backends
 
     async def refresh(self, session: aiohttp.ClientSession) -> None:
-        """One pass: list the backends' model-server pods, keep ready ones, scrape their queues."""
+        """One pass: list the backends' Qwen3Deployments and model-server pods, keep ready pods, scrape queues."""
+        deployments = {d["metadata"]["name"]: d for d in await self.kube.list(API, KIND, self.namespace)}
         names = ",".join(sorted(self.states))
         selector = f"app.kubernetes.io/component=model-server,qwenfleet.dev/deployment in ({names})"
         pods = await self.kube.list("v1", "Pod", self.namespace, label_selector=selector)
         for name, state in self.states.items():
+            deployment = deployments.get(name)
+            status = (deployment or {}).get("status") or {}
+            state.exists = deployment is not None
+            state.desired = int(status.get("desiredReplicas") or 0)
             previous = {r.id: r for r in state.replicas}
             replicas = []
             for pod in pods:
-                meta = pod["metadata"]
-                if meta.get("labels", {}).get("qwenfleet.dev/deployment") != name or not _ready(pod):
+                labels = pod["metadata"].get("labels") or {}
+                if labels.get("qwenfleet.dev/deployment") != name or labels.get("qwenfleet.dev/role") == "worker":
                     continue
-                if meta.get("labels", {}).get("qwenfleet.dev/role") == "worker":
-                    continue
-                replica = previous.get(meta["name"]) or Replica(meta["name"], f"{pod['status']['podIP']}:{HTTP_PORT}")
-                replicas.append(replica)
-                raw = (meta.get("annotations") or {}).get(PLAN_ANNOTATION)
-                if raw and not state.served_model:
-                    args = json.loads(raw).get("vllmArgs", [])
-                    if "--served-model-name" in args:
-                        state.served_model = args[args.index("--served-model-name") + 1]
+                if _ready(pod):
+                    replicas.append(previous.get(pod["metadata"]["name"]) or _new_replica(pod))
+            state.served_model = served_model(status.get("plan") or {}) if deployment else ""
+            if deployment and not state.served_model:  # not planned yet: what the pods serve
+                state.served_model = next((r.served_model for r in replicas if r.served_model), "")
             healthy = await asyncio.gather(*(self._scrape(session, r) for r in replicas))
             state.replicas = [r for r, ok in zip(replicas, healthy, strict=True) if ok]
+        clashes = name_clashes(self.spec, self.states)
+        if clashes != self._clashes:
+            for clash in clashes:
+                log.warning("routing: %s; that name reaches the backend serving it", clash)
+            self._clashes = clashes
         self.refreshed = True
         self.changed.set()
         self.changed = asyncio.Event()
@@ -122,13 +159,10 @@ class Discovery:
         except KubeError as exc:
             log.warning("cannot wake %s: %s", backend, exc)
 
-    async def wait_ready(self, backend: str, hold_seconds: float) -> bool:
-        """Wait until a backend has a ready replica, up to `hold_seconds`."""
-        deadline = time.monotonic() + hold_seconds
-        while not self.states[backend].replicas:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.changed.wait(), timeout=remaining)
+    async def wait_changed(self, within: float) -> bool:
+        """Wait for the next refresh, up to `within` seconds; true when one happened."""
+        try:
+            await asyncio.wait_for(self.changed.wait(), timeout=max(0.0, within))
+        except TimeoutError:
+            return False
         return True

@@ -1,9 +1,20 @@
 """Routing policy: which backend (model size) and which replica serves a request. Pure.
 
-- An alias names its backend. `model: auto` (or the router's default) walks the ordered rules; no match
-  means the default backend.
-- Spillover: when the target's waiting requests per ready replica pass its threshold and the alternate has
-  headroom, the alternate serves. Fallback: when the target has no ready replica and its fallback has one.
+`decide` makes the whole decision for one request from the live state, and the proxy only carries it out:
+
+- The target: an alias, a backend's name or its served model name names its backend; `model: auto` walks the
+  ordered rules, no match means the default backend.
+- Target ready: it serves, unless its queue per ready replica passes `spilloverQueuePerReplica` and the
+  spillover alternate is below it (then the alternate serves). A replica's queue is the larger of its scraped
+  `vllm:num_requests_waiting` and this router's in-flight requests beyond the replica's capacity (the plan's
+  `referenceConcurrency`, what the autoscaler sizes on), so a burst that arrives between two scrapes spills at
+  once.
+- Target with no ready replica (at zero, or starting): with scale from zero on it is woken (every time; the
+  waking is rate-limited by the proxy, and it also marks a starting backend busy so it is not scaled back to
+  zero as idle). Meanwhile its fallback serves if that has a ready replica; else the request is held until
+  the target is ready (up to `holdSeconds`; at most `maxHeldRequests` per backend, beyond that 429). With scale
+  from zero off and no ready fallback: 503 at once.
+- Target whose Qwen3Deployment does not exist: the fallback serves if ready; else a clear 503 at once.
 - Within a backend: power of two choices on outstanding requests plus scraped queue depth. With prefix
   affinity, the router remembers which replicas recently served each leading prompt (their prefix caches hold
   it) and sends the prefix to the least loaded of them that is under `load_bound` x the mean load; when none
@@ -18,9 +29,11 @@ import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from qwenfleet.api.router import Qwen3RouterSpec, RuleMatch
+from qwenfleet.api.router import Backend, Qwen3RouterSpec, RuleMatch
 
 AUTO = "auto"
+RETRY_AFTER_SECONDS = 10
+"""Retry-After of a 429 when too many requests are held for a backend."""
 
 
 @dataclass(frozen=True)
@@ -44,52 +57,111 @@ class Replica:
     address: str
     outstanding: int = 0
     waiting: float = 0.0
+    capacity: int | None = None
+    """Sequences the replica runs at once (the plan's referenceConcurrency); None when unknown."""
+    served_model: str = ""
+    """The model name this pod serves (from its own plan: during a rollout old and new pods differ)."""
 
     @property
     def load(self) -> float:
         """Requests this router has in flight there plus the pod's own queue."""
         return self.outstanding + self.waiting
 
+    @property
+    def queued(self) -> float:
+        """Requests waiting at the replica: the scraped queue, or this router's in-flight requests beyond the
+        replica's capacity when that is more (the scrape lags a burst)."""
+        if self.capacity is None:
+            return self.waiting
+        return max(self.waiting, float(self.outstanding - self.capacity))
+
 
 @dataclass
 class BackendState:
-    """The live view of one backend: its served model name and ready replicas."""
+    """The live view of one backend: does its Qwen3Deployment exist, its served model name, its ready replicas,
+    the replicas it wants (more than zero with none ready means starting) and the requests held for it."""
 
     name: str
     served_model: str = ""
     replicas: list[Replica] = field(default_factory=list)
+    exists: bool = True
+    desired: int = 0
+    held: int = 0
 
     @property
     def queue_per_replica(self) -> float:
         """Waiting requests per ready replica (infinite with none ready)."""
         if not self.replicas:
             return float("inf")
-        return sum(r.waiting for r in self.replicas) / len(self.replicas)
+        return sum(r.queued for r in self.replicas) / len(self.replicas)
+
+    @property
+    def phase(self) -> str:
+        """missing, ready, starting or zero."""
+        if not self.exists:
+            return "missing"
+        if self.replicas:
+            return "ready"
+        return "starting" if self.desired > 0 else "zero"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An answer given at once instead of serving."""
+
+    status: int
+    message: str
+    retry_after: int | None = None
 
 
 @dataclass(frozen=True)
 class Route:
-    """The decision: backend, why, and the model name to send upstream."""
+    """The decision for one request.
+
+    `target` is the backend the request is for; `backend` serves it (the target, its spillover alternate, or
+    its fallback meanwhile); `reason` is the path taken (shown in x-qwenfleet-route). `wake`: ask the operator
+    to scale the target from zero. `hold`: wait for the target to have a ready replica, then decide again.
+    `meanwhile`: the fallback serving while the target has no ready replica. `refusal`: answer with that error.
+    """
 
     backend: str
     reason: str
+    target: str = ""
+    wake: bool = False
+    hold: bool = False
+    meanwhile: str | None = None
+    refusal: Refusal | None = None
 
 
 class UnknownModel(LookupError):
-    """The requested model is neither an alias, a served model name, nor auto."""
+    """The requested model is neither an alias, a backend name, a served model name, nor auto."""
 
 
 def model_names(spec: Qwen3RouterSpec, states: dict[str, BackendState]) -> dict[str, str]:
-    """Every name a client may ask for -> its backend."""
+    """Every name a client may ask for -> its backend. A backend's name and its served model name always reach
+    it: an alias equal to another backend's served model name does not take that name over."""
     names = {AUTO: ""}
     for backend in spec.backends:
-        served = states.get(backend.name)
-        if served and served.served_model:
-            names[served.served_model] = backend.name
-        names[backend.name] = backend.name
         for alias in backend.aliases:
             names[alias] = backend.name
+    for backend in spec.backends:
+        served = states.get(backend.name)
+        if served and served.exists and served.served_model:
+            names[served.served_model] = backend.name
+    for backend in spec.backends:
+        names[backend.name] = backend.name
     return names
+
+
+def name_clashes(spec: Qwen3RouterSpec, states: dict[str, BackendState]) -> list[str]:
+    """Aliases that another backend's served model name shadows (admission cannot know served names)."""
+    served = {s.served_model: s.name for s in states.values() if s.exists and s.served_model}
+    return [
+        f"alias {alias!r} of {b.name} is the served model name of {served[alias]}"
+        for b in spec.backends
+        for alias in b.aliases
+        if alias in served and served[alias] != b.name
+    ]
 
 
 def _matches(req: RouteRequest, m: RuleMatch) -> bool:
@@ -106,27 +178,63 @@ def _matches(req: RouteRequest, m: RuleMatch) -> bool:
     )
 
 
-def choose_backend(req: RouteRequest, spec: Qwen3RouterSpec, states: dict[str, BackendState]) -> Route:
-    """The backend for a request, after rules, spillover and fallback."""
+def _target(req: RouteRequest, spec: Qwen3RouterSpec, states: dict[str, BackendState]) -> tuple[str, str]:
     names = model_names(spec, states)
     if req.model not in names:
         raise UnknownModel(req.model)
-    if req.model == AUTO:
-        rule = next((r for r in spec.rules if _matches(req, r.match)), None)
-        target, reason = (rule.backend, f"rule:{rule.name}") if rule else (spec.default_backend, "default")
-    else:
-        target, reason = names[req.model], "alias"
+    if req.model != AUTO:
+        return names[req.model], "alias"
+    rule = next((r for r in spec.rules if _matches(req, r.match)), None)
+    return (rule.backend, f"rule:{rule.name}") if rule else (spec.default_backend, "default")
+
+
+def _spillover(backend: Backend, state: BackendState, states: dict[str, BackendState]) -> str | None:
+    """The alternate that takes the request when the target is over its threshold and the alternate is under."""
+    threshold = backend.spillover_queue_per_replica
+    if not backend.spillover_to or state.queue_per_replica <= threshold:
+        return None
+    alternate = states.get(backend.spillover_to)
+    if alternate and alternate.exists and alternate.replicas and alternate.queue_per_replica < threshold:
+        return alternate.name
+    return None
+
+
+def decide(
+    req: RouteRequest, spec: Qwen3RouterSpec, states: dict[str, BackendState], *, already_held: bool = False
+) -> Route:
+    """The whole decision for a request: who serves it now, whether to wake the target, whether to hold it.
+
+    `already_held` is true when the proxy asks again for a request it holds (it counts among `held` already).
+    Raises UnknownModel for a name no backend answers to.
+    """
+    target, reason = _target(req, spec, states)
     backend = next(b for b in spec.backends if b.name == target)
     state = states.get(target) or BackendState(target)
-    if not state.replicas and backend.fallback:
-        fallback = states.get(backend.fallback)
-        if fallback and fallback.replicas:
-            return Route(backend.fallback, f"{reason}>fallback")
-    if backend.spillover_to and state.replicas and state.queue_per_replica > backend.spillover_queue_per_replica:
-        alternate = states.get(backend.spillover_to)
-        if alternate and alternate.replicas and alternate.queue_per_replica < backend.spillover_queue_per_replica:
-            return Route(backend.spillover_to, f"{reason}>spillover")
-    return Route(target, reason)
+    if state.phase == "ready":
+        alternate = _spillover(backend, state, states)
+        if alternate:
+            return Route(alternate, f"{reason}>spillover", target)
+        return Route(target, reason, target)
+    fallback = states.get(backend.fallback) if backend.fallback else None
+    fallback_ready = fallback is not None and fallback.phase == "ready"
+    if state.phase == "missing":
+        if fallback is not None and fallback_ready:
+            return Route(fallback.name, f"{reason}>missing>fallback", target, meanwhile=fallback.name)
+        message = f"backend {target}: its Qwen3Deployment {target} does not exist (check the Qwen3Router's backends)"
+        return Route(target, f"{reason}>missing", target, refusal=Refusal(503, message))
+    wake = spec.scale_from_zero.enabled
+    if fallback is not None and fallback_ready:
+        why = f"{reason}>wake>fallback" if wake else f"{reason}>fallback"
+        return Route(fallback.name, why, target, wake=wake, meanwhile=fallback.name)
+    if not wake:
+        why = "is at zero replicas" if state.phase == "zero" else "has no ready replica yet"
+        message = f"backend {target} {why} and scale from zero is disabled"
+        return Route(target, reason, target, refusal=Refusal(503, message))
+    if not already_held and state.held >= spec.scale_from_zero.max_held_requests:
+        message = f"backend {target} is starting and already holds {state.held} requests; retry later"
+        return Route(target, f"{reason}>wake", target, wake=True,
+                     refusal=Refusal(429, message, retry_after=RETRY_AFTER_SECONDS))  # fmt: skip
+    return Route(target, f"{reason}>wake", target, wake=True, hold=True)
 
 
 def prefix_key(text: str, chars: int) -> int:
