@@ -165,9 +165,7 @@ def _check_inputs(model: ModelSpec, gpu: GPUSpec, req: PlanRequest, max_len: int
             f"{model.name} supports at most {limit} tokens of context ({hint}); set maxModelLen <= {limit}"
         )
     if max_len < MIN_MODEL_LEN:
-        raise PlanInfeasible(
-            f"maxModelLen {max_len} is too short to serve chat requests; use at least {MIN_MODEL_LEN}"
-        )
+        raise PlanInfeasible(f"maxModelLen {max_len} is too short to serve chat requests; use at least {MIN_MODEL_LEN}")
     if req.tensor_parallel_size is not None and req.tensor_parallel_size not in PARALLEL_SIZES:
         raise PlanInfeasible(f"tensorParallelSize must be one of {PARALLEL_SIZES}")
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from qwenfleet.api import Qwen3DeploymentSpec, Qwen3RouterSpec
+from qwenfleet.api.crd import render_crds
 from qwenfleet.api.deployment import _AWQ_RULE, _CACHE_RULE, _REPLICAS_RULE
 
 BASE = {"model": "Qwen3-8B", "gpu": "L4-24GB"}
@@ -32,6 +36,18 @@ def test_defaults_and_camel_case_round_trip() -> None:
         ({"weights": {}}, "exactly one source"),
         ({"weights": {"pvc": {"claimName": "w"}, "huggingFace": {}}}, "exactly one source"),
         ({"nodePool": {"provisioner": "karpenter"}}, "needs nodeClassRef"),
+        (
+            {
+                "nodePool": {
+                    "provisioner": "karpenter",
+                    "sharedPoolName": "gpus",
+                    "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "g"},
+                }
+            },
+            "sets both nodeClassRef and sharedPoolName",
+        ),
+        ({"model": "Qwen3-4B-Thinking-2507", "thinkingByDefault": False}, "always think"),
+        ({"model": "Qwen3-30B-A3B-Thinking-2507", "thinkingByDefault": False}, "always think"),
         ({"model": "Qwen3-9B"}, "unknown model 'Qwen3-9B'"),
         ({"gpu": "T4"}, "unknown GPU 'T4'"),
         ({"precision": "int3"}, "Input should be 'bf16', 'fp8' or 'awq'"),
@@ -101,3 +117,17 @@ def test_router_spec_defaults() -> None:
 def test_router_references_must_resolve(patch: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Qwen3RouterSpec.model_validate(ROUTER | patch)
+
+
+def test_thinking_off_is_accepted_where_a_model_can_answer_without_thinking() -> None:
+    for model in ("Qwen3-8B", "Qwen3-4B-Instruct-2507"):
+        assert not Qwen3DeploymentSpec.model_validate(
+            BASE | {"model": model, "thinkingByDefault": False}
+        ).thinking_by_default
+    assert Qwen3DeploymentSpec.model_validate(BASE | {"model": "Qwen3-4B-Thinking-2507"}).thinking_by_default
+
+
+def test_the_crd_carries_the_new_rules_for_the_api_server() -> None:
+    text = json.dumps(yaml.safe_load(render_crds()["qwen3deployments.qwenfleet.dev.yaml"]))
+    assert "!has(self.nodeClassRef) || !has(self.sharedPoolName)" in text
+    assert "self.thinkingByDefault ||" in text and "Qwen3-235B-A22B-Thinking-2507" in text

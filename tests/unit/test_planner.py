@@ -171,3 +171,23 @@ def test_feasible_plans_respect_memory_heads_and_context(case: tuple[object, ...
     assert p.gpus_per_replica == p.tensor_parallel_size * p.pipeline_parallel_size
     assert p.tensor_parallel_size <= g.max_gpus_per_node
     assert p.cost_per_hour_usd > 0 and p.decode_tokens_per_second > 0
+
+
+def test_shared_numbers_live_in_the_catalog_and_the_plan() -> None:
+    from qwenfleet.api import Qwen3DeploymentSpec
+    from qwenfleet.autoscale.loop import settings_for
+    from qwenfleet.catalog.models import DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_MAX_NUM_SEQS
+    from qwenfleet.controller.deployment import plan_request
+
+    spec = Qwen3DeploymentSpec.model_validate(
+        {"model": "Qwen3-8B", "gpu": "L4-24GB", "autoscaling": {"mode": "builtin", "maxReplicas": 2}}
+    )
+    p = plan(plan_request(spec))
+    assert p.gpu_memory_utilization == DEFAULT_GPU_MEMORY_UTILIZATION and p.max_num_seqs == DEFAULT_MAX_NUM_SEQS
+    assert 1 <= p.reference_concurrency <= p.max_num_seqs
+    assert settings_for(spec, p.to_wire()).concurrency == p.reference_concurrency
+    tuned = Qwen3DeploymentSpec.model_validate(
+        {"model": "Qwen3-8B", "gpu": "L4-24GB", "overrides": {"maxNumSeqs": 3, "gpuMemoryUtilization": 0.8}}
+    )
+    q = plan(plan_request(tuned))
+    assert q.max_num_seqs == 3 and q.reference_concurrency <= 3 and q.gpu_memory_utilization == 0.8

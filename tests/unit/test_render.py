@@ -172,3 +172,36 @@ def test_network_policy_admits_only_routers_monitoring_and_the_operator_on_the_s
     assert all("ipBlock" not in p for p in peers) and all(p != "{}" for p in peers)  # never everyone
     multi = _by_kind(desired_children(_input({"model": "Qwen3-235B-A22B", "gpu": "A100-40GB"})))["NetworkPolicy"]
     assert len(multi["spec"]["ingress"]) == 2  # plus the replica's own group (Ray, NCCL) on any port
+
+
+def test_each_checkpoint_gets_its_own_cache() -> None:
+    base = {"model": "Qwen3-8B", "gpu": "L40S-48GB", "cache": {"mode": "pvc"}}
+    variants = [base, base | {"precision": "fp8"}, base | {"model": "Qwen3-14B"},
+                base | {"weights": {"huggingFace": {"revision": "abc123"}}}]  # fmt: skip
+    names = set()
+    for spec in variants:
+        children = _by_kind(desired_children(_input(spec, cache_ready=True)))
+        pvc = children["PersistentVolumeClaim"]["metadata"]["name"]
+        job = children["Job"]["spec"]["template"]["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+        pod = children["Deployment"]["spec"]["template"]["spec"]
+        claim = next(v for v in pod["volumes"] if v["name"] == "weights")["persistentVolumeClaim"]["claimName"]
+        assert pvc == job == claim
+        names.add(pvc)
+    assert len(names) == len(variants), "precision, model and revision each have their own cache"
+    again = _by_kind(desired_children(_input(base | {"gpu": "H100-80GB"})))["PersistentVolumeClaim"]
+    assert again["metadata"]["name"] in names, "the same checkpoint on another GPU reuses its cache"
+
+
+def test_a_shared_pool_is_selected_but_never_rendered() -> None:
+    spec = {"model": "Qwen3-8B", "gpu": "L4-24GB", "nodePool": {"provisioner": "karpenter", "sharedPoolName": "gpus"}}
+    children = _by_kind(desired_children(_input(spec)))
+    assert "NodePool" not in children
+    assert children["Deployment"]["spec"]["template"]["spec"]["nodeSelector"]["karpenter.sh/nodepool"] == "gpus"
+
+
+def test_the_workload_kind_is_the_plans() -> None:
+    multi = _input({"model": "Qwen3-235B-A22B", "gpu": "A100-40GB"})
+    single = _input({"model": "Qwen3-8B", "gpu": "L4-24GB"})
+    assert multi.plan.workload_kind == "LeaderWorkerSet" and single.plan.workload_kind == "Deployment"
+    assert desired_children(multi)[-1]["kind"] == "LeaderWorkerSet"
+    assert desired_children(single)[-1]["kind"] == "Deployment"
