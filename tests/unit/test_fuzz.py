@@ -94,8 +94,17 @@ SPEC = Qwen3RouterSpec.model_validate({
 })  # fmt: skip
 
 
+DEEP = st.builds(lambda depth, opener, model: (f'{{"model": "{model}", "messages": ' + opener * depth).encode(),
+                 st.integers(500, 20000), st.sampled_from(["[", '{"a": ', '[{"content": ']),
+                 st.sampled_from(["auto", "small"]))  # fmt: skip
+"""JSON nested deeper than any parser's recursion limit (closed or not): a client error like any other."""
+DEEP_CLOSED = st.integers(500, 20000).map(
+    lambda d: ('{"model": "auto", "messages": ' + "[" * d + "]" * d + "}").encode()
+)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.binary(max_size=6000) | BODIES.map(lambda b: json.dumps(b).encode()),
+@given(st.binary(max_size=6000) | BODIES.map(lambda b: json.dumps(b).encode()) | DEEP | DEEP_CLOSED,
        st.dictionaries(st.sampled_from(["X-Qwenfleet-Tier", "Content-Type", "Authorization", "X-Other"]),
                        st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=30)),
        st.sampled_from(["/v1/chat/completions", "/v1/completions"]))  # fmt: skip

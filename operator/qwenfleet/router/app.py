@@ -58,7 +58,8 @@ class RouterMetrics:
 
 
 ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError", 408: "RequestTimeoutError",
-               429: "RateLimitError", 502: "BadGatewayError", 503: "ServiceUnavailableError"}  # fmt: skip
+               413: "RequestTooLargeError", 429: "RateLimitError", 502: "BadGatewayError",
+               503: "ServiceUnavailableError"}  # fmt: skip
 
 
 def _error_body(status: int, message: str) -> dict[str, Any]:
@@ -228,6 +229,8 @@ class Router:
             return _error(401, "invalid API key")
         try:
             raw = await asyncio.wait_for(request.read(), self.spec.limits.body_timeout_seconds)
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"the request body is larger than {self.spec.limits.max_body_bytes} bytes")
         except TimeoutError:
             late = _error(408, f"the request body did not arrive within {self.spec.limits.body_timeout_seconds:g}s")
             await late.prepare(request)
