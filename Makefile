@@ -71,10 +71,12 @@ bench-autoscale: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.autoscale.run
 
-# Direct, qwenfleet router and vllm-router against the same simulated replicas (about 5 minutes).
-bench-router: $(STAMP)
+# Direct, qwenfleet router and vllm-router against the same simulated replicas (about 5 minutes), then the queue
+# signal's cost on a real vLLM engine and the router's added latency over it (about 4 minutes).
+bench-router: $(STAMP) engine
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.router.run
+	$(BIN)/python -m bench.router.real_engine
 
 # Regenerates bench/results/operator.json: 100 and 1000 Qwen3Deployments on the dev cluster (about 10 minutes).
 bench-operator: $(STAMP)

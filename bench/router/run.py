@@ -232,6 +232,11 @@ def main() -> None:
         "machine": f"{os.cpu_count()} cores; load generator, routers and simulated replicas share them",
     }  # fmt: skip
     out = ROOT / "bench" / "results" / "router.json"
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    if "qwenfleet-real-engine" in previous.get("overhead", {}):  # written by bench.router.real_engine
+        result["overhead"]["qwenfleet-real-engine"] = previous["overhead"]["qwenfleet-real-engine"]
+    if "queueSignal" in previous:
+        result["queueSignal"] = previous["queueSignal"]
     out.write_text(json.dumps(result, indent=2) + "\n")
     import matplotlib
 
