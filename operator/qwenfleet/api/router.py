@@ -126,8 +126,7 @@ _UNIQUE_RULE = cel(
     "backend names and aliases must be unique, and 'auto' is reserved",
 )
 _ALIAS_NAME_RULE = cel(
-    "self.backends.all(b, !has(b.aliases)"
-    " || b.aliases.all(a, !self.backends.exists(o, o.name == a && o.name != b.name)))",
+    "self.backends.all(b, !has(b.aliases) || !self.backends.exists(o, o.name != b.name && o.name in b.aliases))",
     "an alias must not equal the name of another backend",
 )
 
