@@ -51,15 +51,17 @@ def test_a_valid_chat_request() -> None:
 @pytest.mark.parametrize(
     ("body", "raw", "status", "param"),
     [
-        (None, b"{not json", HTTPStatus.BAD_REQUEST, None),
-        ([1, 2], None, HTTPStatus.BAD_REQUEST, None),
+        (None, b"{not json", HTTPStatus.BAD_REQUEST, "body.1"),
+        ([1, 2], None, HTTPStatus.BAD_REQUEST, "body"),
+        ({"model": "Qwen3-8B"}, None, HTTPStatus.BAD_REQUEST, "body.messages"),
         (_chat(model="gpt-4"), None, HTTPStatus.NOT_FOUND, "model"),
         (_chat(max_tokens=0), None, HTTPStatus.BAD_REQUEST, "max_tokens"),
-        (_chat(max_tokens="ten"), None, HTTPStatus.BAD_REQUEST, "max_tokens"),
+        (_chat(max_tokens="ten"), None, HTTPStatus.BAD_REQUEST, "body.max_tokens"),
         (_chat(max_tokens=5000), None, HTTPStatus.BAD_REQUEST, "max_tokens"),
+        (_chat(max_completion_tokens=5000), None, HTTPStatus.BAD_REQUEST, "max_completion_tokens"),
         (_chat(stream_options={"include_usage": True}), None, HTTPStatus.BAD_REQUEST, "stream_options"),
         (_chat(n=2), None, HTTPStatus.BAD_REQUEST, "n"),
-        ({"model": "Qwen3-8B", "messages": "hi"}, None, HTTPStatus.BAD_REQUEST, "messages"),
+        ({"model": "Qwen3-8B", "messages": "hi"}, None, HTTPStatus.BAD_REQUEST, "body.messages"),
         (_chat(messages=[{"role": "user", "content": [{"type": "image_url"}]}]), None, HTTPStatus.BAD_REQUEST,
          "messages"),
         (_chat(messages=[{"role": "user", "content": "word " * 5000}]), None, HTTPStatus.BAD_REQUEST, "input_tokens"),
@@ -70,13 +72,18 @@ def test_bad_requests_are_rejected_like_vllm(body: Any, raw: bytes | None, statu
     assert error.status == status and error.param == param
     shape = error.body()["error"]
     assert set(shape) == {"message", "type", "param", "code"} and shape["code"] == int(status)
-    assert shape["type"] == ("NotFoundError" if status == HTTPStatus.NOT_FOUND else "BadRequestError")
+    # Request validation (FastAPI) names its type after the status phrase and its param after the body path.
+    kind = "Bad Request" if param.startswith("body") else "BadRequestError"
+    assert shape["type"] == ("NotFoundError" if status == HTTPStatus.NOT_FOUND else kind)
 
 
 def test_unknown_model_wins_over_prompt_problems() -> None:
     too_long = _chat(model="gpt-4", messages=[{"role": "user", "content": "word " * 5000}])
     assert _error(too_long).status == HTTPStatus.NOT_FOUND
-    assert "maximum context length is 4096" in _error(_chat(max_tokens=5000)).message
+    assert "cannot be greater than max_model_len=4096" in _error(_chat(max_tokens=5000)).message
+    # Within max_model_len, a max_tokens past the room the prompt leaves is clamped, as vLLM 0.32 does.
+    clamped = _parse(_chat(max_tokens=4096))
+    assert clamped.max_tokens == 4096 - len(clamped.prompt) and clamped.max_tokens_param == 4096
 
 
 def test_completion_prompts() -> None:

@@ -124,40 +124,139 @@ class VllmMetrics:
             "Histogram of time spent in DECODE phase for request.",
             REQUEST_LATENCY_BUCKETS,
         )
+        waiting_by = Gauge(
+            "vllm:num_requests_waiting_by_reason",
+            "Number of waiting requests by reason. Reason labels: 'capacity' = waiting for scheduling capacity; "
+            "'deferred' = deferred by transient constraints (LoRA budget, KV transfer, blocked status). Sum of all "
+            "reasons equals vllm:num_requests_waiting.",
+            [*LABELS, "reason"],
+            registry=r,
+        )
+        self.waiting_capacity = waiting_by.labels(*labels, "capacity")
+        waiting_by.labels(*labels, "deferred").set(0)
+        by_source = Counter("vllm:prompt_tokens_by_source", "Number of prompt tokens by source.", [*LABELS, "source"],
+                            registry=r)  # fmt: skip
+        self.prompt_computed = by_source.labels(*labels, "local_compute")
+        self.prompt_cache_hit = by_source.labels(*labels, "local_cache_hit")
+        by_source.labels(*labels, "external_kv_transfer")
+        self.prompt_cached = counter("vllm:prompt_tokens_cached", "Number of cached prompt tokens (local + external).")
+        cached_by = Counter(
+            "vllm:prompt_tokens_cached_by_source",
+            "Prefix-cache hit tokens by the cache tier that supplied them: device (local HBM), host (offloaded to "
+            "DRAM), disk, p2p (transferred from another vLLM instance) or external_unspecified. Counted at "
+            "admission; sums to vllm:prefix_cache_hits + vllm:external_prefix_cache_hits.",
+            [*LABELS, "source"],
+            registry=r,
+        )
+        self.prompt_cached_device = cached_by.labels(*labels, "device")
+        for source in ("host", "p2p", "disk", "external_unspecified"):
+            cached_by.labels(*labels, source)
+        # Families the simulator declares for the surface's sake and leaves at zero: it has no external KV cache,
+        # no multi-modal inputs, no admission queue limits and no FLOP or byte estimates.
+        for name, doc in (
+            ("vllm:external_prefix_cache_queries", "External prefix cache queries from KV connector cross-instance "
+             "cache sharing, in terms of number of queried tokens."),
+            ("vllm:external_prefix_cache_hits", "External prefix cache hits from KV connector cross-instance cache "
+             "sharing, in terms of number of cached tokens."),
+            ("vllm:mm_cache_queries", "Multi-modal cache queries, in terms of number of queried items."),
+            ("vllm:mm_cache_hits", "Multi-modal cache hits, in terms of number of cached items."),
+            ("vllm:estimated_flops_per_gpu", "Estimated number of floating point operations per GPU (for Model "
+             "Flops Utilization calculations)."),
+            ("vllm:estimated_read_bytes_per_gpu", "Estimated number of bytes read from memory per GPU (for Model "
+             "Flops Utilization calculations)."),
+            ("vllm:estimated_write_bytes_per_gpu", "Estimated number of bytes written to memory per GPU (for Model "
+             "Flops Utilization calculations)."),
+        ):  # fmt: skip
+            counter(name, doc)
+        rejections = Counter("vllm:admission_rejections", "Number of admission attempts rejected by a queue limit, "
+                             "by reason.", ["model_name", "reason"], registry=r)  # fmt: skip
+        for reason in ("max_num_queued_reqs", "max_num_queued_tokens"):
+            rejections.labels(model_name, reason)
+        self.request_preemptions = histogram(
+            "vllm:request_num_preemptions",
+            "Histogram of the number of times a request was preempted.",
+            tuple(float(b) for b in buckets_1_2_5(plan.max_model_len)),
+        )
+        self.prefill_kv_computed = histogram(
+            "vllm:request_prefill_kv_computed_tokens",
+            "Histogram of new KV tokens computed during prefill (excluding cached tokens).",
+            tokens,
+        )
+        parser = Counter(
+            "vllm:tool_call_parser_invocations",
+            "Total number of ToolParser invocations. Non-streaming increments once per choice; streaming increments "
+            "once per delta.",
+            ["mode", "model_name", "outcome", "request_type"],
+            registry=r,
+        )
+        self.tool_parser = {
+            (mode, outcome, kind): parser.labels(mode, model_name, outcome, kind)
+            for mode in ("streaming", "non_streaming")
+            for outcome in ("tool_call", "no_tool_call")
+            for kind in ("chat_completions", "responses", "other")
+        }
+        kv_bytes = perf.kv_blocks * BLOCK_TOKENS  # tokens; vLLM reports the cache's bytes and tokens
         info = {
+            "_block_size_resolved": "True",
             "block_size": str(BLOCK_TOKENS),
             "cache_dtype": vllm_arg(plan.vllm_args, "--kv-cache-dtype") or "auto",
-            "calculate_kv_scales": "False",
-            "cpu_offload_gb": "0",
+            "cache_hit_alignment_tokens": "None",
+            "effective_attention_block_size": str(BLOCK_TOKENS),
+            "enable_mamba_shared_prefix_checkpoint": "False",
             "enable_prefix_caching": "True",
+            "engine": "0",
             "gpu_memory_utilization": str(plan.gpu_memory_utilization),
+            "hash_block_size": "None",
             "is_attention_free": "False",
+            "kv_cache_dtype_skip_layers": "[]",
+            "kv_cache_layout": "None",
+            "kv_cache_max_concurrency": f"{kv_bytes / plan.max_model_len:.1f}",
+            "kv_cache_memory_bytes": "None",
+            "kv_cache_size_tokens": str(kv_bytes),
+            "kv_offloading_backend": "native",
+            "kv_offloading_size": "None",
+            "kv_sharing_fast_prefill": "False",
+            "mamba_block_size": "None",
+            "mamba_cache_dtype": "auto",
+            "mamba_cache_mode": "none",
+            "mamba_page_size_padded": "None",
+            "mamba_ssm_cache_dtype": "auto",
             "num_cpu_blocks": "None",
             "num_gpu_blocks": str(perf.kv_blocks),
             "num_gpu_blocks_override": "None",
+            "prefix_cache_retention_interval": "0",
             "prefix_caching_hash_algo": "sha256",
+            "prefix_match_unit": "None",
+            "replayssm_buffer_len": "16",
+            "skip_page_size_padded": "None",
             "sliding_window": "None",
-            "swap_space": "4",
-            "engine": "0",
+            "swa_bounded_replay": "True",
+            "use_kda_recoverssm": "False",
+            "use_replayssm": "False",
+            "user_specified_block_size": "False",
         }
         Gauge("vllm:cache_config_info", "Information of the LLMEngine CacheConfig", list(info), registry=r).labels(
             **info
         ).set(1)
 
-    def exposition(self, names: list[str] | None = None) -> bytes:
-        """The Prometheus text format; only the `names` metric families when given (vLLM's `/metrics?name[]=`)."""
-        return generate_latest(self.registry.restricted_registry(names) if names else self.registry)
+    def exposition(self) -> bytes:
+        """The Prometheus text format of every family (vLLM's /metrics has no filter: it ignores `name[]`)."""
+        return generate_latest(self.registry)
 
     def record_state(self, running: int, waiting: int, kv_usage: float) -> None:
         """Scheduler gauges."""
         self.running.set(running)
         self.waiting.set(waiting)
+        self.waiting_capacity.set(waiting)
         self.kv_usage.set(kv_usage)
 
     def record_step(self, step: StepResult) -> None:
         """Counters and per-token histograms of one engine step."""
         self.prefix_queries.inc(step.prefix_queries)
         self.prefix_hits.inc(step.prefix_hits)
+        self.prompt_cached.inc(step.prefix_hits)
+        self.prompt_cached_device.inc(step.prefix_hits)
+
         self.preemptions.inc(len(step.preempted))
         self.prompt_tokens.inc(step.prompt_tokens)
         self.generation_tokens.inc(step.generation_tokens)
@@ -169,6 +268,11 @@ class VllmMetrics:
             self.itl.observe(itl)
         for request in step.finished:
             self.record_finished(request)
+
+    def record_tool_parse(self, *, streamed: bool, called: bool) -> None:
+        """One answer of a chat request with tools through the tool-call parser."""
+        mode = "streaming" if streamed else "non_streaming"
+        self.tool_parser[mode, "tool_call" if called else "no_tool_call", "chat_completions"].inc()
 
     def record_arrival(self, max_tokens: int) -> None:
         """Per-request parameter histograms (`max_tokens`: the effective limit, context room if unset)."""
@@ -184,6 +288,10 @@ class VllmMetrics:
         self.inference.observe(request.inference_seconds)
         self.decode.observe(request.decode_seconds)
         self.request_prompt_tokens.observe(request.prompt_tokens)
+        self.request_preemptions.observe(request.preemptions)
+        self.prefill_kv_computed.observe(request.prompt_tokens - request.cached_tokens)
+        self.prompt_computed.inc(request.prompt_tokens - request.cached_tokens)
+        self.prompt_cache_hit.inc(request.cached_tokens)
         self.request_generation_tokens.observe(request.generated)
         self.tpot.observe(request.decode_seconds / (request.generated - 1) if request.generated > 1 else 0.0)
         if request.max_tokens:

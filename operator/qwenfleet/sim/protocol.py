@@ -1,19 +1,23 @@
 """vLLM's OpenAI protocol as data: request validation and response bodies. Pure, no I/O.
 
-Validation follows vLLM's order and wording where it matters to clients: a malformed body or bad parameter
-is a 400 `BadRequestError`, an unknown model a 404 `NotFoundError`, and every error body is
-`{"error": {"message", "type", "param", "code"}}`.
+Validation follows vLLM 0.32's order and wording (checked against the real engine by tests/engine): a body that
+is not JSON, not an object, misses a required field or has a value of the wrong type is a 400 of type
+`Bad Request` with a pydantic-style message and `param` `body.<field>` (FastAPI's request validation); a bad
+value is a 400 `BadRequestError` whose message ends in `(parameter=..., value=...)`; an unknown model is a 404
+`NotFoundError`. Every error body is `{"error": {"message", "type", "param", "code"}}`.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
 from qwenfleet.api.plan import Plan
 from qwenfleet.catalog import ThinkingMode, get_model
+from qwenfleet.catalog.engine import VLLM_VERSION
 from qwenfleet.sim.perf import vllm_arg
 from qwenfleet.sim.tokens import TemplateError, render_chat, tokenize
 
@@ -21,15 +25,18 @@ from qwenfleet.sim.tokens import TemplateError, render_chat, tokenize
 class APIError(Exception):
     """An error response in OpenAI's shape."""
 
-    def __init__(self, status: HTTPStatus, message: str, param: str | None = None) -> None:
+    def __init__(self, status: HTTPStatus, message: str, param: str | None = None, kind: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
+        self.kind = kind
 
     @property
     def type(self) -> str:
         """OpenAI error type, as vLLM names it."""
+        if self.kind is not None:
+            return self.kind
         return {
             HTTPStatus.BAD_REQUEST: "BadRequestError",
             HTTPStatus.NOT_FOUND: "NotFoundError",
@@ -46,6 +53,33 @@ def bad_request(message: str, param: str | None = None) -> APIError:
     return APIError(HTTPStatus.BAD_REQUEST, message, param)
 
 
+_NO_VALUE = object()
+
+
+def invalid_value(message: str, param: str, value: object = _NO_VALUE) -> APIError:
+    """A 400 for a bad parameter value, worded as vLLM's `VLLMValidationError` prints itself."""
+    extras = [f"parameter={param}"] + ([] if value is _NO_VALUE or value is None else [f"value={value}"])
+    return APIError(HTTPStatus.BAD_REQUEST, f"{message} ({', '.join(extras)})", param)
+
+
+def _summary(value: object) -> object:
+    """How FastAPI's validation message shows an input: containers by size, strings cut at 200 characters."""
+    if isinstance(value, str):
+        return value if len(value) <= 200 else value[:200] + "...[truncated]"
+    if isinstance(value, (list, dict)):
+        return f"<{type(value).__name__} of {len(value)} items>"
+    return str(value)
+
+
+def validation_error(kind: str, loc: tuple[str | int, ...], msg: str, value: object, **ctx: str) -> APIError:
+    """A 400 from request validation, as vLLM's handler renders pydantic's first error."""
+    param = ".".join(str(part) for part in ("body", *loc))
+    error: dict[str, object] = {"type": kind, "loc": param, "msg": msg, "input": _summary(value)}
+    if ctx:
+        error["ctx"] = dict(ctx)
+    return APIError(HTTPStatus.BAD_REQUEST, f"1 validation error:\n  {error}", param, kind="Bad Request")
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """What a vLLM server started from a Plan exposes: its name, context and thinking behaviour."""
@@ -55,6 +89,8 @@ class ServedModel:
     max_model_len: int
     thinking: ThinkingMode
     think_by_default: bool
+    fingerprint: str = f"vllm-{VLLM_VERSION}"
+    """`system_fingerprint`: vLLM's version and a hash of the server's configuration."""
 
     @classmethod
     def from_plan(cls, plan: Plan) -> ServedModel:
@@ -66,7 +102,20 @@ class ServedModel:
             max_model_len=plan.max_model_len,
             thinking=get_model(plan.model).thinking,
             think_by_default=bool(kwargs.get("enable_thinking", True)),
+            fingerprint=f"vllm-{VLLM_VERSION}-{zlib.crc32(' '.join(plan.vllm_args).encode()):08x}",
         )
+
+
+@dataclass(frozen=True)
+class ToolCallPlan:
+    """The call a request with `tool_choice` "required" or a named function makes (vLLM constrains the output to
+    it with structured output, so even a model that would not call a tool does)."""
+
+    name: str
+    arguments: str
+    """JSON text of the arguments, filled from the tool's parameter schema."""
+    named: bool
+    """A named tool_choice finishes with "stop", "required" with "tool_calls" (OpenAI's convention, as vLLM)."""
 
 
 @dataclass(frozen=True)
@@ -85,64 +134,73 @@ class Generation:
     min_tokens: int
     ignore_eos: bool
     seed: int | None
+    tool_call: ToolCallPlan | None = None
+    has_tools: bool = False
 
 
 def parse_generation(raw: bytes, served: ServedModel, *, chat: bool) -> Generation:
     """Validate a /v1/chat/completions or /v1/completions body; raise APIError as vLLM would answer."""
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"JSON decode error: {exc}") from None
-    if not isinstance(body, dict):
-        raise bad_request("Input should be a valid dictionary or object to extract fields from")
+    body = parse_body(raw)
+    if chat and "messages" not in body:
+        raise validation_error("missing", ("messages",), "Field required", body)
     stream = _optional(body, "stream", bool) or False
     options = body.get("stream_options")
-    if options is not None and not stream:
-        raise bad_request("Stream options can only be defined when `stream=True`.", "stream_options")
     if options is not None and not isinstance(options, dict):
-        raise bad_request("stream_options must be an object", "stream_options")
+        raise validation_error("model_type", ("stream_options",), _DICT_MSG, options)
     n = _optional(body, "n", int)
-    if n is not None and n != 1:
-        raise bad_request("n must be 1 on this server (the simulator generates one choice)", "n")
-    max_tokens = _optional(body, "max_completion_tokens" if chat else "max_tokens", int)
-    if chat and max_tokens is None:
-        max_tokens = _optional(body, "max_tokens", int)
-    if max_tokens is not None and max_tokens < 1:
-        raise bad_request(f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens")
+    max_name = "max_tokens"
+    max_tokens = _optional(body, "max_tokens", int)
+    if chat and body.get("max_completion_tokens") is not None:
+        max_name, max_tokens = "max_completion_tokens", _optional(body, "max_completion_tokens", int)
     min_tokens = _optional(body, "min_tokens", int) or 0
-    if min_tokens < 0 or (max_tokens is not None and min_tokens > max_tokens):
-        raise bad_request(f"min_tokens must be between 0 and max_tokens, got {min_tokens}.", "min_tokens")
     seed = _optional(body, "seed", int)
     ignore_eos = _optional(body, "ignore_eos", bool) or False
-    if chat and (not isinstance(body.get("messages"), list) or not all(isinstance(m, dict) for m in body["messages"])):
-        raise bad_request("messages: Input should be a valid list of message objects", "messages")
+    if chat and (not isinstance(body["messages"], list) or not all(isinstance(m, dict) for m in body["messages"])):
+        raise validation_error("list_type", ("messages",), "Input should be a valid list", body["messages"])
+    if options is not None and not stream:
+        raise invalid_value("Stream options can only be defined when `stream=True`.", "stream_options")
     model = body.get("model")
     if model is not None and model != served.name:
-        raise APIError(HTTPStatus.NOT_FOUND, f"The model `{model}` does not exist.", "model")
+        raise APIError(
+            HTTPStatus.NOT_FOUND, f"The model `{model}` does not exist. Valid aliases: {served.name}.", "model"
+        )
+    if max_tokens is not None and max_tokens > served.max_model_len:
+        raise invalid_value(
+            f"{max_name}={max_tokens} cannot be greater than max_model_len={served.max_model_len}. "
+            "Please request fewer output tokens.",
+            max_name,
+            max_tokens,
+        )
     thinking = False
+    tool_call = None
     if chat:
         prompt, thinking = _chat_prompt(body, served)
+        tool_call = _tool_call(body)
     else:
         prompt = _completion_prompt(body)
-    room = served.max_model_len - len(prompt)
-    if room <= 0:
-        raise bad_request(
-            f"This model's maximum context length is {served.max_model_len} tokens. However, your request has "
-            f"{len(prompt)} input tokens. Please reduce the length of the input messages.",
+    if len(prompt) > served.max_model_len:
+        # vLLM tokenizes at most max_model_len + 1 tokens of an over-long prompt, hence "at least".
+        count = served.max_model_len + 1
+        raise invalid_value(
+            f"This model's maximum context length is {served.max_model_len} tokens. However, your prompt contains "
+            f"at least {count} input tokens, which exceeds this limit even without any output tokens. Please "
+            "reduce the length of the input prompt.",
             "input_tokens",
+            count,
         )
-    if max_tokens is not None and max_tokens > room:
-        raise bad_request(
-            f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. This model's maximum context "
-            f"length is {served.max_model_len} tokens and your request has {len(prompt)} input tokens "
-            f"({max_tokens} > {served.max_model_len} - {len(prompt)}).",
-            "max_tokens",
-        )
+    if max_tokens is not None and max_tokens < 1:
+        raise invalid_value(f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens", max_tokens)
+    if n is not None and n != 1:
+        raise invalid_value("n must be 1 on this server (the simulator generates one choice)", "n", n)
+    if min_tokens < 0 or (max_tokens is not None and min_tokens > max_tokens):
+        raise invalid_value(f"min_tokens must be between 0 and max_tokens, got {min_tokens}.", "min_tokens", min_tokens)
+    # Like vLLM, a max_tokens beyond the room left by the prompt is clamped to it, not refused.
+    room = max(1, served.max_model_len - len(prompt))
     opts = options or {}
     return Generation(
         chat=chat,
         prompt=prompt,
-        max_tokens=max_tokens or room,
+        max_tokens=min(max_tokens or room, room),
         max_tokens_param=max_tokens,
         stream=stream,
         include_usage=bool(opts.get("include_usage", True)) if options is not None else False,
@@ -151,7 +209,25 @@ def parse_generation(raw: bytes, served: ServedModel, *, chat: bool) -> Generati
         min_tokens=min_tokens,
         ignore_eos=ignore_eos,
         seed=seed,
+        tool_call=tool_call,
+        has_tools=bool(chat and isinstance(body.get("tools"), list) and body["tools"]),
     )
+
+
+_DICT_MSG = "Input should be a valid dictionary or object to extract fields from"
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or the 400 FastAPI's validation gives."""
+    try:
+        body = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise validation_error("json_invalid", (exc.pos,), "JSON decode error", {}, error=exc.msg) from None
+    except UnicodeDecodeError:
+        raise validation_error("json_invalid", (0,), "JSON decode error", {}, error="Invalid UTF-8") from None
+    if not isinstance(body, dict):
+        raise validation_error("model_attributes_type", (), _DICT_MSG, body)
+    return body
 
 
 def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
@@ -159,17 +235,61 @@ def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
     if value is None:
         return None
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise bad_request(f"{key}: Input should be a valid integer", key)
+        if isinstance(value, str):
+            msg = "Input should be a valid integer, unable to parse string as an integer"
+            raise validation_error("int_parsing", (key,), msg, value)
+        raise validation_error("int_type", (key,), "Input should be a valid integer", value)
     if kind is bool and not isinstance(value, bool):
-        raise bad_request(f"{key}: Input should be a valid boolean", key)
+        raise validation_error("bool_type", (key,), "Input should be a valid boolean", value)
     return value
+
+
+def _tool_call(body: dict[str, Any]) -> ToolCallPlan | None:
+    """The forced tool call of `tool_choice` "required" or `{"type": "function", "function": {"name": ...}}`."""
+    tools = body.get("tools")
+    choice = body.get("tool_choice")
+    if not isinstance(tools, list) or not tools or choice in (None, "none", "auto"):
+        return None
+    functions = {
+        t["function"]["name"]: t["function"]
+        for t in tools
+        if isinstance(t, dict) and isinstance(t.get("function"), dict) and isinstance(t["function"].get("name"), str)
+    }
+    if not functions:
+        raise bad_request("tools: every tool needs a function with a name", "tools")
+    if choice == "required":
+        name, named = next(iter(functions)), False
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        name, named = str(choice["function"].get("name")), True
+        if name not in functions:
+            raise invalid_value(f"Tool '{name}' has not been passed in `tools`.", "tool_choice")
+    else:
+        msg = "Input should be 'none', 'auto' or 'required'"
+        raise validation_error("literal_error", ("tool_choice",), msg, choice)
+    return ToolCallPlan(name, json.dumps(sample_arguments(functions[name].get("parameters"))), named)
+
+
+def sample_arguments(schema: Any) -> Any:
+    """A value that satisfies a simple JSON schema (the required properties of an object, by type)."""
+    if not isinstance(schema, dict):
+        return {}
+    kind = schema.get("type")
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") or {}
+        required = schema.get("required") or list(props)
+        return {k: sample_arguments(props.get(k)) for k in required if isinstance(k, str)}
+    if kind == "array":
+        return [sample_arguments(schema.get("items"))]
+    return {"string": "example", "integer": 1, "number": 1.0, "boolean": True, "null": None}.get(str(kind), "example")
 
 
 def _chat_prompt(body: dict[str, Any], served: ServedModel) -> tuple[list[str], bool]:
     messages: list[dict[str, Any]] = body["messages"]
     kwargs = body.get("chat_template_kwargs") or {}
     if not isinstance(kwargs, dict):
-        raise bad_request("chat_template_kwargs: Input should be a valid dictionary", "chat_template_kwargs")
+        raise validation_error("dict_type", ("chat_template_kwargs",), "Input should be a valid dictionary", kwargs)
     enable = bool(kwargs.get("enable_thinking", served.think_by_default))
     thinks = wants_thinking(served.thinking, enable, messages)
     tools = body.get("tools")
@@ -204,6 +324,8 @@ def wants_thinking(mode: ThinkingMode, enable_thinking: bool, messages: list[dic
 
 def _completion_prompt(body: dict[str, Any]) -> list[str]:
     prompt = body.get("prompt")
+    if prompt is None or prompt in ("", []):
+        raise invalid_value("Either prompt or prompt_embeds must be provided and non-empty.", "prompt")
     if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], (str, list)):
         prompt = prompt[0]
     if isinstance(prompt, str):
@@ -222,20 +344,43 @@ def _completion_prompt(body: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------------------------------------- responses
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
-    """An OpenAI usage object."""
-    return {
+def usage(
+    prompt_tokens: int, completion_tokens: int, *, chat: bool, reasoning_tokens: int = 0, streamed: bool = False
+) -> dict[str, Any]:
+    """An OpenAI usage object as vLLM 0.32 writes it: chat counts reasoning tokens; a streamed usage leaves out
+    the details that are null."""
+    use: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "completion_tokens": completion_tokens,
-        "prompt_tokens_details": None,
     }
+    if not streamed:
+        use["prompt_tokens_details"] = None
+    if chat:
+        use["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+    elif not streamed:
+        use["completion_tokens_details"] = None
+    return use
+
+
+def tool_call_object(call_id: str, call: ToolCallPlan) -> dict[str, Any]:
+    """One entry of a message's `tool_calls`."""
+    return {"id": call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
 def chat_completion(
-    rid: str, created: int, model: str, *, content: str | None, reasoning: str | None, finish: str, use: dict[str, Any]
+    rid: str,
+    created: int,
+    served: ServedModel,
+    *,
+    content: str | None,
+    reasoning: str | None,
+    finish: str,
+    use: dict[str, Any],
+    tool_calls: list[dict[str, Any]] | None = None,
+    stop_reason: int | str | None = None,
 ) -> dict[str, Any]:
-    """A non-streamed chat.completion."""
+    """A non-streamed chat.completion (vLLM leaves `tool_calls` out of the message when there are none)."""
     message: dict[str, Any] = {
         "role": "assistant",
         "content": content,
@@ -243,26 +388,39 @@ def chat_completion(
         "annotations": None,
         "audio": None,
         "function_call": None,
-        "tool_calls": [],
-        "reasoning": reasoning,
     }
-    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish, "stop_reason": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    message["reasoning"] = reasoning
+    choice = {
+        "index": 0,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": finish,
+        "stop_reason": stop_reason,
+        "token_ids": None,
+        "routed_experts": None,
+    }
     return {
         "id": rid,
         "object": "chat.completion",
         "created": created,
-        "model": model,
+        "model": served.name,
         "choices": [choice],
         "service_tier": None,
-        "system_fingerprint": None,
+        "system_fingerprint": served.fingerprint,
         "usage": use,
         "prompt_logprobs": None,
+        "prompt_token_ids": None,
+        "prompt_text": None,
         "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": None,
     }
 
 
 def text_completion(
-    rid: str, created: int, model: str, *, text: str, finish: str, use: dict[str, Any]
+    rid: str, created: int, served: ServedModel, *, text: str, finish: str, use: dict[str, Any]
 ) -> dict[str, Any]:
     """A non-streamed text_completion."""
     choice = {
@@ -271,52 +429,87 @@ def text_completion(
         "logprobs": None,
         "finish_reason": finish,
         "stop_reason": None,
+        "token_ids": None,
         "prompt_logprobs": None,
+        "prompt_token_ids": None,
+        "routed_experts": None,
     }
     return {
         "id": rid,
         "object": "text_completion",
         "created": created,
-        "model": model,
+        "model": served.name,
         "choices": [choice],
         "service_tier": None,
-        "system_fingerprint": None,
+        "system_fingerprint": served.fingerprint,
         "usage": use,
         "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": None,
     }
+
+
+def _event(body: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
 def chunk(
     rid: str,
     created: int,
-    model: str,
+    served: ServedModel,
     *,
     chat: bool,
     delta: dict[str, Any] | None = None,
     text: str = "",
     finish: str | None = None,
     use: dict[str, Any] | None = None,
-    final_usage: bool = False,
+    role: bool = False,
+    last: bool = False,
 ) -> bytes:
-    """One SSE event: a chunk carrying a delta (chat) or text (completions), or, with `final_usage`, the usage
-    chunk with no choices."""
-    if final_usage:
-        choices: list[dict[str, Any]] = []
-    elif chat:
-        choices = [{"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish}]
+    """One SSE event of a streamed answer, keyed as vLLM 0.32 writes them.
+
+    Chat: the `role` chunk (`prompt_token_ids` and `prompt_text` beside the choices), delta chunks, and the chunk
+    with `finish` (it adds `stop_reason`). Completions: every chunk carries `text`, `stop_reason`,
+    `prompt_token_ids` and `token_ids`. `use` appears only with `continuous_usage_stats`; `last` (the finish chunk
+    when no usage chunk follows) adds `system_fingerprint`."""
+    choice: dict[str, Any]
+    if chat:
+        choice = {"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish}
+        if finish is not None:
+            choice["stop_reason"] = None
+        if not role:
+            choice["token_ids"] = None
     else:
-        choices = [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}]
-    if finish is not None and choices:
-        choices[0]["stop_reason"] = None
-    body = {
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": None,
+                  "prompt_token_ids": None, "token_ids": None}  # fmt: skip
+    body: dict[str, Any] = {
         "id": rid,
         "object": "chat.completion.chunk" if chat else "text_completion",
         "created": created,
-        "model": model,
-        "choices": choices,
-        "usage": use,
+        "model": served.name,
+        "choices": [choice],
     }
-    return b"data: " + json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    if use is not None:
+        body["usage"] = use
+    if role:
+        body["prompt_token_ids"] = None
+        body["prompt_text"] = None
+    if last:
+        body["system_fingerprint"] = served.fingerprint
+    return _event(body)
+
+
+def usage_chunk(rid: str, created: int, served: ServedModel, *, chat: bool, use: dict[str, Any]) -> bytes:
+    """The final usage chunk of `stream_options.include_usage`: no choices."""
+    return _event({
+        "id": rid,
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": created,
+        "model": served.name,
+        "choices": [],
+        "usage": use,
+        "system_fingerprint": served.fingerprint,
+    })  # fmt: skip
 
 
 DONE = b"data: [DONE]\n\n"
@@ -334,7 +527,7 @@ def model_card(served: ServedModel, created: int) -> dict[str, Any]:
         "max_model_len": served.max_model_len,
         "permission": [
             {
-                "id": f"modelperm-{served.name}",
+                "id": f"modelperm-{zlib.crc32(served.name.encode()):016x}",
                 "object": "model_permission",
                 "created": created,
                 "allow_create_engine": False,

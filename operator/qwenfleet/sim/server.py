@@ -36,9 +36,12 @@ from qwenfleet.sim.protocol import (
     chat_completion,
     chunk,
     model_card,
+    parse_body,
     parse_generation,
     text_completion,
+    tool_call_object,
     usage,
+    usage_chunk,
 )
 from qwenfleet.sim.tokens import block_hashes, render_chat, token_ids, tokenize
 
@@ -52,6 +55,9 @@ class _Stream:
     request: SimRequest
     shape: AnswerShape
     transcript: Transcript
+    generation: Generation
+    call_id: str = ""
+    """The tool call's id when the request forces one."""
     produced: int = 0
     done: bool = False
     closed: bool = False
@@ -68,6 +74,25 @@ class _Stream:
             elif channel is Channel.CONTENT:
                 content.append(self.transcript.next_piece())
         return "".join(reasoning), "".join(content)
+
+    def reasoning_tokens(self, upto: int) -> int:
+        """Output tokens among the first `upto` that belong to the reasoning (think tags included)."""
+        return min(upto, self.shape.reasoning_end + 1) if self.shape.thinks else 0
+
+    def finish_reason(self) -> str:
+        """vLLM's finish reason: a forced tool call that ends normally finishes with "tool_calls" when the choice
+        was "required", "stop" when it named the function."""
+        reason = self.request.finish_reason.value
+        call = self.generation.tool_call
+        if call is not None and reason == "stop" and not call.named:
+            return "tool_calls"
+        return reason
+
+    def use(self, upto: int, *, streamed: bool = False) -> dict[str, object]:
+        """The usage object after `upto` output tokens."""
+        g = self.generation
+        return usage(self.request.prompt_tokens, upto, chat=g.chat, reasoning_tokens=self.reasoning_tokens(upto),
+                     streamed=streamed)  # fmt: skip
 
 
 class SimServer:
@@ -188,6 +213,7 @@ class SimServer:
         app.router.add_get("/health", self.health)
         app.router.add_route("*", "/ping", self.health)
         app.router.add_get("/metrics", self.metrics_view)
+        app.router.add_get("/load", self.load)
         app.router.add_get("/version", self.version)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/tokenize", self.tokenize)
@@ -203,10 +229,14 @@ class SimServer:
         """vLLM's /version."""
         return _json({"version": VLLM_VERSION})
 
-    async def metrics_view(self, request: web.Request) -> web.Response:
-        """Prometheus text format; `?name[]=...` selects metric families, as prometheus_client's app in vLLM does."""
-        names = request.query.getall("name[]", [])
-        return web.Response(body=self.metrics.exposition(names), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def load(self, _: web.Request) -> web.Response:
+        """vLLM's /load: requests in flight (vLLM counts them only with `--enable-server-load-tracking`)."""
+        return _json({"server_load": len(self._streams)})
+
+    async def metrics_view(self, _: web.Request) -> web.Response:
+        """Prometheus text format, always the whole registry: vLLM 0.32's /metrics ignores the query string
+        (`name[]` included), so a scraper pays for the full exposition."""
+        return web.Response(body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def models(self, _: web.Request) -> web.Response:
         """The one served model."""
@@ -216,12 +246,7 @@ class SimServer:
     async def tokenize(self, request: web.Request) -> web.Response:
         """vLLM's /tokenize with the simulator's token estimate (ids are stable pseudo ids)."""
         self._require_loaded()
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            raise bad_request("JSON decode error") from None
-        if not isinstance(body, dict):
-            raise bad_request("Input should be a valid dictionary or object to extract fields from")
+        body = parse_body(await request.read())
         if isinstance(body.get("messages"), list):
             kwargs = body.get("chat_template_kwargs") or {}
             enable = bool(kwargs.get("enable_thinking", self.served.think_by_default))
@@ -249,6 +274,8 @@ class SimServer:
         self._require_loaded()
         gen = parse_generation(await request.read(), self.served, chat=chat)
         stream = self._submit(gen)
+        if gen.chat and gen.has_tools:
+            self.metrics.record_tool_parse(streamed=gen.stream, called=gen.tool_call is not None)
         rid = stream.request.id
         try:
             if gen.stream:
@@ -284,7 +311,9 @@ class SimServer:
             self.engine.add_request(sim)
         except ValueError as exc:  # longer than the KV cache (only with a hand-made plan)
             raise bad_request(str(exc)) from None
-        stream = _Stream(sim, shape, Transcript(rng))
+        stream = _Stream(sim, shape, Transcript(rng), gen)
+        if gen.tool_call is not None:
+            stream.call_id = f"chatcmpl-tool-{rng.getrandbits(64):016x}"
         self._streams[rid] = stream
         self.metrics.record_arrival(gen.max_tokens)
         self._record_state()
@@ -300,15 +329,26 @@ class SimServer:
                 raise APIError(HTTPStatus.SERVICE_UNAVAILABLE, "The server stopped.")
         r, shape = stream.request, stream.shape
         reasoning, content = stream.text(0, r.generated)
-        use = usage(r.prompt_tokens, r.generated)
+        use = stream.use(r.generated)
         created = int(time.time())
         if not gen.chat:
-            body = text_completion(r.id, created, self.name, text=content, finish=r.finish_reason.value, use=use)
+            body = text_completion(r.id, created, self.served, text=content, finish=r.finish_reason.value, use=use)
+        elif gen.tool_call is not None:
+            body = chat_completion(
+                r.id,
+                created,
+                self.served,
+                content="",
+                reasoning=reasoning if shape.thinks else None,
+                finish=stream.finish_reason(),
+                use=use,
+                tool_calls=[tool_call_object(stream.call_id, gen.tool_call)],
+            )
         else:
             body = chat_completion(
                 r.id,
                 created,
-                self.name,
+                self.served,
                 content=content if content or not shape.thinks or r.generated > shape.reasoning_end else None,
                 reasoning=reasoning if shape.thinks else None,
                 finish=r.finish_reason.value,
@@ -323,6 +363,7 @@ class SimServer:
         created = int(time.time())
         sent = 0
         started = False
+        call_sent = -1  # characters of the tool call's arguments streamed so far; -1 before its header
         while True:
             await stream.changed.wait()
             stream.changed.clear()
@@ -333,24 +374,47 @@ class SimServer:
             if upto == sent and not done:
                 continue
             out = bytearray()
-            use = usage(r.prompt_tokens, upto) if gen.include_usage and gen.continuous_usage else None
+            use = stream.use(upto, streamed=True) if gen.include_usage and gen.continuous_usage else None
             if gen.chat and not started:
-                out += chunk(r.id, created, self.name, chat=True, delta={"role": "assistant", "content": ""}, use=use)
+                out += chunk(r.id, created, self.served, chat=True, delta={"role": "assistant", "content": ""},
+                             use=stream.use(0, streamed=True) if use is not None else None, role=True)  # fmt: skip
             started = True
             reasoning, content = stream.text(sent, upto)
-            finish = r.finish_reason.value if done else None
-            if gen.chat:
+            finish = stream.finish_reason() if done else None
+            last = done and not gen.include_usage
+            if gen.chat and gen.tool_call is not None:
+                deltas: list[dict[str, object]] = [{"reasoning": reasoning}] if reasoning else []
+                if content and call_sent < 0:
+                    head = {"id": stream.call_id, "type": "function", "index": 0,
+                            "function": {"name": gen.tool_call.name}}  # fmt: skip
+                    deltas.append({"content": None, "tool_calls": [head]})
+                    call_sent = 0
+                elif content or (done and r.finish_reason.value == "stop" and call_sent >= 0):
+                    arguments = gen.tool_call.arguments
+                    end = len(arguments) if done else min(len(arguments), call_sent + 8)
+                    if end > call_sent:
+                        piece = {"index": 0, "function": {"arguments": arguments[call_sent:end]}}
+                        deltas.append({"content": None, "tool_calls": [piece]})
+                        call_sent = end
+                for i, delta in enumerate(deltas):
+                    fin = finish if i == len(deltas) - 1 else None
+                    out += chunk(r.id, created, self.served, chat=True, delta=delta, finish=fin, use=use,
+                                 last=last and fin is not None)  # fmt: skip
+                if finish and not deltas:
+                    out += chunk(r.id, created, self.served, chat=True, delta={"content": ""}, finish=finish, use=use,
+                                 last=last)  # fmt: skip
+            elif gen.chat:
                 delta = {k: v for k, v in (("reasoning", reasoning), ("content", content)) if v}
                 if delta or finish:
-                    out += chunk(r.id, created, self.name, chat=True, delta=delta or {"content": ""},
-                                 finish=finish, use=use)  # fmt: skip
+                    out += chunk(r.id, created, self.served, chat=True, delta=delta or {"content": ""},
+                                 finish=finish, use=use, last=last)  # fmt: skip
             elif content or finish:
-                out += chunk(r.id, created, self.name, chat=False, text=content, finish=finish, use=use)
+                out += chunk(r.id, created, self.served, chat=False, text=content, finish=finish, use=use, last=last)
             sent = upto
             if done:
                 if gen.include_usage:
-                    out += chunk(r.id, created, self.name, chat=gen.chat, use=usage(r.prompt_tokens, r.generated),
-                                 final_usage=True)  # fmt: skip
+                    out += usage_chunk(r.id, created, self.served, chat=gen.chat, use=stream.use(r.generated,
+                                       streamed=True))  # fmt: skip
                 out += DONE
                 await response.write(bytes(out))
                 await response.write_eof()
@@ -378,9 +442,9 @@ def _cut(request: web.Request) -> None:
 
 
 def _json(body: object, status: int = 200) -> web.Response:
-    """JSON the way FastAPI writes it (compact, UTF-8)."""
+    """JSON the way FastAPI writes it (compact, UTF-8, `Content-Type: application/json` without a charset)."""
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    return web.Response(text=text, status=status, content_type="application/json")
+    return web.Response(body=text.encode(), status=status, headers={"Content-Type": "application/json"})
 
 
 async def _uvicorn_headers(_: web.Request, response: web.StreamResponse) -> None:
