@@ -1,4 +1,5 @@
-"""The router on the simulated fleet: aliases, auto rules, streaming, unknown models, scale from zero."""
+"""The router on the simulated fleet: aliases, auto rules, streaming, unknown models, missing backends, scale
+from zero."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ ROUTER = {
         {"name": "small", "aliases": ["qwen3-small"], "fallback": "big"},
         {"name": "big", "aliases": ["qwen3-big"]},
         {"name": "sleepy", "aliases": ["qwen3-sleepy"]},
+        {"name": "ghost", "aliases": ["qwen3-ghost"]},  # no Qwen3Deployment of that name
     ],
     "defaultBackend": "small",
     "rules": [{"name": "thinking", "match": {"thinking": True}, "backend": "big"}],
@@ -100,12 +103,19 @@ async def test_router_routes_across_sizes(kube: Kube, namespace: str, operator: 
             ids = {m["id"] for m in (await r.json())["data"]}
         assert {"auto", "qwen3-small", "qwen3-big", "qwen3-sleepy", "Qwen3-0.6B"} <= ids
 
+        # a backend whose Qwen3Deployment does not exist: a clear error at once, not a hold; the others serve
+        started = time.monotonic()
+        status, headers, text = await _chat(s, router, "qwen3-ghost")
+        assert status == 503 and time.monotonic() - started < 2, (status, text)
+        assert "Qwen3Deployment ghost does not exist" in json.loads(text)["error"]["message"]
+        assert (await _chat(s, router, "qwen3-small"))[0] == 200
+
         # scale from zero: the request is held while the router wakes the backend, never a 404
         obj = await kube.get(API, KIND, "sleepy", namespace)
         assert obj is not None and obj["status"].get("desiredReplicas") == 0
         status, headers, text = await asyncio.wait_for(_chat(s, router, "qwen3-sleepy"), 90)
         assert status == 200, text
-        assert headers["x-qwenfleet-route"].startswith("sleepy;alias>woken;")
+        assert headers["x-qwenfleet-route"].startswith("sleepy;alias>wake>held;")
         async with s.get(f"{router}/metrics") as r:
             assert "qwenfleet_router_requests_total" in await r.text()
 
