@@ -299,7 +299,9 @@ async def test_karpenter_pool_and_weight_cache(kube: Kube, namespace: str, opera
     assert cached is not None and cached["status"] == "True" and cached["reason"] == "Downloaded"
     jobs = await kube.list("batch/v1", "Job", namespace)
     assert len(jobs) == 1 and jobs[0]["status"].get("succeeded") == 1
-    pvc = await kube.get("v1", "PersistentVolumeClaim", f"{name}-weights", namespace)
+    cache = (await kube.get(API, KIND, name, namespace) or {})["status"]["cache"]
+    assert cache["phase"] == "Ready" and cache["pvcName"].startswith(f"{name}-weights-")
+    pvc = await kube.get("v1", "PersistentVolumeClaim", cache["pvcName"], namespace)
     assert pvc is not None and pvc["status"]["phase"] == "Bound"
     pool_name = f"qwenfleet-{namespace}-{name}"
     pool = await kube.get("karpenter.sh/v1", "NodePool", pool_name)
@@ -309,7 +311,7 @@ async def test_karpenter_pool_and_weight_cache(kube: Kube, namespace: str, opera
     node = await kube.get("v1", "Node", pods[0]["spec"]["nodeName"])
     assert node is not None and node["metadata"]["labels"]["karpenter.sh/nodepool"] == pool_name
     volumes = {v["name"]: v for v in pods[0]["spec"]["volumes"]}
-    assert volumes["weights"]["persistentVolumeClaim"] == {"claimName": f"{name}-weights", "readOnly": True}
+    assert volumes["weights"]["persistentVolumeClaim"] == {"claimName": cache["pvcName"], "readOnly": True}
 
     await kube.delete(API, KIND, name, namespace)
 
@@ -337,3 +339,152 @@ async def test_unschedulable_replicas_are_reported_with_the_gpu_shortfall(
     assert degraded is not None and degraded["status"] == "True"
     await kube.merge_patch(API, KIND, name, namespace, {"spec": {"replicas": 1}})
     await _wait_ready(kube, namespace, name)
+
+
+def _claim(workload: dict[str, Any] | None) -> str | None:
+    """The weights PVC a Deployment's or a Job's pods mount."""
+    for volume in ((workload or {}).get("spec", {}).get("template", {}).get("spec", {}).get("volumes")) or []:
+        if volume["name"] == "weights":
+            return str(volume["persistentVolumeClaim"]["claimName"])
+    return None
+
+
+def _cached_spec(**cache: Any) -> dict[str, Any]:
+    return {"model": "Qwen3-8B", "gpu": "H100-80GB", "replicas": 1, "cache": {"mode": "pvc", **cache}}
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [{"precision": "fp8"}, {"model": "Qwen3-14B"}, {"weights": {"huggingFace": {"revision": "v2"}}}],
+    ids=["precision", "model", "revision"],
+)
+async def test_a_live_checkpoint_change_fills_a_new_cache_before_switching(
+    kube: Kube, namespace: str, operator: OperatorProcess, patch: dict[str, Any]
+) -> None:
+    name = "live"
+    doc = {"apiVersion": API, "kind": KIND, "metadata": {"name": name}, "spec": _cached_spec()}
+    await _create(kube, namespace, doc)
+    await _wait_ready(kube, namespace, name, timeout=120)
+    obj = await kube.get(API, KIND, name, namespace)
+    assert obj is not None
+    old_pvc = obj["status"]["cache"]["pvcName"]
+    assert _claim(await kube.get("apps/v1", "Deployment", name, namespace)) == old_pvc
+    await kube.merge_patch(API, KIND, name, namespace, {"spec": patch})
+    problems: list[str] = []
+
+    async def switched() -> bool:
+        cr = await kube.get(API, KIND, name, namespace) or {}
+        status = cr.get("status") or {}
+        conds = {c["type"]: c for c in status.get("conditions", [])}
+        if conds.get("Ready", {}).get("reason") == "ApplyFailed":
+            problems.append(f"ApplyFailed: {conds['Ready']['message']}")
+        claim = _claim(await kube.get("apps/v1", "Deployment", name, namespace))
+        if claim != old_pvc:  # the workload switched: the cache it reads must be filled already
+            jobs = [j for j in await kube.list("batch/v1", "Job", namespace) if _claim(j) == claim]
+            if not jobs or not jobs[0].get("status", {}).get("succeeded"):
+                problems.append(f"pods read {claim} before its download Job succeeded")
+        old = await kube.get("v1", "PersistentVolumeClaim", old_pvc, namespace)
+        return (
+            status.get("observedGeneration") == cr["metadata"]["generation"] == 2
+            and claim == (status.get("cache") or {}).get("pvcName") != old_pvc
+            and conds.get("Ready", {}).get("status") == "True"
+            and conds.get("Progressing", {}).get("reason") == "RolloutComplete"
+            and (old is None or bool(old["metadata"].get("deletionTimestamp")))
+        )
+
+    await wait_for(switched, 150, "rolled onto the new cache, the old one removed", detail=lambda: problems[-3:])
+    assert not problems, problems
+    jobs = await kube.list("batch/v1", "Job", namespace)
+    assert [_claim(j) for j in jobs] == [_claim(await kube.get("apps/v1", "Deployment", name, namespace))]
+
+
+async def test_a_refused_child_is_a_condition_with_the_api_servers_message(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    name = "shrink"
+    doc = {"apiVersion": API, "kind": KIND, "metadata": {"name": name}, "spec": _cached_spec(size="40Gi")}
+    await _create(kube, namespace, doc)
+    await _wait_ready(kube, namespace, name, timeout=120)
+    await kube.merge_patch(API, KIND, name, namespace, {"spec": {"cache": {"size": "20Gi"}}})
+
+    async def refused() -> dict[str, Any] | None:
+        cond = await _condition(kube, namespace, name)
+        return cond if cond and cond["reason"] == "ApplyFailed" and cond["observedGeneration"] == 2 else None
+
+    cond = await wait_for(refused, 60, "Ready=False ApplyFailed")
+    assert cond["status"] == "False" and "PersistentVolumeClaim" in cond["message"], cond
+    assert "less than" in cond["message"], cond
+    degraded = await _condition(kube, namespace, name, "Degraded")
+    assert degraded is not None and degraded["status"] == "True" and degraded["reason"] == "ApplyFailed"
+    await kube.merge_patch(API, KIND, name, namespace, {"spec": {"cache": {"size": "40Gi"}}})
+
+    async def recovered() -> bool:
+        cond = await _condition(kube, namespace, name)
+        return bool(cond and cond["status"] == "True" and cond["observedGeneration"] == 3)
+
+    await wait_for(recovered, 60, "Ready again once the spec is fixed")
+
+
+async def test_an_infeasible_edit_withdraws_the_plan(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    doc = _example("qwen3-0.6b-l4.yaml")
+    name = doc["metadata"]["name"]
+    await _create(kube, namespace, doc)
+    await _wait_ready(kube, namespace, name)
+    patch = {"spec": {"model": "Qwen3-235B-A22B", "overrides": {"tensorParallelSize": 1}}}
+    await kube.merge_patch(API, KIND, name, namespace, patch)
+
+    async def infeasible() -> dict[str, Any] | None:
+        obj = await kube.get(API, KIND, name, namespace) or {}
+        conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+        ready = conds.get("Ready") or {}
+        return obj if ready.get("reason") == "PlanInfeasible" and ready.get("observedGeneration") == 2 else None
+
+    obj = await wait_for(infeasible, 60, "PlanInfeasible for generation 2")
+    assert "plan" not in obj["status"], "the old plan must not look current"
+    assert obj["status"]["readyReplicas"] == 1, "the replica that still runs is still counted"
+
+
+async def test_router_counts_replicas_not_pods_and_names_missing_backends(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    await _ensure_a100_nodes(kube)
+    big = _example("qwen3-235b-bf16-a100-multinode.yaml")
+    name = big["metadata"]["name"]
+    await _create(kube, namespace, big)
+    spec = {"backends": [{"name": name, "aliases": ["big"]}, {"name": "ghost", "aliases": ["ghost"]}],
+            "defaultBackend": name, "replicas": 1}  # fmt: skip
+    await kube.apply({"apiVersion": API, "kind": "Qwen3Router", "metadata": {"name": "front", "namespace": namespace},
+                      "spec": spec})  # fmt: skip
+
+    async def group_ready() -> bool:
+        pods = await _pods(kube, namespace, name)
+        ready = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                        for c in p["status"].get("conditions", []))]  # fmt: skip
+        return len(pods) == len(ready) == 2
+
+    await wait_for(group_ready, 90, "leader and worker ready")
+
+    async def router_status() -> dict[str, Any] | None:
+        obj = await kube.get(API, "Qwen3Router", "front", namespace) or {}
+        status = obj.get("status") or {}
+        return status if {b["name"]: b["readyReplicas"] for b in status.get("backends", [])}.get(name) else None
+
+    await wait_for(router_status, 60, "the multi-node backend counted")
+    await asyncio.sleep(3)  # any later pod event would have been counted by now
+    status = await router_status()
+    assert status is not None
+    assert {b["name"]: b["readyReplicas"] for b in status["backends"]} == {name: 1, "ghost": 0}
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert conds["Degraded"]["status"] == "True" and conds["Degraded"]["reason"] == "BackendMissing"
+    assert "ghost" in conds["Degraded"]["message"] and name not in conds["Degraded"]["message"]
+
+    ghost = {"apiVersion": API, "kind": KIND, "metadata": {"name": "ghost"},
+             "spec": {"model": "Qwen3-0.6B", "gpu": "L4-24GB", "replicas": 0}}  # fmt: skip
+    await _create(kube, namespace, ghost)
+
+    async def healed() -> bool:
+        obj = await kube.get(API, "Qwen3Router", "front", namespace) or {}
+        conds = {c["type"]: c for c in (obj.get("status") or {}).get("conditions", [])}
+        return bool(conds.get("Degraded", {}).get("reason") == "AsExpected")
+
+    await wait_for(healed, 30, "Degraded cleared once the backend exists")
