@@ -119,6 +119,18 @@ async def test_router_routes_across_sizes(kube: Kube, namespace: str, operator: 
         async with s.get(f"{router}/metrics") as r:
             assert "qwenfleet_router_requests_total" in await r.text()
 
+        # spec.model edited: the new served model name routes without a router restart, the old one is gone
+        await kube.merge_patch(API, KIND, "small", namespace, {"spec": {"model": "Qwen3-1.7B"}})
+        seen: list[Any] = []
+
+        async def renamed() -> bool:
+            status, _, text = await _chat(s, router, "Qwen3-1.7B")
+            seen[:] = [status, text[:200]]
+            return status == 200 and json.loads(text)["model"] == "Qwen3-1.7B"
+
+        await wait_for(renamed, 90, "the edited model name served through the router", detail=lambda: seen)
+        assert (await _chat(s, router, "Qwen3-0.6B"))[0] == 404
+
 
 async def test_qwen3router_reconciler(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
     await _create(kube, namespace, _q3d("small", "Qwen3-0.6B", replicas=1))
