@@ -7,6 +7,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+from qwenfleet.controller.applied import CachingApplier
 from qwenfleet.controller.deployment import finalize_deployment, owns_nodepool, reconcile_deployment
 from qwenfleet.kube import KubeError
 from qwenfleet.render import Capabilities
@@ -25,12 +26,14 @@ class FakeKube:
         self.applied: list[Key] = []
         self.deleted: list[Key] = []
         self.status_patches: list[Obj] = []
+        self.gets: list[Key] = []
 
     @staticmethod
     def key(api_version: str, kind: str, name: str, namespace: str | None) -> Key:
         return (api_version, kind, namespace or "", name)
 
     async def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Obj | None:
+        self.gets.append(self.key(api_version, kind, name, namespace))
         return copy.deepcopy(self.objects.get(self.key(api_version, kind, name, namespace)))
 
     async def apply(self, manifest: Obj) -> Obj:
@@ -170,3 +173,14 @@ def test_nodepool_ownership_is_one_rule_for_render_finalizer_and_prune() -> None
     kube.objects[("karpenter.sh/v1", "NodePool", "", "gpus")] = {"metadata": {"name": "gpus"}}
     asyncio.run(finalize_deployment(kube, _body(shared)))  # type: ignore[arg-type]
     assert ("karpenter.sh/v1", "NodePool", "", "gpus") in kube.objects, "a shared pool is never deleted"
+
+
+def test_a_pool_no_longer_owned_is_looked_for_once_per_generation() -> None:
+    kube = FakeKube()
+    applier = CachingApplier(kube, frozenset())  # type: ignore[arg-type]
+    spec = {"model": "Qwen3-8B", "gpu": "L40S-48GB", "replicas": 1}
+    pool = ("karpenter.sh/v1", "NodePool", "", nodepool_name("ns", "q"))
+    for generation in (1, 1, 1, 2):
+        body = _body(spec, generation=generation)
+        asyncio.run(reconcile_deployment(kube, body, [], Capabilities(karpenter=True), applier))  # type: ignore[arg-type]
+    assert kube.gets.count(pool) == 2, "a resync of the same generation sends no read for the pool"

@@ -61,6 +61,15 @@ class CachingApplier:
         self._seen: dict[Key, Obj] = {}  # the last watch event's object (metadata and status only)
         self.skipped = 0
         self.sent = 0
+        self._checked: dict[tuple[str, ...], object] = {}
+
+    def checked(self, what: tuple[str, ...], version: object) -> bool:
+        """Whether `what` was already checked at `version` in this process (see `remember`)."""
+        return self._checked.get(what) == version
+
+    def remember(self, what: tuple[str, ...], version: object) -> None:
+        """Record a check of something no watch reports (e.g. a cluster-scoped object), so it is made once."""
+        self._checked[what] = version
 
     def observe(self, obj: Obj, deleted: bool = False) -> None:
         """A watch event for a child: remember its resourceVersion and status."""

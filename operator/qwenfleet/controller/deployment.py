@@ -222,6 +222,7 @@ async def _prune(
     *,
     keep_kind: str | None,
     rolled_out: bool,
+    generation: int,
 ) -> None:
     """Delete children we made earlier that the spec no longer calls for (never the user's PVC).
 
@@ -242,7 +243,12 @@ async def _prune(
                 if old not in current:
                     await kube.delete(api_version, kind, old, ns)
     if inp.capabilities.karpenter and owned_pool_name(inp.spec, ns, name) is None:
-        await _delete_owned_pool(kube, ns, name)
+        # NodePools are not watched: look once per generation (and after a restart), not on every resync
+        what = ("NodePool", ns, name)
+        if applier is None or not applier.checked(what, generation):
+            await _delete_owned_pool(kube, ns, name)
+            if applier is not None:
+                applier.remember(what, generation)
 
 
 async def _delete_owned_pool(kube: Kube, namespace: str, name: str) -> None:
@@ -338,7 +344,7 @@ async def reconcile_deployment(
     counts = WorkloadCounts.of(existing.obj if held and existing else applied[the_plan.workload_kind])
     rolled_out = not held and cache_ready and counts.rolled_out(replicas)
     await _prune(kube, inp, children, applier, keep_kind=existing.kind if held and existing else None,
-                 rolled_out=rolled_out)  # fmt: skip
+                 rolled_out=rolled_out, generation=generation)  # fmt: skip
     view = replace(view, workload=counts)
     return await write_status(kube, KIND, body, *deployment_status(view, status, now_rfc3339()))
 

@@ -32,7 +32,7 @@ from qwenfleet.controller.router import reconcile_router
 from qwenfleet.controller.waiting import first_of
 from qwenfleet.kube import Kube, KubeError, make_api_client
 from qwenfleet.render import Capabilities
-from qwenfleet.render.names import GROUP, WAKE_ANNOTATION
+from qwenfleet.render.names import GROUP, ROLE_LABEL, WAKE_ANNOTATION
 from qwenfleet.render.status import ready_replicas, serving_ips
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def model_server_pods(
 ) -> dict[Key, PodState]:
     """Model-server pods by (namespace, deployment): phase, readiness, role, why unschedulable."""
     key = (namespace or "", labels.get(f"{GROUP}/deployment", ""))
-    return {key: _pod_state(name, dict(status), labels.get(f"{GROUP}/role"))}
+    return {key: _pod_state(name, dict(status), labels.get(ROLE_LABEL))}
 
 
 @kopf.index(*DEPLOYMENTS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import shlex
 from typing import Any
 
@@ -11,12 +10,12 @@ from qwenfleet.render.inputs import DeploymentInput, owned_metadata
 from qwenfleet.render.names import (
     CACHE_COMPLETE_MARKER,
     MODEL_DIR,
+    checkpoint_disk_gib,
     download_job_name,
     labels,
 )
 
 Manifest = dict[str, Any]
-GIB = 1024**3
 DOWNLOAD_BACKOFF_LIMIT = 6
 
 
@@ -24,7 +23,7 @@ def cache_size(inp: DeploymentInput) -> str:
     """The PVC size: the user's, or the checkpoint plus 20%."""
     if inp.spec.cache and inp.spec.cache.size:
         return inp.spec.cache.size
-    return f"{max(10, math.ceil(inp.plan.weight_bytes_total * 1.2 / GIB))}Gi"
+    return f"{checkpoint_disk_gib(inp.plan.weight_bytes_total, floor=10)}Gi"
 
 
 def render_cache_pvc(inp: DeploymentInput) -> Manifest:

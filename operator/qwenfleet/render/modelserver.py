@@ -12,6 +12,8 @@ from qwenfleet.render.names import (
     HTTP_PORT,
     MODEL_DIR,
     PLAN_ANNOTATION,
+    ROLE_LABEL,
+    checkpoint_disk_gib,
     labels,
     selector,
 )
@@ -66,7 +68,7 @@ def _resources(inp: DeploymentInput) -> Manifest:
 
 def _volumes(inp: DeploymentInput) -> tuple[list[Manifest], list[Manifest]]:
     shm_gib = min(16, 2 * inp.plan.gpus_per_node)
-    scratch_gib = 16 if inp.weights_volume_claim else max(16, math.ceil(inp.plan.weight_bytes_total * 1.2 / GIB))
+    scratch_gib = 16 if inp.weights_volume_claim else checkpoint_disk_gib(inp.plan.weight_bytes_total, floor=16)
     volumes: list[Manifest] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_gib}Gi"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": f"{scratch_gib}Gi"}},
@@ -243,11 +245,11 @@ def render_leader_worker_set(inp: DeploymentInput) -> Manifest:
                 "size": inp.plan.nodes_per_replica,
                 "restartPolicy": "RecreateGroupOnPodRestart",
                 "leaderTemplate": {
-                    "metadata": _template_metadata(inp, {"qwenfleet.dev/role": "leader"}),
+                    "metadata": _template_metadata(inp, {ROLE_LABEL: "leader"}),
                     "spec": _pod_spec(inp, [leader]),
                 },
                 "workerTemplate": {
-                    "metadata": _template_metadata(inp, {"qwenfleet.dev/role": "worker"}),
+                    "metadata": _template_metadata(inp, {ROLE_LABEL: "worker"}),
                     "spec": _pod_spec(inp, [worker]),
                 },
             },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 GROUP = "qwenfleet.dev"
 MANAGER = "qwenfleet"
@@ -11,6 +12,8 @@ HTTP_PORT = 8000
 OPERATOR_IMAGE = "ghcr.io/qwenfleet/qwenfleet:0.1.0"
 PLAN_ANNOTATION = f"{GROUP}/plan"
 WAKE_ANNOTATION = f"{GROUP}/wake"
+ROLE_LABEL = f"{GROUP}/role"
+"""`leader` or `worker` on a LeaderWorkerSet's pods: the leader serves HTTP for the whole replica."""
 MODEL_DIR = "/models"
 CACHE_COMPLETE_MARKER = ".qwenfleet-complete"
 
@@ -46,6 +49,11 @@ def bounded(name: str, limit: int = 63) -> str:
     if len(name) <= limit:
         return name
     return f"{name[: limit - 9].rstrip('-')}-{short_hash(name)}"
+
+
+def checkpoint_disk_gib(weight_bytes: int, floor: int) -> int:
+    """Disk for one checkpoint: its bytes plus 20% headroom, in whole GiB, at least `floor`."""
+    return max(floor, math.ceil(weight_bytes * 1.2 / 1024**3))
 
 
 def weights_identity(repo: str, revision: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from qwenfleet.render.inputs import DeploymentInput, owned_metadata
-from qwenfleet.render.names import HTTP_PORT, labels, selector
+from qwenfleet.render.names import HTTP_PORT, ROLE_LABEL, labels, selector
 
 Manifest = dict[str, Any]
 
@@ -14,7 +14,7 @@ def serving_selector(inp: DeploymentInput) -> dict[str, str]:
     """Pods that answer HTTP: every pod of a Deployment, only leaders of a LeaderWorkerSet."""
     match = selector(inp.owner.name)
     if inp.plan.multi_node:
-        match["qwenfleet.dev/role"] = "leader"
+        match[ROLE_LABEL] = "leader"
     return match
 
 
