@@ -343,3 +343,17 @@ async def test_discovery_tells_a_missing_deployment_from_one_at_zero_and_follows
         kube.deployments.append(_deployment("lonely", "Qwen3-8B", 0))
         await discovery.refresh(session)
         assert discovery.states["lonely"].phase == "zero"
+
+
+async def test_a_held_request_whose_model_name_goes_away_gets_a_404() -> None:
+    states = _states({})
+    parsed = Qwen3RouterSpec.model_validate(SPEC)
+    discovery = FakeDiscovery(parsed, states)
+    async with TestClient(TestServer(Router(parsed, discovery).app())) as client:
+        body = {"model": "Qwen3-lonely", "messages": [{"role": "user", "content": "hi"}]}  # a served model name
+        held = asyncio.ensure_future(client.post("/v1/chat/completions", json=body))
+        await asyncio.sleep(0.2)
+        states["lonely"].served_model = "Qwen3-lonelier"  # spec.model edited while the request waits
+        discovery.publish()
+        r = await asyncio.wait_for(held, 5)
+        assert r.status == 404 and "Qwen3-lonely" in (await r.json())["error"]["message"]

@@ -22,6 +22,7 @@ from qwenfleet.api.router import Qwen3RouterSpec
 from qwenfleet.router.discovery import Discovery
 from qwenfleet.router.policy import (
     PrefixHomes,
+    Refusal,
     Replica,
     Route,
     RouteRequest,
@@ -202,7 +203,11 @@ class Router:
                         await prepared.prepare(request)
                     await prepared.write(KEEPALIVE)
                     last_sign = time.monotonic()
-                route = decide(parsed, self.spec, self.discovery.states, already_held=True)
+                try:
+                    route = decide(parsed, self.spec, self.discovery.states, already_held=True)
+                except UnknownModel:  # the served model name it asked for went away while it was held
+                    gone = Refusal(404, f"The model `{parsed.model}` does not exist any more")
+                    route = Route(route.backend, route.reason, route.target, refusal=gone)
                 if route.wake:
                     self._wake(route.target)
         finally:

@@ -9,8 +9,8 @@
   `vllm:num_requests_waiting` and this router's in-flight requests beyond the replica's capacity (the plan's
   `referenceConcurrency`, what the autoscaler sizes on), so a burst that arrives between two scrapes spills at
   once.
-- Target with no ready replica (at zero, or starting): with scale from zero on it is woken (every time; the
-  waking is rate-limited by the proxy, and it also marks a starting backend busy so it is not scaled back to
+- Target with no ready replica (at zero, or starting): with scale from zero on it is woken (every time; discovery
+  rate-limits the annotation, and it also marks a starting backend busy so it is not scaled back to
   zero as idle). Meanwhile its fallback serves if that has a ready replica; else the request is held until
   the target is ready (up to `holdSeconds`; at most `maxHeldRequests` per backend, beyond that 429). With scale
   from zero off and no ready fallback: 503 at once.
