@@ -80,7 +80,7 @@ class RouterPods:
         discovery = Discovery(kube, namespace, routes, interval=1.0)
         stop = asyncio.Event()
         task = asyncio.create_task(discovery.run(stop))
-        runner = web.AppRunner(Router(routes, discovery, keys).app(), access_log=None)
+        runner = Router(routes, discovery, keys).runner()  # with the router's header timeout, as in a pod
         await runner.setup()
         try:
             await web.TCPSite(runner, ip, ROUTER_PORT).start()
