@@ -55,14 +55,13 @@ EXTRA_ARG_FLAGS = (
     "--max-logprobs",
     "--scheduling-policy",
     "--long-prefill-token-threshold",
-    "--max-num-partial-prefills",
     "--disable-log-stats",
     "--enable-log-requests",
     "--uvicorn-log-level",
     "--generation-config",
     "--override-generation-config",
     "--speculative-config",
-    "--cuda-graph-sizes",
+    "--cudagraph-capture-sizes",
     "--disable-custom-all-reduce",
 )
 """vLLM flags a user may add. Flags the planner owns (parallelism, context, memory, model) are not here."""

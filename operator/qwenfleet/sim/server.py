@@ -401,13 +401,12 @@ class SimServer:
                     out += chunk(r.id, created, self.served, chat=True, delta=delta, finish=fin, use=use,
                                  last=last and fin is not None)  # fmt: skip
                 if finish and not deltas:
-                    out += chunk(r.id, created, self.served, chat=True, delta={"content": ""}, finish=finish, use=use,
-                                 last=last)  # fmt: skip
+                    out += chunk(r.id, created, self.served, chat=True, delta={}, finish=finish, use=use, last=last)
             elif gen.chat:
                 delta = {k: v for k, v in (("reasoning", reasoning), ("content", content)) if v}
                 if delta or finish:
-                    out += chunk(r.id, created, self.served, chat=True, delta=delta or {"content": ""},
-                                 finish=finish, use=use, last=last)  # fmt: skip
+                    # A finish without text (the end-of-sequence token) has an empty delta, as in vLLM.
+                    out += chunk(r.id, created, self.served, chat=True, delta=delta, finish=finish, use=use, last=last)
             elif content or finish:
                 out += chunk(r.id, created, self.served, chat=False, text=content, finish=finish, use=use, last=last)
             sent = upto
