@@ -82,7 +82,8 @@ def test_unknown_model() -> None:
 # target ready / at zero / starting x fallback ready / at zero x spillover over / under x scaleFromZero on / off.
 TABLE_SPEC = {
     "backends": [
-        {"name": "large", "aliases": ["big"], "fallback": "medium", "spilloverTo": "extra", "spilloverQueuePerReplica": 2},
+        {"name": "large", "aliases": ["big"], "fallback": "medium", "spilloverTo": "extra",
+         "spilloverQueuePerReplica": 2},
         {"name": "medium"},
         {"name": "extra"},
     ],
