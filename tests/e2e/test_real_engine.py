@@ -131,7 +131,7 @@ async def test_real_engine_behind_operator_router_and_autoscaler(
     # The pod is not Ready until vLLM's own /health answers: a real engine takes a minute or more to start.
     pod = (await wait_for(lambda: _pods(kube, namespace, "real"), 60, "a pod of the real deployment"))[0]
     ip = await wait_for(lambda: _pod_ip(kube, namespace, "real"), 60, "the pod's IP")
-    await wait_for(lambda: _engine_processes().get(ip), 30, f"a real engine bound to {ip}")
+    await wait_for(lambda: _engine_bound(ip), 30, f"a real engine bound to {ip}")
     seen_unready = await wait_for(lambda: _pod_unready(kube, namespace, "real"), 30, "the pod unready while starting")
     assert seen_unready
     await _wait_ready(kube, namespace, "real", timeout=ENGINE_START)
@@ -185,9 +185,7 @@ async def test_real_engine_behind_operator_router_and_autoscaler(
         async with s.post(f"{router}/v1/chat/completions", json=body) as r:
             assert r.status == 200
             await r.content.readline()
-        await wait_for(
-            lambda: _running_is(s, ip, 0), 30, "no running request after the disconnect"
-        )
+        await wait_for(lambda: _running_is(s, ip, 0), 30, "no running request after the disconnect")
         assert await _metric(s, ip, "vllm:request_success_total") == aborted_before  # aborted, never finished
 
         # Load beyond 2 sequences: spillover to the simulated size, and the autoscaler adds a real replica.
@@ -215,6 +213,10 @@ async def test_real_engine_behind_operator_router_and_autoscaler(
 
         # Idle again: back down to one replica.
         await wait_for(lambda: _desired_at_most(kube, namespace, "real", 1), 180, "scaled back down to 1")
+
+
+async def _engine_bound(ip: str) -> bool:
+    return ip in _engine_processes()
 
 
 async def _pod_ip(kube: Kube, namespace: str, name: str) -> str | None:

@@ -21,9 +21,6 @@ from qwenfleet.planner import PlanRequest, plan
 
 MODEL, GPU = "Qwen3-0.6B", "L4-24GB"
 ENGINE_START_SECONDS = 420
-KV_CACHE_GIB = "1"
-"""The engine's KV cache in GiB (`VLLM_CPU_KVCACHE_SPACE`): a fraction of host RAM for the whole worker, as
-`--gpu-memory-utilization` means on CPU, is smaller than the worker itself on a small NUMA node."""
 
 
 def free_port() -> int:
@@ -68,15 +65,11 @@ def container_args() -> list[str]:
 @pytest.fixture(scope="session")
 def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real engine's base URL."""
-    if not engine.installed():
-        pytest.skip("the real engine is not installed: run `make engine` (or `qwenfleet dev engine`)")
+    engine.ensure(echo=False)  # `make engine-tests` installs it first; never skip for want of it
     port = free_port()
     argv = engine.engine_argv(["vllm", "serve"], container_args(), "127.0.0.1", port)
     log = tmp_path_factory.mktemp("engine") / "vllm.log"
-    env = {**engine.engine_env(), "VLLM_CPU_KVCACHE_SPACE": KV_CACHE_GIB}
-    with log.open("ab") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(engine.engine_root()),
-                                start_new_session=True)  # fmt: skip
+    proc = engine.spawn(argv, log)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait(base, proc, ENGINE_START_SECONDS, log)
