@@ -134,7 +134,10 @@ async def test_real_engine_behind_operator_router_and_autoscaler(
     await wait_for(lambda: _engine_bound(ip), 30, f"a real engine bound to {ip}")
     seen_unready = await wait_for(lambda: _pod_unready(kube, namespace, "real"), 30, "the pod unready while starting")
     assert seen_unready
-    await _wait_ready(kube, namespace, "real", timeout=ENGINE_START)
+    await wait_for(lambda: _ready_pods(kube, namespace, "real", 1), ENGINE_START, "the pod Ready once vLLM serves")
+    async with aiohttp.ClientSession() as probe, probe.get(f"http://{ip}:{HTTP_PORT}/health") as r:
+        assert r.status == 200
+    await _wait_ready(kube, namespace, "real")
     await _wait_ready(kube, namespace, "sim")
 
     # Started from the pod's own command and args, with only the documented substitutions.
