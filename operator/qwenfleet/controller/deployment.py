@@ -308,7 +308,7 @@ async def reconcile_deployment(
     cache_ready = cache.status is True
     existing = None if cache_ready else await _existing_workload(kube, probe, applier)
     # A new checkpoint is downloaded before the rollout switches to it: the workload keeps the old weights.
-    held = existing is not None and existing.claim != probe.cache_pvc and existing.replicas > 0
+    held = existing if existing and existing.claim != probe.cache_pvc and existing.replicas > 0 else None
     inp = DeploymentInput(owner=owner, spec=spec, plan=the_plan, replicas=replicas if cache_ready else 0,
                           cache_ready=cache_ready, capabilities=caps)  # fmt: skip
     children = [c for c in desired_children(inp) if not (held and c["kind"] == the_plan.workload_kind)]
@@ -335,16 +335,16 @@ async def reconcile_deployment(
         selector=selector_string(serving_selector(inp)),
         endpoint=endpoint(inp),
         apply_error=refused,
-        held_for_cache=held,
+        held_for_cache=held is not None,
     )
     if refused is not None:
         outcome = await write_status(kube, KIND, body, *deployment_status(view, status, now_rfc3339()))
         outcome.retry_after = APPLY_RETRY_SECONDS
         return outcome
-    counts = WorkloadCounts.of(existing.obj if held and existing else applied[the_plan.workload_kind])
-    rolled_out = not held and cache_ready and counts.rolled_out(replicas)
-    await _prune(kube, inp, children, applier, keep_kind=existing.kind if held and existing else None,
-                 rolled_out=rolled_out, generation=generation)  # fmt: skip
+    counts = WorkloadCounts.of(held.obj if held else applied[the_plan.workload_kind])
+    rolled_out = held is None and cache_ready and counts.rolled_out(replicas)
+    await _prune(kube, inp, children, applier, keep_kind=held.kind if held else None, rolled_out=rolled_out,
+                 generation=generation)  # fmt: skip
     view = replace(view, workload=counts)
     return await write_status(kube, KIND, body, *deployment_status(view, status, now_rfc3339()))
 
