@@ -56,9 +56,11 @@ test: lint unit engine-tests e2e
 build-cp: $(STAMP)
 	$(BIN)/qwenfleet dev build --with-tools
 
+# REAL_ENGINE=1 serves the demo's small size with the real vLLM engine (installed once by `make engine`).
 fleet: $(STAMP)
 	$(BIN)/qwenfleet dev build
-	$(BIN)/qwenfleet dev up --demo
+	$(if $(REAL_ENGINE),$(BIN)/qwenfleet dev engine)
+	$(BIN)/qwenfleet dev up --demo $(if $(REAL_ENGINE),--real-engine)
 
 fleet-down: $(STAMP)
 	$(BIN)/qwenfleet dev down

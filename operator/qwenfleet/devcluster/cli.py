@@ -39,7 +39,7 @@ def _profile(args: argparse.Namespace) -> str:
 def up_refusal(args: argparse.Namespace) -> str | None:
     """Why `dev up` with these flags could never bring the demo up (said before anything starts), or None."""
     if not args.demo:
-        return None
+        return "--real-engine serves the demo's small size: add --demo" if getattr(args, "real_engine", False) else None
     if args.no_operator:
         return "--demo needs the operator: drop --no-operator"
     profile = _profile(args)
@@ -69,18 +69,20 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return 2
     try:
         build.build()
+        if args.real_engine:
+            engine.ensure()
         started = time.monotonic()
         profile = _profile(args)
         cluster = DevCluster(_run_dir(args), profile=profile, karpenter=args.karpenter, operator=not args.no_operator)
         state = cluster.start()
-    except (ClusterError, build.BuildError) as exc:
+    except (ClusterError, build.BuildError, engine.EngineError) as exc:
         print(f"qwenfleet dev up: {exc}")
         return 1
     took = time.monotonic() - started
     console.print(f"Dev cluster ready in {took:.1f}s: {state.server} (Kubernetes {versions.KUBERNETES})")
     print(f"Run directory: {cluster.run_dir} (logs in {cluster.run_dir / 'logs'})")  # plain: paths never wrap
     if args.demo:
-        return _demo(cluster.kubeconfig, console, karpenter=args.karpenter)
+        return _demo(cluster.kubeconfig, console, karpenter=args.karpenter, real_engine=args.real_engine)
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     if not args.no_operator:
         console.print(
@@ -89,12 +91,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(kubeconfig: Path, console: Console, karpenter: bool = False) -> int:
+def _demo(kubeconfig: Path, console: Console, karpenter: bool = False, real_engine: bool = False) -> int:
     console.print("Deploying the demo fleet (manifests/demo/fleet.yaml): three Qwen3 sizes and a router")
     if karpenter:
         console.print("Each size gets a Karpenter NodePool; Karpenter's kwok provider brings up its GPU nodes")
     try:
-        url = asyncio.run(demo.deploy(str(kubeconfig), console, karpenter=karpenter))
+        url = asyncio.run(demo.deploy(str(kubeconfig), console, karpenter=karpenter, real_engine=real_engine))
     except TimeoutError as exc:
         print(f"qwenfleet dev up: {exc}")
         return 1
@@ -199,6 +201,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     up.add_argument("--profile", choices=sorted(nodes.PROFILES), help="node profile (default: default)")
     up.add_argument("--no-operator", action="store_true", help="do not run the qwenfleet operator in the fleet")
     up.add_argument("--demo", action="store_true", help="also deploy three Qwen3 sizes and a router, and wait")
+    up.add_argument("--real-engine", action="store_true",
+                    help="with --demo: serve the small size with the real vLLM engine (installed once)")  # fmt: skip
     up.set_defaults(func=_cmd_up)
     load = dev_sub.add_parser("load", help="send chat requests through the demo router and show replicas")
     load.add_argument("--rate", type=float, default=20.0, help="requests per second (Poisson)")

@@ -1,5 +1,9 @@
 """The demo on the simulated fleet: three Qwen3 sizes and a router (`qwenfleet dev up --demo`), and a load
-generator to watch the autoscaler move replicas (`qwenfleet dev load`)."""
+generator to watch the autoscaler move replicas (`qwenfleet dev load`).
+
+With `--karpenter` the cluster has no GPU node at start (the `karpenter` profile is one CPU node), so each
+Qwen3Deployment of the demo gets a Karpenter NodePool of its own on the dev cluster's kwok node class, and
+Karpenter's kwok provider brings up the GPU nodes its pods ask for."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from rich.live import Live
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from qwenfleet.devcluster.real_pods import ENGINE_ANNOTATION, REAL_ENGINE
 from qwenfleet.kube import Kube, make_api_client
 from qwenfleet.render.router import ROUTER_PORT
 
@@ -23,6 +28,26 @@ DEMO = Path(__file__).resolve().parents[3] / "manifests" / "demo" / "fleet.yaml"
 API = "qwenfleet.dev/v1alpha1"
 ROUTER = "qwen3"
 NAMESPACE = "default"
+KWOK_NODE_CLASS = {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "default"}
+"""The node class `qwenfleet dev up --karpenter` creates for Karpenter's kwok provider."""
+
+
+REAL_ENGINE_SIZE = "qwen3-small"
+"""The demo size `--real-engine` serves with the real vLLM engine (Qwen3-0.6B: one engine on CPU)."""
+
+
+def fleet(karpenter: bool = False, real_engine: bool = False) -> list[dict[str, Any]]:
+    """The demo's objects (manifests/demo/fleet.yaml); with `karpenter`, every Qwen3Deployment provisions its
+    GPU nodes through a NodePool of its own instead of selecting existing GPU nodes."""
+    docs = [d for d in yaml.safe_load_all(DEMO.read_text()) if d]
+    for doc in docs:
+        if real_engine and doc["kind"] == "Qwen3Deployment" and doc["metadata"]["name"] == REAL_ENGINE_SIZE:
+            doc["metadata"].setdefault("annotations", {})[ENGINE_ANNOTATION] = REAL_ENGINE
+    if karpenter:
+        for doc in docs:
+            if doc["kind"] == "Qwen3Deployment":
+                doc["spec"]["nodePool"] = {"provisioner": "karpenter", "nodeClassRef": dict(KWOK_NODE_CLASS)}
+    return docs
 
 
 def _ready(obj: dict[str, Any] | None) -> tuple[bool, str]:
@@ -42,11 +67,14 @@ async def router_url(kube: Kube, name: str = ROUTER, namespace: str = NAMESPACE)
     return None
 
 
-async def deploy(kubeconfig: str, console: Console, within: float = 600) -> str:
-    """Apply the demo fleet, show progress until every object is Ready, and return the router's URL."""
+async def deploy(
+    kubeconfig: str, console: Console, within: float = 600, karpenter: bool = False, real_engine: bool = False
+) -> str:
+    """Apply the demo fleet (on Karpenter NodePools with `karpenter`), show progress until every object is
+    Ready, and return the router's URL."""
     kube = Kube(await make_api_client(kubeconfig))
     try:
-        docs = [d for d in yaml.safe_load_all(DEMO.read_text()) if d]
+        docs = fleet(karpenter, real_engine)
         for doc in docs:
             await kube.apply(doc)
         deadline = time.monotonic() + within
