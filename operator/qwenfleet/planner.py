@@ -374,8 +374,7 @@ def _build_plan(model: ModelSpec, gpu: GPUSpec, req: PlanRequest, layout: Layout
 
 
 def _describe(p: Plan) -> str:
-    nodes = f" across {p.nodes_per_replica} nodes" if p.nodes_per_replica > 1 else ""
-    return f"{p.gpus_per_replica} x {p.gpu}{nodes}"
+    return p.layout
 
 
 def _infeasible_message(model: ModelSpec, gpu: GPUSpec, req: PlanRequest, max_len: int) -> str:

@@ -53,6 +53,12 @@ class Plan(ApiModel):
         return "LeaderWorkerSet" if self.nodes_per_replica > 1 else "Deployment"
 
     @property
+    def layout(self) -> str:
+        """GPUs of one replica, e.g. `4 x H100-80GB` or `16 x A100-40GB across 2 nodes`."""
+        nodes = f" across {self.nodes_per_replica} nodes" if self.multi_node else ""
+        return f"{self.gpus_per_replica} x {self.gpu}{nodes}"
+
+    @property
     def multi_node(self) -> bool:
         """True when a replica spans nodes (leader and workers form one replica)."""
         return self.workload_kind == "LeaderWorkerSet"

@@ -103,10 +103,7 @@ class DeploymentView:
 def plan_summary(p: Plan) -> str:
     """One line: GPUs, nodes, TP and context per replica."""
     ep = ", expert parallel" if p.expert_parallel else ""
-    nodes = f" across {p.nodes_per_replica} nodes" if p.multi_node else ""
-    return (
-        f"{p.gpus_per_replica} x {p.gpu}{nodes} per replica, TP {p.tensor_parallel_size}{ep}, context {p.max_model_len}"
-    )
+    return f"{p.layout} per replica, TP {p.tensor_parallel_size}{ep}, context {p.max_model_len}"
 
 
 def _failed(reason: Reason, message: str) -> list[Cond]:
