@@ -173,13 +173,16 @@ async def test_real_engine_behind_operator_router_and_autoscaler(
         assert status == 200 and events[-1] == "[DONE]"
         assert json.loads(events[-2])["choices"] == [] and json.loads(events[-2])["usage"]["completion_tokens"] >= 1
 
-        # A tool call through the hermes parser (structured output forces it from random weights).
+        # A tool call: a named tool_choice makes vLLM's structured output write the call, even from random weights.
         tool = {"type": "function", "function": {"name": "get_weather", "parameters": {
-            "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}  # fmt: skip
-        status, _, called = await _chat(s, router, max_tokens=64, tools=[tool], tool_choice="required")
+            "type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]}},
+            "required": ["city"]}}}  # fmt: skip
+        choice = {"type": "function", "function": {"name": "get_weather"}}
+        status, _, called = await _chat(s, router, max_tokens=200, tools=[tool], tool_choice=choice)
         assert status == 200, called
         calls = called["choices"][0]["message"]["tool_calls"]
         assert calls and calls[0]["function"]["name"] == "get_weather"
+        assert json.loads(calls[0]["function"]["arguments"])["city"] in ("Paris", "Oslo")
 
         # A client disconnect cancels the request inside the engine.
         aborted_before = await _metric(s, ip, "vllm:request_success_total")
