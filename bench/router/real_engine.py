@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -115,7 +116,7 @@ def main() -> None:
     """Start a real engine, measure, merge the results into bench/results/router.json."""
     engine.ensure()
     port = _port()
-    log = ROOT / "bench" / "results" / "real-engine.log"
+    log = Path(tempfile.mkdtemp(prefix="qwenfleet-bench-")) / "real-engine.log"
     log.unlink(missing_ok=True)
     proc = _start_engine(port, log)
     base = f"http://127.0.0.1:{port}"

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from qwenfleet.devcluster import build, nodes, pki
+from qwenfleet.devcluster import build, nodes, pki, real_pods
 from qwenfleet.devcluster.versions import bin_dir, state_root
 
 REPO_CRDS = Path(__file__).resolve().parents[3] / "crds"
@@ -165,7 +165,7 @@ class DevCluster:
                         f"--storage-root={self.run_dir / 'volumes'}"]  # fmt: skip
             self._spawn("standins", standins, binary=False)
             agent = [sys.executable, "-m", "qwenfleet.devcluster.fleet_agent", f"--kubeconfig={self.kubeconfig}",
-                     f"--time-scale={self.time_scale}"]  # fmt: skip
+                     f"--time-scale={self.time_scale}", f"--log-dir={self.run_dir / 'logs' / 'engines'}"]  # fmt: skip
             self._spawn("fleet-agent", agent, binary=False)
             if self.operator:
                 run = [sys.executable, "-m", "qwenfleet.cli", "run", "--all-namespaces",
@@ -419,6 +419,7 @@ def stop_state(state: State, grace: float = 5.0) -> None:
         for pid in pids:  # whatever else runs in those process groups
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+    real_pods.kill_leftovers(Path(state.run_dir) / "logs" / "engines")
     state.pids = {}
     state.save()
 
