@@ -154,3 +154,12 @@ def test_every_reason_is_documented_and_every_documented_reason_exists() -> None
     documented = _documented_reasons()
     assert {r.value for r in Reason} - documented == set(), "reasons missing from docs/operations.md"
     assert documented - {r.value for r in Reason} == set(), "documented reasons the operator never writes"
+
+
+def test_a_router_child_the_api_server_refuses_is_a_condition() -> None:
+    previous, _ = router_status(RouterView(generation=1, desired=1, replicas=1, ready=1), {}, NOW)
+    view = RouterView(generation=2, apply_error="Service front: spec.type: Unsupported value")
+    status, _ = router_status(view, previous.to_wire(), NOW)
+    conds = _conds(status.to_wire())
+    assert conds["Ready"] == ("False", "ApplyFailed", "Service front: spec.type: Unsupported value")
+    assert conds["Degraded"][:2] == ("True", "ApplyFailed") and status.ready_replicas == 1

@@ -42,7 +42,16 @@ R = Reason
 WORKLOAD_KINDS = {"Deployment": "apps/v1", "LeaderWorkerSet": "leaderworkerset.x-k8s.io/v1"}
 CACHE_KINDS = (("v1", "PersistentVolumeClaim"), ("batch/v1", "Job"))
 
-__all__ = ["FINALIZER", "Outcome", "PodState", "finalize_deployment", "reconcile_deployment", "write_status"]
+__all__ = [
+    "FINALIZER",
+    "Outcome",
+    "PodState",
+    "finalize_deployment",
+    "owns_nodepool",
+    "reconcile_deployment",
+    "refused",
+    "write_status",
+]
 
 
 @dataclass
@@ -62,10 +71,6 @@ class Blocked(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-class ApplyRefused(Exception):
-    """The API server refused a child for good (a 4xx other than a conflict): retrying the same will not help."""
 
 
 def plan_request(spec: Qwen3DeploymentSpec) -> PlanRequest:
@@ -276,7 +281,7 @@ async def _nodepool_condition(kube: Kube, inp: DeploymentInput) -> Cond:
     return Cond(T.NODE_POOL_READY, False, R.NODE_POOL_NOT_READY, f"NodePool {pool_name} is not ready: {detail}")
 
 
-def _refused(exc: KubeError) -> bool:
+def refused(exc: KubeError) -> bool:
     """A refusal retrying will not fix: invalid, forbidden, unprocessable (not conflicts, throttling or 404s)."""
     return 400 <= exc.status < 500 and exc.status not in (404, 409, 429)
 
@@ -314,15 +319,15 @@ async def reconcile_deployment(
     children = [c for c in desired_children(inp) if not (held and c["kind"] == the_plan.workload_kind)]
     applied: dict[str, Obj] = {}
     apply = applier.apply if applier else kube.apply
-    refused: str | None = None
+    refusal: str | None = None
     for child in children:
         try:
             applied[child["kind"]] = await apply(child)
         except KubeError as exc:
-            if not _refused(exc):
+            if not refused(exc):
                 raise
-            refused = f"{child['kind']} {child['metadata']['name']}: {exc.message}"
-            log.warning("%s/%s: the API server refused %s", namespace, name, refused)
+            refusal = f"{child['kind']} {child['metadata']['name']}: {exc.message}"
+            log.warning("%s/%s: the API server refused %s", namespace, name, refusal)
             break
     view = DeploymentView(
         generation=generation,
@@ -334,10 +339,10 @@ async def reconcile_deployment(
         nodepool=await _nodepool_condition(kube, inp),
         selector=selector_string(serving_selector(inp)),
         endpoint=endpoint(inp),
-        apply_error=refused,
+        apply_error=refusal,
         held_for_cache=held is not None,
     )
-    if refused is not None:
+    if refusal is not None:
         outcome = await write_status(kube, KIND, body, *deployment_status(view, status, now_rfc3339()))
         outcome.retry_after = APPLY_RETRY_SECONDS
         return outcome

@@ -218,6 +218,8 @@ class RouterView:
 
     generation: int
     invalid: str | None = None
+    apply_error: str | None = None
+    """A child the API server refused: its kind, name and the server's message."""
     desired: int = 0
     replicas: int = 0
     ready: int = 0
@@ -235,6 +237,11 @@ def router_conditions(view: RouterView) -> list[Cond]:
         return [
             Cond(T.READY, False, R.INVALID_SPEC, view.invalid),
             Cond(T.DEGRADED, True, R.INVALID_SPEC, view.invalid),
+        ]
+    if view.apply_error is not None:
+        return [
+            Cond(T.READY, False, R.APPLY_FAILED, view.apply_error),
+            Cond(T.DEGRADED, True, R.APPLY_FAILED, view.apply_error),
         ]
     serving = [name for name, ready in view.backends if ready and name not in view.missing]
     if view.ready >= view.desired > 0:
@@ -255,7 +262,7 @@ def router_status(view: RouterView, previous: Obj, now: str) -> tuple[Qwen3Route
     """The whole status of a Qwen3Router, and the conditions decided (for Events)."""
     conds = router_conditions(view)
     conditions = merge_conditions(list(previous.get("conditions") or []), conds, view.generation, now)
-    if view.invalid is not None:  # nothing applied: the counts stay as they were
+    if view.invalid is not None or view.apply_error is not None:  # the counts stay as they were
         try:
             kept = Qwen3RouterStatus.model_validate(previous).to_wire()
         except ValidationError:
