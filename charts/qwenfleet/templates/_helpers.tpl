@@ -55,7 +55,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
   verbs: ["get"]
 # Children applied with server-side apply and watched so a deleted or edited child comes back.
 - apiGroups: [""]
-  resources: ["services", "configmaps", "serviceaccounts", "persistentvolumeclaims"]
+  resources: ["services", "configmaps", "serviceaccounts"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
@@ -66,7 +66,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# Children that are also removed when the spec stops calling for them (workload kind change, old cache jobs).
+# Children that are also removed when the spec stops calling for them (workload kind change, the caches of
+# other checkpoints once a rollout is complete: only PVCs the operator created, never a user's).
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -90,7 +94,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get"]
-# One Karpenter NodePool per deployment that asks for one, removed by the operator's finalizer.
+# One Karpenter NodePool per deployment that asks for one, removed by the finalizer or when the spec drops it.
 - apiGroups: ["karpenter.sh"]
   resources: ["nodepools"]
   verbs: ["get", "create", "patch", "delete"]
