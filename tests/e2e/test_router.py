@@ -283,3 +283,55 @@ async def test_openai_client_errors_spillover_and_disconnect(
             return await running() == 0
 
         await wait_for(idle, 15, "upstream request cancelled after the client went away")
+
+
+@pytest.fixture
+def burst_router(namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[str]:
+    """A router spilling small over to big past 1 waiting request per replica, scraping only every 5 s."""
+    spec = {"backends": [{"name": "small", "aliases": ["qwen3-small"], "spilloverTo": "big",
+                          "spilloverQueuePerReplica": 1}, {"name": "big", "aliases": ["qwen3-big"]}],
+            "defaultBackend": "small"}  # fmt: skip
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump({"spec": spec}))
+    port = free_port()
+    cmd = [sys.executable, "-m", "qwenfleet.cli", "router", f"--config={config}", f"--namespace={namespace}",
+           f"--kubeconfig={kubeconfig}", "--host=127.0.0.1", f"--port={port}", "--discovery-interval=5"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=(tmp_path / "router.log").open("wb"), stderr=subprocess.STDOUT)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_a_burst_between_scrapes_spills_over(
+    kube: Kube, namespace: str, operator: OperatorProcess, burst_router: str
+) -> None:
+    await _create(kube, namespace, _q3d("small", "Qwen3-0.6B", replicas=1, overrides={"maxNumSeqs": 32}))
+    await _create(kube, namespace, _q3d("big", "Qwen3-30B-A3B", replicas=1))
+    await _wait_ready(kube, namespace, "small")
+    await _wait_ready(kube, namespace, "big")
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+
+        async def both() -> bool:
+            try:
+                return all([(await _chat(s, burst_router, m))[0] == 200 for m in ("qwen3-small", "qwen3-big")])
+            except aiohttp.ClientError:
+                return False
+
+        await wait_for(both, 60, "the router serving both backends")
+        await asyncio.sleep(6)  # a scrape after those requests: small's queue is seen empty
+        # 300 at once, long enough to be in flight together; the last scrape saw small idle
+        no_thinking = {"chat_template_kwargs": {"enable_thinking": False}, "max_tokens": 3000, "ignore_eos": True}
+        results = await asyncio.gather(*(_chat(s, burst_router, "qwen3-small", **no_thinking) for _ in range(300)))
+    assert all(status == 200 for status, _, _ in results), {status for status, _, _ in results}
+    routes = [headers["x-qwenfleet-route"].split(";")[:2] for _, headers, _ in results]
+    on_small = sum(r == ["small", "alias"] for r in routes)
+    spilled = sum(r == ["big", "alias>spillover"] for r in routes)
+    assert on_small + spilled == 300
+    # small runs 32 at once and may queue 1; past that, requests spill while big has headroom (its own in-flight
+    # requests below its plan's concurrency + 1), and the rest queue on small, the alternate being full too
+    big = await kube.get(API, KIND, "big", namespace)
+    assert big is not None
+    big_capacity = big["status"]["plan"]["referenceConcurrency"]
+    assert spilled >= big_capacity + 1 and on_small >= 34, (on_small, spilled, big_capacity)
