@@ -488,3 +488,29 @@ async def test_router_counts_replicas_not_pods_and_names_missing_backends(
         return bool(conds.get("Degraded", {}).get("reason") == "AsExpected")
 
     await wait_for(healed, 30, "Degraded cleared once the backend exists")
+
+
+async def test_a_nodepool_the_spec_no_longer_asks_for_is_removed(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    name = "pooled"
+    node_class = {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "default"}
+    spec = {"model": "Qwen3-8B", "gpu": "H100-80GB", "replicas": 1,
+            "nodePool": {"provisioner": "karpenter", "nodeClassRef": node_class}}  # fmt: skip
+    await _create(kube, namespace, {"apiVersion": API, "kind": KIND, "metadata": {"name": name}, "spec": spec})
+    pool_name = f"qwenfleet-{namespace}-{name}"
+
+    async def pool_exists() -> bool:
+        return await kube.get("karpenter.sh/v1", "NodePool", pool_name) is not None
+
+    await wait_for(pool_exists, 60, "the deployment's own NodePool")
+    patch = {"spec": {"nodePool": {"provisioner": "none", "nodeClassRef": None}}}
+    await kube.merge_patch(API, KIND, name, namespace, patch)
+
+    async def pool_gone() -> bool:
+        return await kube.get("karpenter.sh/v1", "NodePool", pool_name) is None
+
+    await wait_for(pool_gone, 60, "the NodePool removed once the spec no longer asks for it")
+    await _wait_ready(kube, namespace, name)
+    nodepool = await _condition(kube, namespace, name, "NodePoolReady")
+    assert nodepool is not None and nodepool["reason"] == "ExistingNodes"
