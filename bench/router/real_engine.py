@@ -33,6 +33,7 @@ from qwenfleet.devcluster import engine
 from qwenfleet.planner import PlanRequest, plan
 
 MODEL = "Qwen3-0.6B"
+SEQS = plan(PlanRequest(model=MODEL, gpu="L4-24GB")).max_num_seqs
 SIGNALS = {"metrics": "/metrics", "metrics-name-filter": "/metrics?name[]=vllm:num_requests_waiting", "load": "/load"}
 
 
@@ -105,9 +106,7 @@ async def signal_cost(base: str) -> dict[str, Any]:
 
 def _start_engine(port: int, log: Path) -> subprocess.Popen[bytes]:
     planned = plan(PlanRequest(model=MODEL, gpu="L4-24GB"))
-    args = [*planned.vllm_args[1:], "--host", "0.0.0.0", "--port", "8000"]
-    if "--enable-server-load-tracking" not in args:
-        args.append("--enable-server-load-tracking")
+    args = [*planned.vllm_args[1:], "--host", "0.0.0.0", "--port", "8000"]  # as rendered: load tracking on
     argv = engine.engine_argv(["vllm", "serve"], ["/models/x", *args], "127.0.0.1", port)
     return engine.spawn(argv, log)
 
@@ -126,7 +125,7 @@ def main() -> None:
         cost = asyncio.run(signal_cost(base))
         rport = _port()
         router = _start([sys.executable, "-m", "bench.router.static_router", "--port", str(rport), "--model", MODEL,
-                         "--backends", f"127.0.0.1:{port}"], wait_ready=None)  # fmt: skip
+                         "--max-num-seqs", str(SEQS), "--backends", f"127.0.0.1:{port}"], wait_ready=None)  # fmt: skip
         rbase = f"http://127.0.0.1:{rport}"
         asyncio.run(_wait_http(f"{rbase}/health"))
         lat = {}

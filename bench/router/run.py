@@ -78,6 +78,10 @@ def _routers(backends: list[str], model: str) -> dict[str, tuple[list[str], str]
     port = _port()
     out["qwenfleet"] = ([sys.executable, "-m", "bench.router.static_router", "--port", str(port), "--prefix-affinity",
                          "--model", model, "--backends", *backends], f"http://127.0.0.1:{port}")  # fmt: skip
+    port = _port()  # the queue read from the full /metrics at every pass, as before /load
+    out["qwenfleet-full-metrics"] = ([sys.executable, "-m", "bench.router.static_router", "--port", str(port),
+                                      "--prefix-affinity", "--model", model, "--signal", "metrics-every-pass",
+                                      "--backends", *backends], f"http://127.0.0.1:{port}")  # fmt: skip
     for policy, name in (("round_robin", "vllm-router-round_robin"), ("cache_aware", "vllm-router-best")):
         port = _port()
         urls = [f"http://{b}" for b in backends]
@@ -198,8 +202,8 @@ async def _measure(
                     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99))
                     results[name] = {"p50": p50, "p99": p99, "maxRps": round(await throughput(base), 1)}
                 else:
-                    if name in ("direct", "python-floor"):
-                        continue  # one pod cannot take the whole fleet's load
+                    if name in ("direct", "python-floor", "qwenfleet-full-metrics"):
+                        continue  # one pod cannot take the whole fleet's load; the signal only matters above
                     ttfts, errors = await skewed(base)
                     results[name] = {"ttfts": ttfts, "errors": errors}
             finally:

@@ -262,6 +262,9 @@ def _vllm_args(model: ModelSpec, req: PlanRequest, layout: Layout, max_len: int,
         "--enable-auto-tool-choice",
         "--tool-call-parser",
         "hermes",
+        # `/load` then counts requests in flight: the router's per-second queue signal costs 17 bytes instead of
+        # the whole ~56 kB /metrics exposition (vLLM ignores /metrics' name[] filter); see bench/results/router.json.
+        "--enable-server-load-tracking",
     ]
     if layout.pp > 1:
         args += ["--pipeline-parallel-size", str(layout.pp)]

@@ -357,3 +357,16 @@ async def test_a_held_request_whose_model_name_goes_away_gets_a_404() -> None:
         discovery.publish()
         r = await asyncio.wait_for(held, 5)
         assert r.status == 404 and "Qwen3-lonely" in (await r.json())["error"]["message"]
+
+
+def test_the_queue_signal_is_read_from_load_beyond_the_running_limit() -> None:
+    from qwenfleet.router.discovery import QueueSignal, queue_signal, waiting_from_load
+
+    assert waiting_from_load({"server_load": 40}, 16) == 24.0
+    assert waiting_from_load({"server_load": 3}, 16) == 0.0
+    assert waiting_from_load({"server_load": 5}, None) == 5.0
+    with pytest.raises(ValueError):
+        waiting_from_load({"load": 1}, 16)
+    rendered = {"vllmArgs": ["m", "--max-num-seqs", "16", "--enable-server-load-tracking"], "maxNumSeqs": 16}
+    assert queue_signal(rendered) == QueueSignal(True, 16)
+    assert queue_signal({"vllmArgs": ["m"], "maxNumSeqs": 8}) == QueueSignal(False, 8)

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,9 @@ from qwenfleet.router.policy import BackendState, Replica, name_clashes
 
 log = logging.getLogger(__name__)
 WAITING = "vllm:num_requests_waiting"
+LOAD_TRACKING = "--enable-server-load-tracking"
+FULL_SCRAPE_EVERY = 5
+"""Without load tracking, the full /metrics exposition is read every this many discovery passes."""
 API = "qwenfleet.dev/v1alpha1"
 KIND = "Qwen3Deployment"
 
@@ -45,6 +49,29 @@ def waiting_from_metrics(text: str) -> float:
     return total
 
 
+def waiting_from_load(body: object, max_num_seqs: int | None) -> float:
+    """Requests waiting at a replica from vLLM's `/load` (`{"server_load": N}`, requests in flight): those beyond
+    the `--max-num-seqs` it runs at once."""
+    load = body.get("server_load") if isinstance(body, dict) else None
+    if not isinstance(load, int | float):
+        raise ValueError(f"not a /load answer: {body!r}")
+    return float(max(0, load - (max_num_seqs or 0)))
+
+
+@dataclass(frozen=True)
+class QueueSignal:
+    """How a replica's queue is read: `/load` (with the running limit), or /metrics."""
+
+    load_tracking: bool
+    max_num_seqs: int | None
+
+
+def queue_signal(plan: dict[str, Any]) -> QueueSignal:
+    """What a pod's plan says about its queue signal."""
+    seqs = plan.get("maxNumSeqs")
+    return QueueSignal(LOAD_TRACKING in (plan.get("vllmArgs") or []), seqs if isinstance(seqs, int) else None)
+
+
 def served_model(plan: dict[str, Any]) -> str:
     """The `--served-model-name` of a plan (as in status.plan or a pod's plan annotation), or ""."""
     args = plan.get("vllmArgs") or []
@@ -53,18 +80,22 @@ def served_model(plan: dict[str, Any]) -> str:
     return ""
 
 
+def pod_plan(pod: dict[str, Any]) -> dict[str, Any]:
+    """The plan a pod was started with (its plan annotation), or {}."""
+    try:
+        plan = json.loads((pod["metadata"].get("annotations") or {}).get(PLAN_ANNOTATION) or "{}")
+    except ValueError:
+        return {}
+    return plan if isinstance(plan, dict) else {}
+
+
 def _new_replica(pod: dict[str, Any]) -> Replica:
     """A replica for a ready pod, with the capacity (the plan's referenceConcurrency: sequences one replica runs
     at once at typical lengths, as the autoscaler sizes on) and served name of the plan it was started with."""
-    meta = pod["metadata"]
-    try:
-        plan = json.loads((meta.get("annotations") or {}).get(PLAN_ANNOTATION) or "{}")
-    except ValueError:
-        plan = {}
-    plan = plan if isinstance(plan, dict) else {}
+    plan = pod_plan(pod)
     capacity = plan.get("referenceConcurrency") or plan.get("maxNumSeqs")  # older plans lack the first
     return Replica(
-        meta["name"],
+        pod["metadata"]["name"],
         f"{pod['status']['podIP']}:{HTTP_PORT}",
         capacity=capacity if isinstance(capacity, int) and capacity > 0 else None,
         served_model=served_model(plan),
@@ -83,6 +114,8 @@ class Discovery:
         self.changed = asyncio.Event()
         self._woken: dict[str, float] = {}
         self._clashes: list[str] = []
+        self._signals: dict[str, QueueSignal] = {}
+        self._passes = 0
         self.refreshed = False  # true after the first complete view of the backends
 
     async def refresh(self, session: aiohttp.ClientSession) -> None:
@@ -91,6 +124,7 @@ class Discovery:
         names = ",".join(sorted(self.states))
         selector = f"app.kubernetes.io/component=model-server,qwenfleet.dev/deployment in ({names})"
         pods = await self.kube.list("v1", "Pod", self.namespace, label_selector=selector)
+        signals: dict[str, QueueSignal] = {}
         for name, state in self.states.items():
             deployment = deployments.get(name)
             status = (deployment or {}).get("status") or {}
@@ -104,9 +138,12 @@ class Discovery:
                     continue
                 if _ready(pod):
                     replicas.append(previous.get(pod["metadata"]["name"]) or _new_replica(pod))
+                    pod_name = pod["metadata"]["name"]
+                    signals[pod_name] = self._signals.get(pod_name) or queue_signal(pod_plan(pod))
             state.served_model = served_model(status.get("plan") or {}) if deployment else ""
             if deployment and not state.served_model:  # not planned yet: what the pods serve
                 state.served_model = next((r.served_model for r in replicas if r.served_model), "")
+            self._signals.update(signals)
             healthy = await asyncio.gather(*(self._scrape(session, r) for r in replicas))
             state.replicas = [r for r, ok in zip(replicas, healthy, strict=True) if ok]
         clashes = name_clashes(self.spec, self.states)
@@ -114,23 +151,33 @@ class Discovery:
             for clash in clashes:
                 log.warning("routing: %s; that name reaches the backend serving it", clash)
             self._clashes = clashes
+        self._signals = signals
+        self._passes += 1
         self.refreshed = True
         self.changed.set()
         self.changed = asyncio.Event()
 
     async def _scrape(self, session: aiohttp.ClientSession, replica: Replica) -> bool:
-        """True when the replica's server answers /health; also refreshes its queue depth."""
+        """True when the replica's server answers /health; also refreshes its queue depth from the cheap signal.
+
+        Real vLLM's /metrics ignores `name[]` and renders its whole exposition (about 56 kB, milliseconds of the
+        engine's time) at every call, so the queue comes from `/load` (17 bytes; the planner renders
+        `--enable-server-load-tracking`): requests in flight beyond the replica's `--max-num-seqs` are waiting.
+        Pods started without load tracking are scraped from /metrics, but only every `FULL_SCRAPE_EVERY` passes.
+        """
+        signal = self._signals.get(replica.id) or QueueSignal(False, None)
         try:
             timeout = aiohttp.ClientTimeout(total=1.0)
             async with session.get(f"http://{replica.address}/health", timeout=timeout) as response:
                 if response.status != 200:
                     return False
-            # Only the one family (prometheus_client's name[] filter, which vLLM's /metrics honours): a full
-            # vLLM exposition is tens of kB and costs the replica milliseconds to render at every scrape.
-            url = f"http://{replica.address}/metrics"
-            async with session.get(url, params={"name[]": WAITING}, timeout=timeout) as response:
-                replica.waiting = waiting_from_metrics(await response.text())
-        except (aiohttp.ClientError, TimeoutError):
+            if signal.load_tracking:
+                async with session.get(f"http://{replica.address}/load", timeout=timeout) as response:
+                    replica.waiting = waiting_from_load(await response.json(content_type=None), signal.max_num_seqs)
+            elif self._passes % FULL_SCRAPE_EVERY == 0:
+                async with session.get(f"http://{replica.address}/metrics", timeout=timeout) as response:
+                    replica.waiting = waiting_from_metrics(await response.text())
+        except (aiohttp.ClientError, TimeoutError, ValueError):
             return False
         return True
 

@@ -111,6 +111,7 @@ class SimServer:
     ) -> None:
         self.plan = plan
         self.served = ServedModel.from_plan(plan)
+        self.load_tracking = "--enable-server-load-tracking" in plan.vllm_args
         self.perf = PerfModel.from_plan(plan, max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
         self.engine = Engine(self.perf, prefix_caching=prefix_caching)
         self.metrics = VllmMetrics(self.served.name, plan, self.perf)
@@ -231,7 +232,7 @@ class SimServer:
 
     async def load(self, _: web.Request) -> web.Response:
         """vLLM's /load: requests in flight (vLLM counts them only with `--enable-server-load-tracking`)."""
-        return _json({"server_load": len(self._streams)})
+        return _json({"server_load": len(self._streams) if self.load_tracking else 0})
 
     async def metrics_view(self, _: web.Request) -> web.Response:
         """Prometheus text format, always the whole registry: vLLM 0.32's /metrics ignores the query string
