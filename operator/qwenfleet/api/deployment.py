@@ -165,6 +165,20 @@ class Overrides(ApiModel):
     )
 
 
+class AutoscalingSlo(ApiModel):
+    """The latency objective the builtin autoscaler sizes for."""
+
+    ttft_seconds: float = Field(
+        ge=0.05, le=600, description="Time to first token a request should see at most, in seconds."
+    )
+    attainment: float = Field(
+        default=0.99,
+        ge=0.5,
+        le=0.9999,
+        description="Share of requests that should meet ttftSeconds (0.99: 99%); higher keeps more warm headroom.",
+    )
+
+
 class Autoscaling(ApiModel):
     """How the replica count follows load."""
 
@@ -200,6 +214,14 @@ class Autoscaling(ApiModel):
         ge=30,
         le=604800,
         description="Idle time (no requests) before scaling to zero, if allowed.",
+    )
+    slo: AutoscalingSlo | None = Field(
+        default=None,
+        description=(
+            "builtin mode: size for this time-to-first-token objective from the arrival rate, its trend and "
+            "variability, the plan's per-replica capacity and cold start. Without it, targetQueueDepth alone decides; "
+            "with it, the larger of the two wins."
+        ),
     )
 
     @model_validator(mode="after")
