@@ -31,6 +31,7 @@ from qwenfleet.kube import Kube
 from qwenfleet.render.names import HTTP_PORT
 from tests.e2e.operator_proc import OperatorProcess, free_port, wait_for
 from tests.e2e.test_reconciler import API, KIND, _create, _pods, _wait_ready
+from tests.engine.test_conformance import CASES
 
 pytestmark = pytest.mark.e2e
 
@@ -173,16 +174,14 @@ async def test_real_engine_behind_operator_router_and_autoscaler(
         assert status == 200 and events[-1] == "[DONE]"
         assert json.loads(events[-2])["choices"] == [] and json.loads(events[-2])["usage"]["completion_tokens"] >= 1
 
-        # A tool call: a named tool_choice makes vLLM's structured output write the call, even from random weights.
-        tool = {"type": "function", "function": {"name": "get_weather", "parameters": {
-            "type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]}},
-            "required": ["city"]}}}  # fmt: skip
-        choice = {"type": "function", "function": {"name": "get_weather"}}
-        status, headers, called = await _chat(s, router, max_tokens=200, tools=[tool], tool_choice=choice,
-                                        chat_template_kwargs={"enable_thinking": False})  # fmt: skip
+        # A tool call parsed by vLLM: the conformance suite's named-tool request (a fixed seed; random weights
+        # make a complete call a matter of the seed), sent through the router.
+        _, body = CASES["tools named"]
+        status, headers, called = await _chat(s, router, **{k: v for k, v in body.items() if k != "model"})
         assert status == 200, called
         calls = called["choices"][0]["message"].get("tool_calls")
         assert calls and calls[0]["function"]["name"] == "get_weather", (headers, called["choices"])
+        assert calls[0]["id"].startswith("chatcmpl-tool-")
 
         # A client disconnect cancels the request inside the engine.
         abort = 'finished_reason="abort"'
