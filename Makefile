@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: engine engine-tests venv test unit e2e lint crds manifests docs fleet fleet-down build-cp clean bench-autoscale bench-router bench-operator
+.PHONY: engine engine-tests venv test unit e2e lint crds manifests docs fleet fleet-down build-cp clean bench-autoscale bench-coldstart bench-router bench-operator
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ clean:
 bench-autoscale: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.autoscale.run
+
+# Cold start of the real engine: empty against persisted compile cache, --enforce-eager, sleep mode (about 4 minutes).
+bench-coldstart: $(STAMP) engine
+	$(BIN)/python -m bench.autoscale.coldstart
 
 # Direct, qwenfleet router and vllm-router against the same simulated replicas (about 5 minutes), then the queue
 # signal's cost on a real vLLM engine and the router's added latency over it (about 4 minutes).
