@@ -9,6 +9,10 @@
 - Scale-down waits and keeps headroom: the highest recommendation of the last `scale_down_delay` seconds
   wins, where a recommendation is the replicas that would carry the demand at 70% of their concurrency;
   nothing scales down within `scale_down_delay` of a scale-up, and one replica goes at a time.
+- SLO mode (`Settings.slo`): the replicas `forecast.slo_replicas` sizes for the latency objective one cold start
+  ahead (arrival rate, trend, a recurring pattern, headroom from observed variability) raise the queue-depth
+  count whenever they are higher; scale-down keeps the same delay and steps, and never goes to zero while the
+  SLO sizing asks for a replica.
 - Scale to zero after `idle_to_zero` seconds without any request, when minReplicas is 0; a wake request
   (from the router) or any queued request brings one replica back.
 """
@@ -16,11 +20,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+
+from qwenfleet.autoscale.forecast import Forecast, Slo, slo_replicas
 
 KV_PRESSURE = 0.9
-SCALE_DOWN_UTILIZATION = 0.7
-"""Scale down only when the remaining replicas would run at most this share of their concurrency."""
 SCALE_DOWN_UTILIZATION = 0.7
 """Scale down only when the remaining replicas would run at most this share of their capacity (hysteresis)."""
 
@@ -36,6 +40,12 @@ class Settings:
     idle_to_zero: float
     concurrency: int
     """Sequences one replica runs at once at typical lengths: min(maxNumSeqs, KV tokens / 2048)."""
+    slo: Slo | None = None
+    """SLO mode: also size for this objective (see `forecast.slo_replicas`)."""
+    cold_start: float = 0.0
+    """The plan's seconds from a new replica's start to ready: how far ahead SLO mode must look."""
+    replica_rate: float = 0.0
+    """Requests per second one replica serves (the plan's estimate), until the replicas' own figures say otherwise."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,10 @@ class Observation:
     active: bool
     """Any request seen since the previous observation (tokens generated, or requests present)."""
     wake: bool = False
+    arrivals: float | None = None
+    """Requests that arrived since the previous observation (None: not known; SLO mode then sizes on demand)."""
+    finished: float = 0.0
+    """Requests that finished since the previous observation."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +74,7 @@ class State:
     last_scale_down: float | None = None
     last_active: float = 0.0
     recommendations: tuple[tuple[float, int], ...] = ()
+    forecast: Forecast = field(default_factory=Forecast)
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,14 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
     demand = obs.running + obs.waiting
     last_active = now if (obs.active or demand > 0 or obs.wake) else state.last_active
     raw = wanted_replicas(obs, s)
+    forecast = state.forecast
+    slo_reason = ""
+    if s.slo is not None:
+        forecast = forecast.observe(now, obs.arrivals, obs.finished, obs.running)
+        forecast = forecast.with_headroom_cached(s.cold_start, s.slo.attainment)
+        sized = slo_replicas(forecast, s.slo, s.cold_start, s.concurrency, s.replica_rate, obs.waiting)
+        if sized.replicas > raw:
+            raw, slo_reason = sized.replicas, f" for the SLO ({sized.why})"
     keep = max(raw, sufficient_replicas(obs, s))
     window = (*tuple((t, r) for t, r in state.recommendations if now - t < s.scale_down_delay), (now, keep))
     current = state.desired
@@ -104,6 +127,7 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
             desired=desired,
             last_active=last_active,
             recommendations=window,
+            forecast=forecast,
             last_scale_up=now if up else state.last_scale_up,
             last_scale_down=now if down else state.last_scale_down,
         )
@@ -118,8 +142,8 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
     floor = max(1, s.min_replicas)
     if raw > current:
         step = min(raw, current * 2 + 4)
-        return result(step, f"scale up: {demand:.0f} requests in flight need {raw} replicas")
-    if s.min_replicas == 0 and demand == 0 and now - last_active >= s.idle_to_zero:
+        return result(step, f"scale up: {demand:.0f} requests in flight need {raw} replicas{slo_reason}")
+    if s.min_replicas == 0 and demand == 0 and not slo_reason and now - last_active >= s.idle_to_zero:
         return result(0, f"scale to zero: idle for {now - last_active:.0f}s")
     if current < floor:
         return result(floor, "raised to minReplicas")

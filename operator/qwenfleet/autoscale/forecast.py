@@ -1,0 +1,190 @@
+"""SLO mode's arithmetic: arrival history, its trend, a recurring pattern, and the replicas an SLO needs. Pure.
+
+- The arrival rate is kept per minute (up to two days) and, for the trend, per observation over the last two
+  minutes.
+- A recurring pattern (an hourly cycle, a daily one, anything from 5 minutes to 2 hours, or exactly a day) is
+  found by autocorrelation of the minute-to-minute changes, which ignores slow trends and catches sharp edges;
+  it counts only after two full periods were seen. With a period, the rate one period ago, from now to one cold
+  start ahead, is a forecast: replicas are warm before the load recurs.
+- Headroom is sized from what was observed: without a period, the `attainment` quantile of how much the rate
+  rose within one cold start; with a period, that quantile of how far the rate differed from one period earlier.
+- Replicas = the forecast rate (the larger of now-plus-trend and the recurring one) plus headroom, at
+  `SLO_UTILIZATION` of a replica's capacity; and enough to clear the waiting requests within `ttftSeconds`.
+  A replica's capacity is its concurrency over the observed service time (running / finished per second), or
+  the plan's estimate until requests have finished.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, replace
+
+BUCKET_SECONDS = 60.0
+HISTORY_BUCKETS = 2 * 1440
+TREND_SECONDS = 120.0
+TREND_CAP = 1.0
+"""The trend may at most double the current rate within one horizon (one noisy sample must not buy a fleet)."""
+PERIOD_LAGS = (*range(5, 121), 1440)
+"""Candidate periods in minutes: 5 minutes to 2 hours, and a day."""
+PERIOD_MIN_CORRELATION = 0.6
+SERVICE_SMOOTHING = 0.2
+SLO_UTILIZATION = 0.85
+"""The share of a replica's capacity SLO mode plans to use; the rest absorbs Poisson noise within a minute."""
+
+
+@dataclass(frozen=True)
+class Slo:
+    """The objective: time to first token at most `ttft` seconds for `attainment` of requests."""
+
+    ttft: float
+    attainment: float
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """What SLO mode remembers of the arrivals."""
+
+    buckets: tuple[float, ...] = ()
+    """Arrivals per second, one value per `BUCKET_SECONDS`, oldest first."""
+    bucket_start: float | None = None
+    bucket_count: float = 0.0
+    recent: tuple[tuple[float, float], ...] = ()
+    """(time, arrivals per second) of each observation within `TREND_SECONDS`."""
+    last_time: float | None = None
+    service_seconds: float | None = None
+    """Smoothed seconds a request runs on a replica (Little's law on running and finished)."""
+    period: int | None = None
+    """The recurring pattern's period in buckets, if one was found."""
+    headroom_by_horizon: tuple[tuple[int, float, float], ...] = ()
+    """(horizon in buckets, quantile, headroom in requests/s), recomputed when a bucket closes."""
+
+    def observe(self, now: float, arrivals: float | None, finished: float, running: float) -> Forecast:
+        """The forecast after one more observation (arrivals and finished since the previous one)."""
+        if self.last_time is None or arrivals is None or now <= self.last_time:
+            return replace(self, last_time=now)
+        dt = now - self.last_time
+        rate = max(0.0, arrivals) / dt
+        recent = (*((t, r) for t, r in self.recent if now - t < TREND_SECONDS), (now, rate))
+        service = self.service_seconds
+        if finished > 0 and running > 0:
+            sample = running / (finished / dt)
+            service = sample if service is None else (1 - SERVICE_SMOOTHING) * service + SERVICE_SMOOTHING * sample
+        new = replace(self, last_time=now, recent=recent, service_seconds=service)
+        if self.bucket_start is None:
+            return replace(new, bucket_start=now - dt, bucket_count=arrivals)
+        count = self.bucket_count + arrivals
+        span = now - self.bucket_start
+        if span < BUCKET_SECONDS:
+            return replace(new, bucket_count=count)
+        closed = int(span // BUCKET_SECONDS)
+        buckets = (*self.buckets, *([count / span] * closed))[-HISTORY_BUCKETS:]
+        return replace(new, buckets=buckets, bucket_start=self.bucket_start + closed * BUCKET_SECONDS,
+                       bucket_count=0.0, period=detect_period(buckets), headroom_by_horizon=())  # fmt: skip
+
+    def rate(self) -> float:
+        """Arrivals per second over the trend window."""
+        return sum(r for _, r in self.recent) / len(self.recent) if self.recent else 0.0
+
+    def trend_rate(self, horizon: float) -> float:
+        """The rate `horizon` seconds ahead if the recent rise continues (never below the current rate)."""
+        now_rate = self.rate()
+        if len(self.recent) < 3:
+            return now_rate
+        ts = [t for t, _ in self.recent]
+        mean_t = sum(ts) / len(ts)
+        var_t = sum((t - mean_t) ** 2 for t in ts)
+        slope = sum((t - mean_t) * r for t, r in self.recent) / var_t if var_t > 0 else 0.0
+        return now_rate + min(max(0.0, slope) * horizon, TREND_CAP * now_rate)
+
+    def recurring_rate(self, horizon: float) -> float:
+        """The highest rate seen one (and two) periods ago, from now to `horizon` ahead; 0 without a period."""
+        if self.period is None:
+            return 0.0
+        n, p, h = len(self.buckets), self.period, math.ceil(horizon / BUCKET_SECONDS) + 1
+        past = [self.buckets[i] for back in (p, 2 * p) for i in range(n - back, n - back + h + 1) if 0 <= i < n]
+        return max(past, default=0.0)
+
+    def headroom(self, horizon: float, quantile: float) -> float:
+        """Rate headroom: the `quantile` of rises within `horizon` (or of misses of the period's forecast)."""
+        h = max(1, math.ceil(horizon / BUCKET_SECONDS))
+        for hh, q, value in self.headroom_by_horizon:
+            if hh == h and q == quantile:
+                return value
+        return rise_quantile(self.buckets, h, quantile, self.period)
+
+    def with_headroom_cached(self, horizon: float, quantile: float) -> Forecast:
+        """The same forecast with the headroom for (horizon, quantile) remembered until the next bucket closes."""
+        h = max(1, math.ceil(horizon / BUCKET_SECONDS))
+        if any(hh == h and q == quantile for hh, q, _ in self.headroom_by_horizon):
+            return self
+        value = rise_quantile(self.buckets, h, quantile, self.period)
+        return replace(self, headroom_by_horizon=(*self.headroom_by_horizon, (h, quantile, value)))
+
+
+def rise_quantile(buckets: tuple[float, ...], h: int, quantile: float, period: int | None) -> float:
+    """The `quantile` of the rise within `h` buckets (max of the next h minus now); with a period, of the
+    amount by which the rate exceeded the same window one period earlier."""
+    n = len(buckets)
+    rises: list[float] = []
+    for i in range(n - h):
+        ahead = max(buckets[i + 1 : i + h + 1])
+        if period is None:
+            rises.append(max(0.0, ahead - buckets[i]))
+        elif i + 1 - period >= 0:
+            rises.append(max(0.0, ahead - max(buckets[i + 1 - period : i + h + 2 - period])))
+    if not rises:
+        return 0.0
+    rises.sort()
+    return rises[min(len(rises) - 1, math.ceil(quantile * len(rises)) - 1)]
+
+
+def detect_period(buckets: tuple[float, ...]) -> int | None:
+    """The shortest lag (in buckets) at which the changes correlate above `PERIOD_MIN_CORRELATION`, seen twice."""
+    diffs = [b - a for a, b in itertools.pairwise(buckets)]
+    best: tuple[float, int] | None = None
+    for lag in PERIOD_LAGS:
+        if 2 * lag > len(buckets):
+            break
+        corr = _correlation(diffs[lag:], diffs[: len(diffs) - lag])
+        if corr >= PERIOD_MIN_CORRELATION and (best is None or corr > best[0] + 0.05):
+            best = (corr, lag)
+    return None if best is None else best[1]
+
+
+def _correlation(x: list[float], y: list[float]) -> float:
+    n = len(x)
+    if n < 3:
+        return 0.0
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Sized:
+    """SLO mode's replica count and a short account of it."""
+
+    replicas: int
+    why: str
+
+
+def slo_replicas(
+    forecast: Forecast, slo: Slo, cold_start: float, concurrency: int, replica_rate: float, waiting: float
+) -> Sized:
+    """Replicas that meet `slo` one cold start from now."""
+    capacity = concurrency / forecast.service_seconds if forecast.service_seconds else replica_rate
+    if capacity <= 0:
+        return Sized(0, "no capacity estimate")
+    trend = forecast.trend_rate(cold_start)
+    recurring = forecast.recurring_rate(cold_start)
+    headroom = forecast.headroom(cold_start, slo.attainment)
+    expected = max(trend, recurring) + headroom
+    by_rate = math.ceil(expected / (capacity * SLO_UTILIZATION)) if expected > 0 else 0
+    by_backlog = math.ceil((forecast.rate() + waiting / slo.ttft) / capacity) if waiting > 0 else 0
+    source = "recurring load" if recurring > trend else "rate and trend"
+    why = (f"{source} {max(trend, recurring):.2f}/s + headroom {headroom:.2f}/s at "
+           f"{capacity:.2f}/s per replica")  # fmt: skip
+    return Sized(max(by_rate, by_backlog), why)
