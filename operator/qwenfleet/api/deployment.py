@@ -18,6 +18,7 @@ from qwenfleet.api.common import (
     SecretKeyRef,
     Toleration,
 )
+from qwenfleet.api.cost import DeploymentCost
 from qwenfleet.api.plan import Plan
 from qwenfleet.catalog import GPU_NAMES, MODEL_NAMES, MODELS, Precision
 from qwenfleet.catalog.models import (
@@ -449,6 +450,7 @@ class Qwen3DeploymentStatus(ApiModel):
     endpoint: str = Field(default="", description="In-cluster OpenAI base URL of the replicas' Service.")
     cache: CacheStatus | None = Field(default=None, description="Weight cache progress.")
     autoscaler: AutoscalerStatus | None = Field(default=None, description="Builtin autoscaler state.")
+    cost: DeploymentCost | None = Field(default=None, description="Measured cost (qwenfleet.cost).")
 
 
 class Qwen3Deployment(ApiModel):

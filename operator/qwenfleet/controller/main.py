@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if not args.verbose:  # kopf logs every successful watch-event handler at INFO
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    import qwenfleet.controller.cost  # (the cost loop: status.cost)
     import qwenfleet.controller.handlers  # noqa: F401  (registers the handlers)
 
     memo = kopf.Memo(
@@ -106,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
     )
     metrics.start(args.metrics_port)
     namespaces = [] if args.all_namespaces else (args.namespace or ["default"])
+    memo.namespaces = namespaces  # the cost loop lists pods in these ([] = all)
     kopf_args = {"standalone": True, "clusterwide": args.all_namespaces, "namespaces": namespaces, "memo": memo}
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args, kopf_args))

@@ -1,0 +1,70 @@
+"""status.cost of a Qwen3Deployment: measured GPU time and tokens, and what a million tokens really cost.
+
+The figures are computed by qwenfleet.cost.ledger; these models are their contract (and CRD schema).
+"""
+
+from __future__ import annotations
+
+from pydantic import ConfigDict, Field
+
+from qwenfleet.api.base import ApiModel
+
+
+class CostWindow(ApiModel):
+    """Measured cost over one window (idle and starting replicas included)."""
+
+    gpu_hours: float = Field(description="GPU-hours held by replicas: ready, starting or draining.")
+    usd: float = Field(description="GPU-hours times the price of a GPU-hour.")
+    prompt_tokens: int = Field(description="Prompt tokens processed (vLLM's vllm:prompt_tokens_total).")
+    output_tokens: int = Field(description="Output tokens generated (vLLM's vllm:generation_tokens_total).")
+    usd_per_million_output_tokens: float | None = Field(
+        default=None, alias="usdPerMillionOutputTokens", description="Realised USD per 1M output tokens."
+    )
+    usd_per_million_tokens: float | None = Field(
+        default=None, alias="usdPerMillionTokens", description="Realised USD per 1M tokens, prompt and output."
+    )
+    utilization: float | None = Field(
+        default=None, description="Share of the paid GPU time in which a replica was serving (0 to 1)."
+    )
+
+
+class CostPod(ApiModel):
+    """One pod's last accounted time and token counters."""
+
+    name: str = Field(description="Pod name.")
+    accounted_until: float = Field(description="Epoch seconds up to which its GPU time is counted.")
+    prompt: float = Field(default=0.0, description="Its vllm:prompt_tokens_total when last scraped.")
+    output: float = Field(default=0.0, description="Its vllm:generation_tokens_total when last scraped.")
+
+
+class CostLedger(ApiModel):
+    """The ledger the figures come from, kept in status so the totals survive an operator restart."""
+
+    updated: float = Field(description="Epoch seconds of the last accounting.")
+    total: list[float] = Field(
+        description="[gpuSeconds, servingGpuSeconds, promptTokens, outputTokens] since creation."
+    )
+    buckets: list[list[float]] = Field(
+        default_factory=list, description="[start, gpuSeconds, servingGpuSeconds, promptTokens, outputTokens] buckets."
+    )
+    pods: list[CostPod] = Field(default_factory=list, description="What was already counted of each live pod.")
+
+
+class DeploymentCost(ApiModel):
+    """What the deployment really cost: last hour, last day, since creation; and the planner's estimate."""
+
+    model_config = ConfigDict(frozen=False)
+
+    gpu_hour_usd: float = Field(alias="gpuHourUSD", description="Price of one GPU-hour used (plan, spec.pricing).")
+    last_hour: CostWindow = Field(description="The last hour (to 5-minute resolution).")
+    last_day: CostWindow = Field(description="The last 24 hours (to 1-hour resolution beyond the last hour).")
+    since_creation: CostWindow = Field(description="Since the deployment was created (or the operator first saw it).")
+    estimated_usd_per_million_output_tokens: float | None = Field(
+        default=None,
+        alias="estimatedUSDPerMillionOutputTokens",
+        description="The planner's estimate at full utilisation (status.plan).",
+    )
+    realised_to_estimate: float | None = Field(
+        default=None, description="Last day's realised USD per 1M output tokens over the planner's estimate."
+    )
+    ledger: CostLedger | None = Field(default=None, description="The measured totals and buckets.")

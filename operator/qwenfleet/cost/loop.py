@@ -1,0 +1,179 @@
+"""The cost loop: list model-server pods, scrape vLLM's token counters, advance each ledger, patch `status.cost`.
+
+One task for the fleet (one pod list per namespace per pass, not one per deployment). It owns `status.cost`
+and writes nothing else. The ledger lives in status, so the totals survive an operator restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import REGISTRY, Collector
+
+from qwenfleet.catalog import UnknownGPUError, get_gpu
+from qwenfleet.cost import ledger as lg
+from qwenfleet.kube import Kube, KubeError
+from qwenfleet.render.names import GROUP, HTTP_PORT
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "qwenfleet.dev/v1alpha1"
+INTERVAL_SECONDS = 10.0
+WRITE_EVERY_SECONDS = 30.0
+SCRAPE_TIMEOUT_SECONDS = 2.0
+POD_SELECTOR = "app.kubernetes.io/managed-by=qwenfleet,app.kubernetes.io/component=model-server"
+Key = tuple[str, str]
+
+
+@dataclass
+class Book:
+    """One deployment's ledger in memory, and what was last written to its status."""
+
+    uid: str
+    ledger: lg.Ledger
+    written: dict[str, Any] = field(default_factory=dict)
+    written_at: float = 0.0
+    price: float = 0.0
+
+
+def gpu_hour_price(body: dict[str, Any]) -> float:
+    """Price of one GPU-hour: the plan's (which already applied spec.pricing), else spec.pricing, else catalog."""
+    plan = (body.get("status") or {}).get("plan") or {}
+    if plan.get("costPerHourUSD") is not None and plan.get("gpusPerReplica"):
+        return float(plan["costPerHourUSD"]) / int(plan["gpusPerReplica"])
+    spec = body.get("spec") or {}
+    override = (spec.get("pricing") or {}).get("gpuHourUSD")
+    if override is not None:
+        return float(override)
+    try:
+        return get_gpu(str(spec.get("gpu", ""))).price_per_gpu_hour_usd
+    except UnknownGPUError:
+        return 0.0
+
+
+async def scrape_counters(session: aiohttp.ClientSession, ip: str) -> tuple[float, float, float] | None:
+    """A pod's (prompt tokens, generation tokens, running) or None if it did not answer."""
+    try:
+        timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_SECONDS)
+        async with session.get(f"http://{ip}:{HTTP_PORT}/metrics", timeout=timeout) as response:
+            if response.status != 200:
+                return None
+            return lg.parse_counters(await response.text())
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
+class CostLoop(Collector):
+    """The fleet's cost ledgers, advanced every `interval` seconds; also a Prometheus collector of them."""
+
+    def __init__(self, kube: Kube, namespaces: list[str] | None, interval: float = INTERVAL_SECONDS) -> None:
+        self.kube = kube
+        self.namespaces: list[str | None] = list(namespaces) if namespaces else [None]
+        self.interval = interval
+        self.books: dict[Key, Book] = {}
+
+    async def run(self) -> None:
+        """Pass after pass until cancelled; an error skips one pass."""
+        async with aiohttp.ClientSession() as session:
+            while True:
+                try:
+                    await self.pass_once(session)
+                except KubeError as exc:
+                    log.warning("cost: %s", exc)
+                except Exception:
+                    log.exception("cost loop pass failed; continuing")
+                await asyncio.sleep(self.interval)
+
+    async def pass_once(self, session: aiohttp.ClientSession) -> None:
+        """One pass over every watched namespace."""
+        seen: set[Key] = set()
+        for namespace in self.namespaces:
+            deployments = await self.kube.list(API_VERSION, "Qwen3Deployment", namespace)
+            pods = await self.kube.list("v1", "Pod", namespace, label_selector=POD_SELECTOR)
+            by_owner: dict[Key, list[dict[str, Any]]] = {}
+            for pod in pods:
+                meta = pod.get("metadata") or {}
+                owner = (meta.get("namespace", ""), (meta.get("labels") or {}).get(f"{GROUP}/deployment", ""))
+                by_owner.setdefault(owner, []).append(pod)
+            ips = {
+                p["metadata"]["name"]: p["status"]["podIP"]
+                for p in pods
+                if (p.get("status") or {}).get("podIP") and p["status"].get("phase") == "Running"
+            }
+            names = list(ips)
+            scraped = await asyncio.gather(*(scrape_counters(session, ips[n]) for n in names))
+            counters = dict(zip(names, scraped, strict=True))
+            for body in deployments:
+                meta = body["metadata"]
+                key = (meta["namespace"], meta["name"])
+                seen.add(key)
+                await self.account(body, by_owner.get(key, []), counters)
+        for gone in set(self.books) - seen:
+            del self.books[gone]
+
+    async def account(self, body: dict[str, Any], pods: Iterable[dict[str, Any]], counters: dict[str, Any]) -> None:
+        """Advance one deployment's ledger; patch status.cost when due and changed."""
+        meta, status = body["metadata"], body.get("status") or {}
+        key = (meta["namespace"], meta["name"])
+        book = self.books.get(key)
+        if book is None or book.uid != meta.get("uid"):
+            stored = status.get("cost") or {}
+            book = Book(uid=str(meta.get("uid")), ledger=lg.load(stored.get("ledger")), written=stored)
+            self.books[key] = book
+        now = time.time()
+        observations = [lg.observe(p, counters.get(p["metadata"]["name"])) for p in pods]
+        book.ledger = lg.advance(book.ledger, now, observations)
+        book.price = gpu_hour_price(body)
+        estimate = ((status.get("plan") or {}).get("costPerMillionOutputTokensUSD")) or None
+        record = lg.report(book.ledger, now, book.price, estimate)
+        if now - book.written_at < WRITE_EVERY_SECONDS and book.written:
+            return
+        if _without_ledger(record) == _without_ledger(book.written) and book.written_at:
+            return  # nothing but the clock moved: write only on a real change
+        await self.kube.patch_status(API_VERSION, "Qwen3Deployment", key[0], key[1], {"cost": record})
+        book.written, book.written_at = record, now
+
+    def collect(self) -> Iterable[Metric]:
+        """Prometheus series of the ledgers (collected at scrape time)."""
+        labels = ["namespace", "deployment"]
+        gpu = CounterMetricFamily("qwenfleet_deployment_gpu_seconds", "GPU-seconds held by replicas.", labels=labels)
+        serving = CounterMetricFamily(
+            "qwenfleet_deployment_serving_gpu_seconds", "GPU-seconds of replicas that were serving.", labels=labels
+        )
+        tokens = CounterMetricFamily(
+            "qwenfleet_deployment_tokens", "Tokens served (from vLLM's counters).", labels=[*labels, "type"]
+        )
+        usd = CounterMetricFamily("qwenfleet_deployment_cost_usd", "Cost of the GPU time held, USD.", labels=labels)
+        price = GaugeMetricFamily("qwenfleet_deployment_gpu_hour_usd", "Price of one GPU-hour, USD.", labels=labels)
+        for (namespace, name), book in sorted(self.books.items()):
+            total = book.ledger.total
+            gpu.add_metric([namespace, name], total.gpu_seconds)
+            serving.add_metric([namespace, name], total.serving_gpu_seconds)
+            tokens.add_metric([namespace, name, "prompt"], total.prompt_tokens)
+            tokens.add_metric([namespace, name, "output"], total.output_tokens)
+            usd.add_metric([namespace, name], total.gpu_seconds / lg.HOUR * book.price)
+            price.add_metric([namespace, name], book.price)
+        yield from (gpu, serving, tokens, usd, price)
+
+
+def _without_ledger(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "ledger"}
+
+
+_registered: list[Collector] = []
+
+
+def register(loop: CostLoop) -> None:
+    """Export `loop`'s ledgers on the operator's /metrics (replacing a previous loop's)."""
+    for old in _registered:
+        REGISTRY.unregister(old)
+    _registered.clear()
+    REGISTRY.register(loop)
+    _registered.append(loop)
