@@ -9,6 +9,7 @@ remains is listed in ALLOWED below with its reason; an unlisted difference fails
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -360,3 +361,41 @@ def test_metrics_ignore_the_query_string(real: str, sim: str) -> None:
         whole = families(call(side, "GET", "/metrics").body.decode())
         named = families(call(side, "GET", "/metrics?name[]=vllm:num_requests_waiting").body.decode())
         assert set(named) == set(whole) and len(named) > 20, side
+
+
+# ------------------------------------------------------------------------------------------ cancellation
+
+
+def _sample(base: str, name: str, **labels: str) -> float:
+    text = call(base, "GET", "/metrics").body.decode()
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def _disconnect_after_first_chunk(base: str) -> None:
+    """Start a long stream, read one chunk, hang up."""
+    body = {"model": M, "messages": HELLO, "max_tokens": 3000, "ignore_eos": True, "stream": True,
+            "chat_template_kwargs": NO_THINK}  # fmt: skip
+    req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(), method="POST")
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=60) as r:
+        r.readline()
+
+
+def test_a_client_disconnect_aborts_the_request_and_counts_as_vllm_counts_it(real: str, sim: str) -> None:
+    for side in (real, sim):
+        aborted = _sample(side, "vllm:request_success_total", finished_reason="abort")
+        _disconnect_after_first_chunk(side)
+        deadline = time.monotonic() + 30
+        while _sample(side, "vllm:num_requests_running") > 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _sample(side, "vllm:num_requests_running") == 0, side  # the engine dropped it
+        generated = _sample(side, "vllm:generation_tokens_total")
+        call(side, "POST", *CASES["completion"])  # another engine step or two after the abort
+        assert _sample(side, "vllm:generation_tokens_total") - generated < 100, side  # no more tokens for it
+        # vLLM 0.32 records a finished reason only for requests that finish inside the engine: an abort is not one
+        assert _sample(side, "vllm:request_success_total", finished_reason="abort") == aborted, side

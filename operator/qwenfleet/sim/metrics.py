@@ -298,5 +298,5 @@ class VllmMetrics:
             self.params_max_tokens.observe(request.max_tokens)
 
     def record_abort(self) -> None:
-        """A request whose client went away."""
-        self.success[FinishReason.ABORT].inc()
+        """A request whose client went away: like vLLM 0.32, no finished reason is counted for it (the family
+        carries the `abort` label, but only requests that finish inside the engine are recorded)."""
