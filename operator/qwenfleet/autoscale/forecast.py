@@ -10,8 +10,8 @@
   rose within one cold start; with a period, that quantile of how far the rate differed from one period earlier.
 - Replicas = the forecast rate (the larger of now-plus-trend and the recurring one) plus headroom, at
   `SLO_UTILIZATION` of a replica's capacity; and enough to clear the waiting requests within `ttftSeconds`.
-  A replica's capacity is its concurrency over the observed service time (running / finished per second), or
-  the plan's estimate until requests have finished.
+  A replica's capacity is its concurrency over the service time observed while replicas were busy (running /
+  finished per second), or the plan's estimate until then.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ TREND_CAP = 1.0
 PERIOD_LAGS = (*range(5, 121), 1440)
 """Candidate periods in minutes: 5 minutes to 2 hours, and a day."""
 PERIOD_MIN_CORRELATION = 0.6
-SERVICE_SMOOTHING = 0.2
+SERVICE_DECAY = 0.99
+SERVICE_MIN_FINISHED = 50.0
+"""Requests that must have finished on busy replicas before their service time replaces the plan's estimate."""
 SLO_UTILIZATION = 0.85
 """The share of a replica's capacity SLO mode plans to use; the rest absorbs Poisson noise within a minute."""
 
@@ -52,25 +54,31 @@ class Forecast:
     recent: tuple[tuple[float, float], ...] = ()
     """(time, arrivals per second) of each observation within `TREND_SECONDS`."""
     last_time: float | None = None
-    service_seconds: float | None = None
-    """Smoothed seconds a request runs on a replica (Little's law on running and finished)."""
+    busy_request_seconds: float = 0.0
+    busy_finished: float = 0.0
+    """Request-seconds run and requests finished while busy, decayed by `SERVICE_DECAY` per observation: their
+    ratio is a request's service time on a busy replica (Little's law)."""
     period: int | None = None
     """The recurring pattern's period in buckets, if one was found."""
     headroom_by_horizon: tuple[tuple[int, float, float], ...] = ()
     """(horizon in buckets, quantile, headroom in requests/s), recomputed when a bucket closes."""
 
-    def observe(self, now: float, arrivals: float | None, finished: float, running: float) -> Forecast:
-        """The forecast after one more observation (arrivals and finished since the previous one)."""
+    def observe(self, now: float, arrivals: float | None, finished: float, running: float, busy: bool) -> Forecast:
+        """The forecast after one more observation (arrivals and finished since the previous one).
+
+        The service time is learnt only while the replicas are `busy` (a share of their concurrency in use, the
+        policy's `BUSY_OCCUPANCY`): a lightly loaded replica finishes sooner than a full one, and capacity is
+        planned for full ones.
+        """
         if self.last_time is None or arrivals is None or now <= self.last_time:
             return replace(self, last_time=now)
         dt = now - self.last_time
         rate = max(0.0, arrivals) / dt
         recent = (*((t, r) for t, r in self.recent if now - t < TREND_SECONDS), (now, rate))
-        service = self.service_seconds
-        if finished > 0 and running > 0:
-            sample = running / (finished / dt)
-            service = sample if service is None else (1 - SERVICE_SMOOTHING) * service + SERVICE_SMOOTHING * sample
-        new = replace(self, last_time=now, recent=recent, service_seconds=service)
+        seconds, done = self.busy_request_seconds, self.busy_finished
+        if busy:
+            seconds, done = seconds * SERVICE_DECAY + running * dt, done * SERVICE_DECAY + finished
+        new = replace(self, last_time=now, recent=recent, busy_request_seconds=seconds, busy_finished=done)
         if self.bucket_start is None:
             return replace(new, bucket_start=now - dt, bucket_count=arrivals)
         count = self.bucket_count + arrivals
@@ -81,6 +89,12 @@ class Forecast:
         buckets = (*self.buckets, *([count / span] * closed))[-HISTORY_BUCKETS:]
         return replace(new, buckets=buckets, bucket_start=self.bucket_start + closed * BUCKET_SECONDS,
                        bucket_count=0.0, period=detect_period(buckets), headroom_by_horizon=())  # fmt: skip
+
+    def service_seconds(self) -> float | None:
+        """Seconds a request runs on a busy replica, once enough have finished."""
+        if self.busy_finished < SERVICE_MIN_FINISHED:
+            return None
+        return self.busy_request_seconds / self.busy_finished
 
     def rate(self) -> float:
         """Arrivals per second over the trend window."""
@@ -171,11 +185,20 @@ class Sized:
     why: str
 
 
+TYPICAL_OUTPUT_TOKENS = 256
+
+
+def plan_replica_rate(decode_tokens_per_second: float) -> float:
+    """Requests per second one replica serves by the plan's estimate (typical answers of 256 tokens)."""
+    return decode_tokens_per_second / TYPICAL_OUTPUT_TOKENS
+
+
 def slo_replicas(
     forecast: Forecast, slo: Slo, cold_start: float, concurrency: int, replica_rate: float, waiting: float
 ) -> Sized:
     """Replicas that meet `slo` one cold start from now."""
-    capacity = concurrency / forecast.service_seconds if forecast.service_seconds else replica_rate
+    service = forecast.service_seconds()
+    capacity = concurrency / service if service else replica_rate
     if capacity <= 0:
         return Sized(0, "no capacity estimate")
     trend = forecast.trend_rate(cold_start)

@@ -10,8 +10,9 @@ from typing import Any
 import aiohttp
 
 from qwenfleet.api.deployment import Qwen3DeploymentSpec
+from qwenfleet.autoscale.forecast import Slo, plan_replica_rate
 from qwenfleet.autoscale.policy import Decision, Observation, Settings, State, decide
-from qwenfleet.autoscale.signals import scrape_all
+from qwenfleet.autoscale.signals import Sample, scrape_all
 from qwenfleet.kube import Kube
 from qwenfleet.render.names import WAKE_ANNOTATION
 
@@ -28,6 +29,8 @@ class Memory:
     wake_seen: str | None = None
     written: dict[str, Any] = field(default_factory=dict)
     written_at: float = 0.0
+    counters: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Per pod IP: (finished, running + waiting) at the previous tick, to count arrivals for SLO mode."""
 
 
 def settings_for(spec: Qwen3DeploymentSpec, plan: dict[str, Any]) -> Settings:
@@ -42,7 +45,22 @@ def settings_for(spec: Qwen3DeploymentSpec, plan: dict[str, Any]) -> Settings:
         scale_down_delay=scaling.scale_down_delay_seconds,
         idle_to_zero=scaling.scale_to_zero_after_seconds,
         concurrency=max(1, concurrency),
+        slo=None if scaling.slo is None else Slo(scaling.slo.ttft_seconds, scaling.slo.attainment),
+        cold_start=float(plan["coldStartSeconds"]),
+        replica_rate=plan_replica_rate(float(plan["decodeTokensPerSecond"])),
     )
+
+
+def arrivals_since(previous: dict[str, tuple[float, float]], samples: dict[str, Sample]) -> tuple[float, float]:
+    """(arrived, finished) since the previous tick: per pod, finished plus the change in requests held; a new pod
+    counts from zero. Pods that disappeared are left out (their last requests are not counted)."""
+    arrived = finished = 0.0
+    for ip, s in samples.items():
+        done_before, held_before = previous.get(ip, (0.0, 0.0))
+        done = max(0.0, s.finished - done_before)
+        finished += done
+        arrived += max(0.0, done + (s.running + s.waiting) - held_before)
+    return arrived, finished
 
 
 async def tick(
@@ -56,14 +74,18 @@ async def tick(
     spec = Qwen3DeploymentSpec.model_validate(body.get("spec") or {})
     settings = settings_for(spec, plan)
     now = time.monotonic()
+    first_tick = memory.state is None
     if memory.state is None:
         recorded = (status.get("autoscaler") or {}).get("desiredReplicas")
         desired = settings.min_replicas if recorded is None else int(recorded)
         memory.state = State(desired=desired, last_active=now)
         memory.written = dict(status.get("autoscaler") or {})
         memory.written_at = now
-    samples = await scrape_all(session, ready_ips)
+    by_ip = await scrape_all(session, ready_ips)
+    samples = list(by_ip.values())
     tokens = sum(s.generation_tokens for s in samples)
+    arrived, finished = arrivals_since(memory.counters, by_ip)
+    memory.counters = {ip: (s.finished, s.running + s.waiting) for ip, s in by_ip.items()}
     wake_value = (meta.get("annotations") or {}).get(WAKE_ANNOTATION)
     wake = wake_value is not None and wake_value != memory.wake_seen
     memory.wake_seen = wake_value
@@ -74,6 +96,8 @@ async def tick(
         kv_usage=max((s.kv for s in samples), default=0.0),
         active=tokens > memory.tokens,
         wake=wake,
+        arrivals=None if first_tick else arrived,
+        finished=finished,
     )
     memory.tokens = tokens
     previous = memory.state.desired

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, replace
 from qwenfleet.autoscale.forecast import Forecast, Slo, slo_replicas
 
 KV_PRESSURE = 0.9
+BUSY_OCCUPANCY = 0.3
+"""SLO mode learns a replica's service time only while replicas run at least this share of their concurrency."""
 SCALE_DOWN_UTILIZATION = 0.7
 """Scale down only when the remaining replicas would run at most this share of their capacity (hysteresis)."""
 
@@ -109,7 +111,8 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
     forecast = state.forecast
     slo_reason = ""
     if s.slo is not None:
-        forecast = forecast.observe(now, obs.arrivals, obs.finished, obs.running)
+        busy = obs.running >= BUSY_OCCUPANCY * obs.ready * max(1, s.concurrency) > 0
+        forecast = forecast.observe(now, obs.arrivals, obs.finished, obs.running, busy)
         forecast = forecast.with_headroom_cached(s.cold_start, s.slo.attainment)
         sized = slo_replicas(forecast, s.slo, s.cold_start, s.concurrency, s.replica_rate, obs.waiting)
         if sized.replicas > raw:

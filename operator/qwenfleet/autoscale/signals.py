@@ -21,18 +21,22 @@ class Sample:
     running: float
     kv: float
     generation_tokens: float
+    finished: float = 0.0
+    """vllm:request_success_total: requests this replica finished since it started."""
 
 
 def parse_metrics(text: str) -> Sample:
     """The load figures from vLLM's Prometheus text (summed over engines)."""
-    values = {"waiting": 0.0, "running": 0.0, "kv": 0.0, "tokens": 0.0}
+    values = {"waiting": 0.0, "running": 0.0, "kv": 0.0, "tokens": 0.0, "finished": 0.0}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in GAUGES:
                 values[GAUGES[sample.name]] += sample.value
             elif sample.name == "vllm:generation_tokens_total":
                 values["tokens"] += sample.value
-    return Sample(values["waiting"], values["running"], values["kv"], values["tokens"])
+            elif sample.name == "vllm:request_success_total":
+                values["finished"] += sample.value
+    return Sample(values["waiting"], values["running"], values["kv"], values["tokens"], values["finished"])
 
 
 async def scrape(session: aiohttp.ClientSession, ip: str, port: int = 8000) -> Sample | None:
@@ -47,7 +51,7 @@ async def scrape(session: aiohttp.ClientSession, ip: str, port: int = 8000) -> S
         return None
 
 
-async def scrape_all(session: aiohttp.ClientSession, ips: list[str]) -> list[Sample]:
-    """Samples of every replica that answered."""
+async def scrape_all(session: aiohttp.ClientSession, ips: list[str]) -> dict[str, Sample]:
+    """Samples of every replica that answered, by pod IP."""
     results = await asyncio.gather(*(scrape(session, ip) for ip in ips))
-    return [r for r in results if r is not None]
+    return {ip: r for ip, r in zip(ips, results, strict=True) if r is not None}
