@@ -1,0 +1,165 @@
+"""SLO mode's forecast and sizing, table by table, and the policy in SLO mode."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from qwenfleet.autoscale.forecast import (
+    BUCKET_SECONDS,
+    Forecast,
+    Slo,
+    detect_period,
+    rise_quantile,
+    slo_replicas,
+)
+from qwenfleet.autoscale.loop import arrivals_since
+from qwenfleet.autoscale.policy import Observation, Settings, State, decide
+from qwenfleet.autoscale.signals import parse_metrics
+
+SLO = Slo(ttft=2.5, attainment=0.99)
+
+
+def _square(period: int, on: int, n: int, low: float = 1.0, high: float = 30.0) -> tuple[float, ...]:
+    return tuple(high if i % period < on else low for i in range(n))
+
+
+@pytest.mark.parametrize(
+    ("buckets", "period"),
+    [
+        (_square(30, 10, 61), 30),  # two full periods of 10 on / 20 off
+        (_square(30, 10, 59), None),  # not yet seen twice
+        (_square(12, 3, 100), 12),
+        (tuple(5.0 for _ in range(200)), None),  # steady
+        (tuple(float(i) for i in range(200)), None),  # a ramp is a trend, not a period
+        (tuple(5.0 + random.Random(7).random() for _ in range(200)), None),  # noise without a pattern
+    ],
+)
+def test_detect_period(buckets: tuple[float, ...], period: int | None) -> None:
+    assert detect_period(buckets) == period
+
+
+@pytest.mark.parametrize(
+    ("buckets", "h", "quantile", "period", "expected"),
+    [
+        ((1.0, 1.0, 1.0, 1.0), 1, 0.99, None, 0.0),  # nothing rises
+        ((1.0, 5.0, 1.0, 1.0, 1.0), 1, 0.99, None, 4.0),  # one jump of 4 within one bucket
+        ((1.0, 5.0, 1.0, 1.0, 1.0), 1, 0.5, None, 0.0),  # the median rise is nothing
+        ((1.0, 1.0, 5.0, 1.0), 2, 0.99, None, 4.0),  # seen two buckets ahead
+        (_square(4, 1, 40), 1, 0.99, 4, 0.0),  # the period's forecast already holds every rise
+    ],
+)
+def test_rise_quantile(
+    buckets: tuple[float, ...], h: int, quantile: float, period: int | None, expected: float
+) -> None:
+    assert rise_quantile(buckets, h, quantile, period) == pytest.approx(expected)
+
+
+def _fed(rates: list[float], every: float = 10.0, running: float = 0.0, busy: bool = False) -> Forecast:
+    f = Forecast().observe(0.0, None, 0.0, 0.0, False)
+    t = 0.0
+    for r in rates:
+        t += every
+        f = f.observe(t, r * every, r * every if busy else 0.0, running, busy)
+    return f
+
+
+def test_rate_buckets_and_trend() -> None:
+    f = _fed([2.0] * 12)
+    assert f.rate() == pytest.approx(2.0)
+    assert f.buckets == pytest.approx((2.0, 2.0))  # 120 s = two minute buckets
+    assert f.trend_rate(100) == pytest.approx(2.0)  # flat: no trend
+    rising = _fed([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    assert rising.trend_rate(30) > rising.rate()
+    assert rising.trend_rate(10_000) == pytest.approx(2 * rising.rate())  # capped at double
+
+
+def test_unknown_arrivals_change_nothing_but_time() -> None:
+    f = _fed([3.0] * 6)
+    g = f.observe(70.0, None, 0.0, 0.0, False)
+    assert g.recent == f.recent and g.buckets == f.buckets and g.last_time == 70.0
+
+
+def test_service_time_learnt_only_when_busy() -> None:
+    idle = _fed([1.0] * 60, running=2.0, busy=False)
+    assert idle.service_seconds() is None
+    busy = _fed([1.0] * 60, running=20.0, busy=True)  # 20 running at 1 finished/s: 20 s each (Little)
+    assert busy.service_seconds() == pytest.approx(20.0)
+
+
+def test_recurring_rate_prewarms_one_period_later() -> None:
+    f = Forecast(buckets=_square(30, 10, 60 + 28), period=30)  # 2 minutes before the next burst
+    assert f.recurring_rate(horizon=3 * BUCKET_SECONDS) == 30.0
+    assert f.recurring_rate(horizon=0.0) == 1.0  # too far ahead to matter yet
+    assert Forecast(buckets=_square(30, 10, 88)).recurring_rate(600) == 0.0  # no period, no recurrence
+
+
+@pytest.mark.parametrize(
+    ("forecast", "waiting", "replica_rate", "expected"),
+    [
+        (_fed([8.5] * 3), 0.0, 1.0, 10),  # 8.5/s at 85% of 1/s each
+        (_fed([8.5] * 3), 0.0, 2.0, 5),
+        (_fed([0.0] * 3), 0.0, 1.0, 0),
+        (_fed([1.0] * 3), 25.0, 1.0, 11),  # backlog: (1 + 25 / 2.5) / 1 per replica
+        (Forecast(buckets=_square(30, 10, 88), period=30), 0.0, 10.0, 4),  # 30/s recurs within the horizon
+    ],
+)
+def test_slo_replicas(forecast: Forecast, waiting: float, replica_rate: float, expected: int) -> None:
+    assert slo_replicas(forecast, SLO, 120.0, 16, replica_rate, waiting).replicas == expected
+
+
+def test_higher_attainment_keeps_more_headroom() -> None:
+    spiky = (1.0,) * 20 + (20.0,) + (1.0,) * 13 + (20.0,) + (1.0,) * 27  # two rises in 62 minutes, not periodic
+    f = Forecast(buckets=spiky, recent=((0.0, 1.0),))
+    low = slo_replicas(f, Slo(2.5, 0.5), 60.0, 16, 1.0, 0.0).replicas
+    high = slo_replicas(f, Slo(2.5, 0.999), 60.0, 16, 1.0, 0.0).replicas
+    assert high > low >= 2
+
+
+S = Settings(min_replicas=1, max_replicas=20, target_queue=4, scale_down_delay=300, idle_to_zero=900,
+             concurrency=16, slo=SLO, cold_start=120.0, replica_rate=1.0)  # fmt: skip
+
+
+def _obs(arrivals: float, running: float = 4.0, ready: int = 1) -> Observation:
+    return Observation(ready=ready, waiting=0.0, running=running, kv_usage=0.1, active=True, arrivals=arrivals)
+
+
+def test_slo_mode_scales_up_before_the_queue_grows() -> None:
+    state = State(desired=1)
+    queue_only = Settings(**{**S.__dict__, "slo": None})
+    q_state = State(desired=1)
+    reasons = []
+    for t in range(0, 60, 10):
+        d = decide(float(t), _obs(arrivals=50.0), S, state)  # 5/s, no queue yet
+        state = d.state
+        reasons.append(d.reason)
+        q_state = decide(float(t), _obs(arrivals=50.0), queue_only, q_state).state
+    assert q_state.desired == 1  # four running, nothing waiting: the queue target sees no need
+    assert state.desired == 6 and any("for the SLO" in r for r in reasons)  # 5/s at 0.85/s per replica
+
+
+def test_slo_mode_prewarms_a_recurring_burst_and_scales_down_after() -> None:
+    state = State(desired=1)
+    t = 0.0
+    desired_at: dict[int, int] = {}
+    for _ in range(5 * 180):  # 5 periods of 30 minutes: 10 on at 12/s, 20 off at 0.5/s, one tick per 10 s
+        minute = int(t // 60)
+        rate = 12.0 if minute % 30 < 10 else 0.5
+        d = decide(t, _obs(arrivals=rate * 10, running=min(16.0, rate * 4), ready=state.desired), S, state)
+        state = d.state
+        desired_at[int(t)] = d.desired
+        t += 10
+    burst = 4 * 1800  # the fifth burst starts here
+    assert desired_at[burst - 10] >= 12  # warm before the load arrives (12/s at 0.85/s per replica)
+    assert desired_at[burst - 600] <= 3  # and not kept warm all the quiet time
+
+
+def test_arrivals_from_pod_counters() -> None:
+    text = ("vllm:request_success_total 10\nvllm:num_requests_running 3\nvllm:num_requests_waiting 1\n"
+            "vllm:generation_tokens_total 100\nvllm:kv_cache_usage_perc 0.2\n")  # fmt: skip
+    sample = parse_metrics(text)
+    assert sample.finished == 10.0
+    # the pod finished 4 more and holds 2 more than before: 6 arrived; a new pod counts from zero
+    arrived, finished = arrivals_since({"10.0.0.1": (6.0, 2.0)}, {"10.0.0.1": sample, "10.0.0.2": sample})
+    assert (arrived, finished) == (6.0 + 14.0, 4.0 + 10.0)
