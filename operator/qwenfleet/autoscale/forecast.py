@@ -33,6 +33,8 @@ SERVICE_MIN_FINISHED = 50.0
 """Requests that must have finished on busy replicas before their service time replaces the plan's estimate."""
 SLO_UTILIZATION = 0.85
 """The share of a replica's capacity SLO mode plans to use; the rest absorbs Poisson noise within a minute."""
+KEEP_MARGIN = 0.85
+"""Scale-down hysteresis: a replica goes only when the rest would run below KEEP_MARGIN x SLO_UTILIZATION."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +185,8 @@ class Sized:
 
     replicas: int
     why: str
+    keep: int = 0
+    """Replicas to keep before scaling down: the same sizing at `KEEP_MARGIN` of the planned utilisation."""
 
 
 TYPICAL_OUTPUT_TOKENS = 256
@@ -210,4 +214,5 @@ def slo_replicas(
     source = "recurring load" if recurring > trend else "rate and trend"
     why = (f"{source} {max(trend, recurring):.2f}/s + headroom {headroom:.2f}/s at "
            f"{capacity:.2f}/s per replica")  # fmt: skip
-    return Sized(max(by_rate, by_backlog), why)
+    keep = math.ceil(expected / (capacity * SLO_UTILIZATION * KEEP_MARGIN)) if expected > 0 else 0
+    return Sized(max(by_rate, by_backlog), why, keep)

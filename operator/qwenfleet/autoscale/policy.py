@@ -12,7 +12,8 @@
 - SLO mode (`Settings.slo`): the replicas `forecast.slo_replicas` sizes for the latency objective one cold start
   ahead (arrival rate, trend, a recurring pattern, headroom from observed variability) raise the queue-depth
   count whenever they are higher; scale-down keeps the same delay and steps, and never goes to zero while the
-  SLO sizing asks for a replica.
+  SLO sizing asks for a replica; scale-down waits until the SLO sizing with `forecast.KEEP_MARGIN` to spare
+  allows it, so a rate that hovers at a boundary does not scale down and straight back up.
 - Scale to zero after `idle_to_zero` seconds without any request, when minReplicas is 0; a wake request
   (from the router) or any queued request brings one replica back.
 """
@@ -110,14 +111,16 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
     raw = wanted_replicas(obs, s)
     forecast = state.forecast
     slo_reason = ""
+    slo_keep = 0
     if s.slo is not None:
         busy = obs.running >= BUSY_OCCUPANCY * obs.ready * max(1, s.concurrency) > 0
         forecast = forecast.observe(now, obs.arrivals, obs.finished, obs.running, busy)
         forecast = forecast.with_headroom_cached(s.cold_start, s.slo.attainment)
         sized = slo_replicas(forecast, s.slo, s.cold_start, s.concurrency, s.replica_rate, obs.waiting)
+        slo_keep = sized.keep
         if sized.replicas > raw:
             raw, slo_reason = sized.replicas, f" for the SLO ({sized.why})"
-    keep = max(raw, sufficient_replicas(obs, s))
+    keep = max(raw, sufficient_replicas(obs, s), slo_keep)
     window = (*tuple((t, r) for t, r in state.recommendations if now - t < s.scale_down_delay), (now, keep))
     current = state.desired
 
