@@ -196,14 +196,30 @@ async def test_real_engine_behind_operator_router_and_autoscaler(
         assert await _metric(s, ip, "vllm:generation_tokens_total") == generated  # nothing more generated for it
         assert generated < 20000
 
-        # Load beyond 2 sequences: spillover to the simulated size, and the autoscaler adds a real replica.
-        load = [asyncio.create_task(_chat(s, router, max_tokens=400, ignore_eos=True)) for _ in range(12)]
-        await wait_for(lambda: _desired_at_least(kube, namespace, "real", 2), 120, "a second real replica wanted")
-        results = await asyncio.gather(*load)
+        # A burst beyond 2 sequences spills to the simulated size while the real replica's queue is full.
+        burst = [asyncio.create_task(_chat(s, router, max_tokens=400, ignore_eos=True)) for _ in range(12)]
+        results = await asyncio.gather(*burst)
         routes = [headers.get("x-qwenfleet-route", "") for _, headers, _ in results]
         assert all(status == 200 for status, _, _ in results)
-        assert any(r.startswith("sim;") for r in routes), routes  # the burst spilled while the queue was full
+        assert any(r.startswith("sim;") for r in routes), routes
+        assert any(r.startswith("real;") for r in routes), routes
+
+        # Sustained load on the real replica (direct, so nothing spills): the builtin autoscaler reads the real
+        # vllm:num_requests_waiting and adds a replica; a lighter load holds it there until the second is Ready.
+        stop, clients = asyncio.Event(), []
+
+        async def client() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    await _chat(s, f"http://{ip}:{HTTP_PORT}", model="Qwen3-0.6B", max_tokens=200, ignore_eos=True)
+
+        clients = [asyncio.create_task(client()) for _ in range(8)]
+        await wait_for(lambda: _desired_at_least(kube, namespace, "real", 2), 180, "a second real replica wanted")
+        for task in clients[4:]:
+            task.cancel()
         await wait_for(lambda: _ready_pods(kube, namespace, "real", 2), ENGINE_START, "two Ready real replicas")
+        stop.set()
+        await asyncio.gather(*clients, return_exceptions=True)
 
         # An engine killed: its pod turns unready at once, the router stops using it, the kubelet-like restart.
         pods = await _pods(kube, namespace, "real")
