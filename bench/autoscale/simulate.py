@@ -9,12 +9,13 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from bench.autoscale.traces import Trace
 from qwenfleet.api.plan import Plan
+from qwenfleet.autoscale.forecast import Slo, plan_replica_rate
 from qwenfleet.autoscale.policy import Observation, Settings, State, decide
 from qwenfleet.sim.engine import PerfModel
 
@@ -85,46 +86,68 @@ class Static(Policy):
 
 
 class HPA(Policy):
-    """The Kubernetes HPA algorithm on vllm:num_requests_waiting (average per pod, target TARGET_QUEUE).
+    """The Kubernetes HPA algorithm on vllm:num_requests_waiting (average per pod, `target`, default TARGET_QUEUE).
 
     15 s sync; 10% tolerance; pods not ready count as 0 for scale-up; scale-up limited to max(100%, 4 pods) per
-    period; scale-down to the highest recommendation of the last 300 s; minReplicas 1.
+    period; scale-down to the highest recommendation of the last `window` seconds (default 300); minReplicas 1.
     """
 
     every = HPA_SYNC
 
-    def __init__(self, max_replicas: int) -> None:
+    def __init__(self, max_replicas: int, target: float = TARGET_QUEUE, window: float = HPA_DOWN_WINDOW) -> None:
         self.max_replicas = max_replicas
+        self.target = target
+        self.window = window
         self.history: deque[tuple[float, int]] = deque()
 
     def desired(self, t: float, obs: Observation, live: int, all_pods: int) -> int:
         current = max(1, live)
         if obs.ready == 0:
-            ratio = 1.0 if obs.waiting == 0 else obs.waiting / TARGET_QUEUE / max(1, all_pods) + 1
+            ratio = 1.0 if obs.waiting == 0 else obs.waiting / self.target / max(1, all_pods) + 1
         else:
             average = obs.waiting / obs.ready
-            if average > TARGET_QUEUE:  # scaling up: unready pods count as 0
+            if average > self.target:  # scaling up: unready pods count as 0
                 average = obs.waiting / max(1, all_pods)
-            ratio = average / TARGET_QUEUE
+            ratio = average / self.target
         recommendation = current if abs(ratio - 1) <= HPA_TOLERANCE else math.ceil(current * ratio)
+        return self._limit(t, current, recommendation)
+
+    def _limit(self, t: float, current: int, recommendation: int) -> int:
         recommendation = max(1, min(self.max_replicas, recommendation))
         self.history.append((t, recommendation))
-        while self.history and t - self.history[0][0] > HPA_DOWN_WINDOW:
+        while self.history and t - self.history[0][0] > self.window:
             self.history.popleft()
         if recommendation > current:
             return min(recommendation, max(2 * current, current + 4))
         return max(r for _, r in self.history)
 
 
+class KEDA(HPA):
+    """KEDA's Prometheus trigger as the vLLM production-stack tutorial ships it (values-19-keda.yaml):
+    `vllm:num_requests_waiting`, threshold 5, pollingInterval 15, minReplicaCount 1. KEDA hands the HPA an
+    external metric of type AverageValue: desired = ceil(total waiting / 5), 10% tolerance, the HPA's default
+    scale-up limit and 300 s scale-down stabilisation (cooldownPeriod only governs 1 <-> 0)."""
+
+    def __init__(self, max_replicas: int) -> None:
+        super().__init__(max_replicas, target=5, window=HPA_DOWN_WINDOW)
+
+    def desired(self, t: float, obs: Observation, live: int, all_pods: int) -> int:
+        current = max(1, live)
+        usage = obs.waiting / self.target
+        recommendation = current if abs(usage / current - 1) <= HPA_TOLERANCE else math.ceil(usage)
+        return self._limit(t, current, recommendation)
+
+
 class Builtin(Policy):
-    """qwenfleet's policy, called exactly as the operator calls it."""
+    """qwenfleet's policy, called exactly as the operator calls it; `slo` turns on SLO mode."""
 
     every = BUILTIN_INTERVAL
 
-    def __init__(self, model: Model, max_replicas: int) -> None:
+    def __init__(self, model: Model, max_replicas: int, slo: Slo | None = None) -> None:
         self.settings = Settings(min_replicas=1, max_replicas=max_replicas, target_queue=TARGET_QUEUE,
                                  scale_down_delay=SCALE_DOWN_DELAY, idle_to_zero=900,
-                                 concurrency=model.concurrency)  # fmt: skip
+                                 concurrency=model.concurrency, slo=slo, cold_start=model.cold_start,
+                                 replica_rate=plan_replica_rate(model.plan.decode_tokens_per_second))  # fmt: skip
         self.state = State(desired=1)
 
     def desired(self, t: float, obs: Observation, live: int, all_pods: int) -> int:
@@ -157,11 +180,14 @@ def needed_replicas(trace: Trace, model: Model, duration: int) -> np.ndarray:
     return np.ceil(inflight / model.concurrency).astype(int)
 
 
-def simulate(trace: Trace, model: Model, policy: Policy, duration: int) -> Result:
-    """Run the fleet under `policy` for `duration` seconds of the trace."""
+def simulate(trace: Trace, model: Model, policy: Policy, duration: int, warm: int = 1) -> Result:
+    """Run the fleet under `policy` for `duration` seconds of the trace, starting with `warm` ready replicas
+    (the provisioned policies start with what they ask for)."""
     idle = Observation(ready=0, waiting=0.0, running=0.0, kv_usage=0.0, active=False)
-    initial = max(1, policy.desired(0.0, idle, 1, 1)) if isinstance(policy, (Static, Oracle)) else 1
-    replicas: list[Replica] = [Replica(ready_at=0.0) for _ in range(initial)]  # provisioned policies start warm
+    initial = max(1, policy.desired(0.0, idle, 1, 1)) if isinstance(policy, (Static, Oracle)) else max(1, warm)
+    if isinstance(policy, Builtin):
+        policy.state = replace(policy.state, desired=initial)
+    replicas: list[Replica] = [Replica(ready_at=0.0) for _ in range(initial)]
     queue: deque[int] = deque()
     ttft = np.full(len(trace.arrivals), np.nan)
     gpu_seconds = 0.0
@@ -170,11 +196,13 @@ def simulate(trace: Trace, model: Model, policy: Policy, duration: int) -> Resul
     over_time = np.zeros(duration, dtype=int)
     last_tokens = 0.0
     produced = 0.0
+    arrived = finished = 0
     prefill = model.perf.prefill_tokens_per_second
     for t in range(duration):
         while next_arrival < len(trace.arrivals) and trace.arrivals[next_arrival] < t + 1:
             queue.append(next_arrival)
             next_arrival += 1
+            arrived += 1
         ready = [r for r in replicas if r.ready_at <= t and not r.draining]
         for replica in sorted(ready, key=lambda r: len(r.remaining)):
             free = model.concurrency - len(replica.remaining)
@@ -190,6 +218,7 @@ def simulate(trace: Trace, model: Model, policy: Policy, duration: int) -> Resul
                 rate = 1.0 / model.perf.step_seconds(len(replica.remaining), 0)
                 produced += float(np.minimum(replica.remaining, rate).sum())
                 replica.remaining = replica.remaining - rate
+                finished += int((replica.remaining <= 0).sum())
                 replica.remaining = replica.remaining[replica.remaining > 0]
         replicas = [r for r in replicas if not (r.draining and len(r.remaining) == 0)]
         gpu_seconds += len(replicas) * model.plan.gpus_per_replica
@@ -204,8 +233,11 @@ def simulate(trace: Trace, model: Model, policy: Policy, duration: int) -> Resul
                 running=float(running),
                 kv_usage=max((len(r.remaining) / model.concurrency for r in ready_live), default=0.0),
                 active=produced > last_tokens or bool(queue),
+                arrivals=float(arrived),
+                finished=float(finished),
             )
             last_tokens = produced
+            arrived = finished = 0
             want = policy.desired(float(t), obs, len(live), len(replicas))
             if want != len(live):
                 scale_times.append((float(t), want))

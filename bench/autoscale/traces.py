@@ -27,9 +27,11 @@ def _poisson_times(rate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.sort(seconds + rng.random(len(seconds)))
 
 
-def rate_profile(kind: str, peak: float, duration: int = DURATION_SECONDS) -> np.ndarray:
+def rate_profile(kind: str, peak: float, duration: int = DURATION_SECONDS, seed: int = 0) -> np.ndarray:
     """Requests per second over time for each trace shape (peak = the highest rate)."""
     t = np.arange(duration, dtype=float)
+    if kind == "random-bursts":
+        return _random_bursts(peak, duration, np.random.default_rng(seed + 7919))
     if kind == "steady":
         return np.full(duration, 0.6 * peak)
     if kind == "diurnal":
@@ -44,14 +46,31 @@ def rate_profile(kind: str, peak: float, duration: int = DURATION_SECONDS) -> np
     raise ValueError(kind)
 
 
+RANDOM_BURST_GAP_SECONDS = 1200.0
+RANDOM_BURST_MEAN_SECONDS = 400.0
+
+
+def _random_bursts(peak: float, duration: int, rng: np.random.Generator) -> np.ndarray:
+    """5% of peak, with bursts whose onsets are a Poisson process (mean gap 20 minutes), durations exponential
+    (mean 400 s, 120 s to 900 s) and heights uniform in 50-100% of peak: nothing periodic to learn."""
+    rate = np.full(duration, 0.05 * peak)
+    onset = rng.exponential(RANDOM_BURST_GAP_SECONDS)
+    while onset < duration:
+        length = float(np.clip(rng.exponential(RANDOM_BURST_MEAN_SECONDS), 120, 900))
+        start, end = int(onset), min(duration, int(onset + length))
+        rate[start:end] = np.maximum(rate[start:end], rng.uniform(0.5, 1.0) * peak)
+        onset += length + rng.exponential(RANDOM_BURST_GAP_SECONDS)
+    return rate
+
+
 def make_trace(kind: str, peak: float, seed: int) -> Trace:
     """One trace: Poisson arrivals shaped by `kind`, log-normal prompts, geometric outputs."""
     rng = np.random.default_rng(seed)
-    arrivals = _poisson_times(rate_profile(kind, peak), rng)
+    arrivals = _poisson_times(rate_profile(kind, peak, seed=seed), rng)
     n = len(arrivals)
     prompts = np.clip(rng.lognormal(mean=6.5, sigma=0.8, size=n), 16, 16_000).astype(int)
     outputs = np.clip(rng.geometric(1 / 256, size=n), 1, 4096)
     return Trace(kind, arrivals, prompts, outputs)
 
 
-TRACE_KINDS = ("steady", "diurnal", "bursty", "spike")
+TRACE_KINDS = ("steady", "diurnal", "bursty", "spike", "random-bursts")
