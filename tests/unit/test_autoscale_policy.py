@@ -80,3 +80,14 @@ def test_min_replicas_is_a_floor() -> None:
     d = decide(10_000, _obs(active=False), s, State(desired=2))
     assert d.desired == 2
     assert decide(0, _obs(), s, State(desired=0)).desired == 2
+
+
+def test_no_scale_down_before_a_whole_delay_was_observed() -> None:
+    # a restarted operator remembers 4 replicas but has no window: it must not drop them on its first look
+    d = decide(1000.0, _obs(running=2), S, State(desired=4, last_active=1000.0))
+    assert d.desired == 4 and d.reason == "steady"
+    t = 1000.0
+    while d.desired == 4:
+        t += 15
+        d = decide(t, _obs(running=2), S, d.state)
+    assert t - 1000.0 >= S.scale_down_delay and d.desired == 3

@@ -8,7 +8,8 @@
   waiting adds a replica even when the queue is short.
 - Scale-down waits and keeps headroom: the highest recommendation of the last `scale_down_delay` seconds
   wins, where a recommendation is the replicas that would carry the demand at 70% of their concurrency;
-  nothing scales down within `scale_down_delay` of a scale-up, and one replica goes at a time.
+  nothing scales down within `scale_down_delay` of a scale-up or of the first decision (a restarted operator has
+  no window yet), and one replica goes at a time.
 - SLO mode (`Settings.slo`): the replicas `forecast.slo_replicas` sizes for the latency objective one cold start
   ahead (arrival rate, trend, a recurring pattern, headroom from observed variability) raise the queue-depth
   count whenever they are higher; scale-down keeps the same delay and steps, and never goes to zero while the
@@ -77,6 +78,8 @@ class State:
     last_scale_down: float | None = None
     last_active: float = 0.0
     recommendations: tuple[tuple[float, int], ...] = ()
+    started: float | None = None
+    """The first decision's time: nothing scales down before a whole scale-down delay has been observed."""
     forecast: Forecast = field(default_factory=Forecast)
 
 
@@ -123,6 +126,7 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
     keep = max(raw, sufficient_replicas(obs, s), slo_keep)
     window = (*tuple((t, r) for t, r in state.recommendations if now - t < s.scale_down_delay), (now, keep))
     current = state.desired
+    started = now if state.started is None else state.started
 
     def result(desired: int, reason: str) -> Decision:
         desired = max(0, min(s.max_replicas, desired))
@@ -133,6 +137,7 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
             desired=desired,
             last_active=last_active,
             recommendations=window,
+            started=started,
             forecast=forecast,
             last_scale_up=now if up else state.last_scale_up,
             last_scale_down=now if down else state.last_scale_down,
@@ -154,7 +159,9 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
     if current < floor:
         return result(floor, "raised to minReplicas")
     stable = max(*(r for _, r in window), floor)
-    cooling = state.last_scale_up is not None and now - state.last_scale_up < s.scale_down_delay
+    cooling = (state.last_scale_up is not None and now - state.last_scale_up < s.scale_down_delay) or (
+        now - started < s.scale_down_delay
+    )
     if stable < current and not cooling:
         return result(current - 1, f"scale down: {stable} replicas have sufficed for {s.scale_down_delay:.0f}s")
     return result(current, "steady")
