@@ -163,3 +163,10 @@ def test_arrivals_from_pod_counters() -> None:
     # the pod finished 4 more and holds 2 more than before: 6 arrived; a new pod counts from zero
     arrived, finished = arrivals_since({"10.0.0.1": (6.0, 2.0)}, {"10.0.0.1": sample, "10.0.0.2": sample})
     assert (arrived, finished) == (6.0 + 14.0, 4.0 + 10.0)
+
+
+def test_keep_covers_the_recurring_load_within_the_scale_down_delay() -> None:
+    f = Forecast(buckets=_square(30, 10, 60 + 24), period=30, recent=((0.0, 1.0),))  # burst 6 minutes away
+    sized = slo_replicas(f, SLO, 60.0, 16, 10.0, 0.0, keep_horizon=300.0)
+    assert sized.replicas == 1  # not needed one cold start ahead yet
+    assert sized.keep == 5  # but a replica released now would be asked for again within the delay

@@ -198,9 +198,16 @@ def plan_replica_rate(decode_tokens_per_second: float) -> float:
 
 
 def slo_replicas(
-    forecast: Forecast, slo: Slo, cold_start: float, concurrency: int, replica_rate: float, waiting: float
+    forecast: Forecast,
+    slo: Slo,
+    cold_start: float,
+    concurrency: int,
+    replica_rate: float,
+    waiting: float,
+    keep_horizon: float = 0.0,
 ) -> Sized:
-    """Replicas that meet `slo` one cold start from now."""
+    """Replicas that meet `slo` one cold start from now; `keep` also covers the trend and the recurring load
+    `keep_horizon` seconds further on (a replica released now and needed within the scale-down delay would flap)."""
     service = forecast.service_seconds()
     capacity = concurrency / service if service else replica_rate
     if capacity <= 0:
@@ -214,5 +221,7 @@ def slo_replicas(
     source = "recurring load" if recurring > trend else "rate and trend"
     why = (f"{source} {max(trend, recurring):.2f}/s + headroom {headroom:.2f}/s at "
            f"{capacity:.2f}/s per replica")  # fmt: skip
-    keep = math.ceil(expected / (capacity * SLO_UTILIZATION * KEEP_MARGIN)) if expected > 0 else 0
+    ahead = cold_start + keep_horizon
+    kept = max(expected, forecast.trend_rate(ahead) + headroom, forecast.recurring_rate(ahead) + headroom)
+    keep = math.ceil(kept / (capacity * SLO_UTILIZATION * KEEP_MARGIN)) if kept > 0 else 0
     return Sized(max(by_rate, by_backlog), why, keep)

@@ -119,7 +119,8 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
         busy = obs.running >= BUSY_OCCUPANCY * obs.ready * max(1, s.concurrency) > 0
         forecast = forecast.observe(now, obs.arrivals, obs.finished, obs.running, busy)
         forecast = forecast.with_headroom_cached(s.cold_start, s.slo.attainment)
-        sized = slo_replicas(forecast, s.slo, s.cold_start, s.concurrency, s.replica_rate, obs.waiting)
+        sized = slo_replicas(forecast, s.slo, s.cold_start, s.concurrency, s.replica_rate, obs.waiting,
+                             keep_horizon=s.scale_down_delay)  # fmt: skip
         slo_keep = sized.keep
         if sized.replicas > raw:
             raw, slo_reason = sized.replicas, f" for the SLO ({sized.why})"
