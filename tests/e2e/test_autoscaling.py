@@ -172,3 +172,56 @@ async def test_keda_mode_renders_a_scaled_object(kube: Kube, namespace: str, ope
 
     obj = await wait_for(scaled_object, 30, "ScaledObject")
     assert obj["spec"]["scaleTargetRef"]["kind"] == KIND and obj["spec"]["maxReplicaCount"] == 3
+
+
+async def test_slo_mode_scales_for_the_latency_objective(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    """targetQueueDepth so high that the queue alone would never add a replica: SLO mode adds them from the
+    arrival rate, the measured service time and the backlog a 2.5 s time to first token allows, then removes
+    them when the load stops."""
+    name = "slo"
+    doc = _deployment(name)
+    doc["spec"]["autoscaling"] |= {"minReplicas": 1, "targetQueueDepth": 1000,
+                                   "slo": {"ttftSeconds": 2.5, "attainment": 0.5}}  # fmt: skip
+    await _create(kube, namespace, doc)
+    await _wait_ready(kube, namespace, name)
+    first = (await _running(kube, namespace, name))[0]["status"]["podIP"]
+    base = f"http://{first}:8000"
+    stop = asyncio.Event()
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        body = {"model": "Qwen3-0.6B", "prompt": "tell me a long story", "max_tokens": 4000}
+        while not stop.is_set():
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.post(f"{base}/v1/completions", json=body) as r:
+                    await r.read()
+
+    async with aiohttp.ClientSession() as session:
+        clients = [asyncio.ensure_future(client(session)) for _ in range(12)]
+        seen: list[object] = []
+
+        async def watch() -> None:  # what the autoscaler said, for the failure message
+            while not stop.is_set():
+                obj = await kube.get(API, KIND, name, namespace)
+                seen[:] = [((obj or {}).get("status") or {}).get("autoscaler")]
+                await asyncio.sleep(1)
+
+        clients.append(asyncio.ensure_future(watch()))
+        try:
+
+            async def scaled_up() -> bool:
+                return len(await _running(kube, namespace, name)) >= 2
+
+            await wait_for(scaled_up, 120, "Running replicas added for the SLO", detail=lambda: seen)
+            reasons = [e.get("message", "") for e in await kube.list("v1", "Event", namespace)
+                       if e.get("reason") == "Scaled"]  # fmt: skip
+            assert any("for the SLO" in m for m in reasons), reasons
+        finally:
+            stop.set()
+            for task in clients:
+                task.cancel()
+            await asyncio.gather(*clients, return_exceptions=True)
+
+    async def back_to_min() -> bool:
+        return len(await _running(kube, namespace, name)) == 1 and await _desired(kube, namespace, name) == 1
+
+    await wait_for(back_to_min, 240, "scale back down to minReplicas when the load stops")
