@@ -268,7 +268,16 @@ async def _desired_at_most(kube: Kube, namespace: str, name: str, n: int) -> boo
 
 
 async def _ready_pods(kube: Kube, namespace: str, name: str, n: int) -> bool:
-    return sum(_ready(p) for p in await _pods(kube, namespace, name)) >= n
+    """At least `n` pods Ready whose engines answer /health (kwok marks a new pod Ready for the moment before the
+    fleet agent reports its engine starting, so readiness alone could count a pod that is not serving yet)."""
+    ready = [p for p in await _pods(kube, namespace, name) if _ready(p) and p["status"].get("podIP")]
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as s:
+        healthy = 0
+        for pod in ready:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with s.get(f"http://{pod['status']['podIP']}:{HTTP_PORT}/health") as r:
+                    healthy += r.status == 200
+    return healthy >= n
 
 
 async def _pod_state(kube: Kube, namespace: str, pod: dict[str, Any], *, ready: bool, restarts: int) -> bool:
