@@ -259,7 +259,9 @@ async def test_client_disconnect_frees_the_slot(fleet: SimFleet, http: aiohttp.C
     async with http.post(f"{base}/v1/completions", json={**long, "max_tokens": 5}) as r:
         assert r.status == 200  # the slot serves the next request
     m = await _families(http, base)
-    assert _value(m, "vllm:request_success", "vllm:request_success_total", finished_reason="abort") == 2
+    # vLLM 0.32 counts no finished reason for a request its client abandoned (tests/engine checks it on the engine)
+    assert _value(m, "vllm:request_success", "vllm:request_success_total", finished_reason="abort") == 0
+    assert _value(m, "vllm:request_success", "vllm:request_success_total", finished_reason="length") == 1
 
 
 async def test_fleet_serves_pods_on_their_own_addresses(fleet: SimFleet, http: aiohttp.ClientSession) -> None:
