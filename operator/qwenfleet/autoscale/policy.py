@@ -12,9 +12,9 @@
   no window yet), and one replica goes at a time.
 - SLO mode (`Settings.slo`): the replicas `forecast.slo_replicas` sizes for the latency objective one cold start
   ahead (arrival rate, trend, a recurring pattern, headroom from observed variability) raise the queue-depth
-  count whenever they are higher; scale-down keeps the same delay and steps, and never goes to zero while the
-  SLO sizing asks for a replica; scale-down waits until the SLO sizing with `forecast.KEEP_MARGIN` to spare
-  allows it, so a rate that hovers at a boundary does not scale down and straight back up.
+  count whenever they are higher. Scale-down keeps the same delay and steps, never goes to zero while the SLO
+  sizing asks for a replica, and waits until the SLO sizing `forecast.slo_replicas(...).keep` (a margin to
+  spare, and the load the scale-down delay will bring) allows it: no scale-down that would be undone at once.
 - Scale to zero after `idle_to_zero` seconds without any request, when minReplicas is 0; a wake request
   (from the router) or any queued request brings one replica back.
 """
