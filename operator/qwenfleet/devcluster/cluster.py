@@ -23,7 +23,6 @@ from qwenfleet.devcluster import build, nodes, pki, real_pods
 from qwenfleet.devcluster.versions import bin_dir, state_root
 
 REPO_CRDS = Path(__file__).resolve().parents[3] / "crds"
-KARPENTER_POD_CIDR = "127.1.128.0/17"
 COMPONENT_ORDER = (
     "operator",
     "fleet-agent",
@@ -276,7 +275,7 @@ class DevCluster:
     def _kwok_args(self, ports: dict[str, int]) -> list[str]:
         return ["kwok", f"--kubeconfig={self.kubeconfig}", f"--config={self.bin / 'kwok-stages.yaml'}",
                 "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-                f"--cidr={KARPENTER_POD_CIDR}", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40",
+                f"--cidr={nodes.pod_network()}.128.0/17", "--node-ip=127.0.0.1", "--node-lease-duration-seconds=40",
                 f"--server-address=127.0.0.1:{ports['kwok']}"]  # fmt: skip
 
     def _start_karpenter(self) -> None:

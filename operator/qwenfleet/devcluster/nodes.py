@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +80,18 @@ def gpu_labels(gpu: GPUSpec, count: int, instance_type: str) -> dict[str, str]:
     return labels
 
 
+def pod_network() -> str:
+    """The /16 of loopback the dev cluster's pod IPs come from: `127.1` unless `QWENFLEET_DEV_POD_NET` names another
+    (`127.N`), so that two dev clusters on one machine never hand out the same pod IP."""
+    net = os.environ.get("QWENFLEET_DEV_POD_NET", "127.1")
+    parts = net.split(".")
+    if len(parts) != 2 or parts[0] != "127" or not parts[1].isdigit() or not 1 <= int(parts[1]) <= 254:
+        raise ValueError(f"QWENFLEET_DEV_POD_NET must look like 127.N, not {net!r}")
+    return net
+
+
 def node(name: str, index: int, group: NodeGroup) -> Manifest:
-    """One kwok node; pods on it get IPs from its own 127.1.<index>.0/24."""
+    """One kwok node; pods on it get IPs from its own 127.1.<index>.0/24 (see `pod_network`)."""
     labels = {
         "kubernetes.io/hostname": name,
         "kubernetes.io/os": "linux",
@@ -88,7 +99,7 @@ def node(name: str, index: int, group: NodeGroup) -> Manifest:
         "topology.kubernetes.io/zone": ZONE,
         "type": "kwok",
     }
-    spec: Manifest = {"podCIDR": f"127.1.{index}.0/24"}
+    spec: Manifest = {"podCIDR": f"{pod_network()}.{index}.0/24"}
     if group.gpu:
         gpu = get_gpu(group.gpu)
         instance = gpu.instance_types.get(group.gpus, f"{gpu.karpenter_gpu_name}-{group.gpus}gpu")
