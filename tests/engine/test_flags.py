@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from qwenfleet.api.deployment import EXTRA_ARG_FLAGS
+from qwenfleet.catalog.engine import EXTRA_ARG_FLAGS
 from qwenfleet.catalog import GPUS, MODELS, Precision
 from qwenfleet.devcluster import engine
 from qwenfleet.planner import PlanInfeasible, PlanRequest, plan

