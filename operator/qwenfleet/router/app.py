@@ -32,6 +32,7 @@ from qwenfleet.router.policy import (
     model_names,
 )
 from qwenfleet.router.requests import BadRequest, route_request
+from qwenfleet.router.usage import TAIL_BYTES, Usage, usage_of_body, usage_of_stream_tail
 
 ROUTE_HEADER = "x-qwenfleet-route"
 MAX_ATTEMPTS = 3
@@ -56,6 +57,15 @@ class RouterMetrics:
         self.inflight = Gauge("qwenfleet_router_inflight_requests", "Requests in flight.", ["backend"], registry=r)
         self.held = Gauge("qwenfleet_router_held_requests", "Requests held until their backend is ready.",
                           ["backend"], registry=r)  # fmt: skip
+        self.tokens = Counter("qwenfleet_router_tokens", "Tokens of answers by backend, type and thinking mode.",
+                              ["backend", "type", "mode"], registry=r)  # fmt: skip
+
+    def count_usage(self, backend: str, use: Usage | None) -> None:
+        """Add one answer's tokens (prompt, output, reasoning) under its backend and mode."""
+        if use is None:
+            return
+        for kind, value in (("prompt", use.prompt), ("output", use.output), ("reasoning", use.reasoning)):
+            self.tokens.labels(backend, kind, use.mode).inc(value)
 
 
 ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError", 408: "RequestTimeoutError",
@@ -323,8 +333,11 @@ class Router:
                         message = (await upstream.read()).decode(errors="replace")
                         await prepared.write(_sse_error(upstream.status, message))
                     else:
+                        tail = b""
                         async for chunk in upstream.content.iter_any():
                             await prepared.write(chunk)
+                            tail = (tail + chunk)[-TAIL_BYTES:]
+                        self.metrics.count_usage(route.backend, usage_of_stream_tail(tail))
                     await prepared.write_eof()
                     self.metrics.requests.labels(route.backend, route.reason, status).inc()
                     return prepared
@@ -332,14 +345,21 @@ class Router:
                 headers[ROUTE_HEADER] = f"{route.backend};{route.reason};{replica.id}"
                 length = upstream.content_length
                 if length is not None and length <= WHOLE_BODY_BYTES:  # a complete JSON answer: one write
-                    whole = web.Response(status=upstream.status, headers=headers, body=await upstream.read())
+                    answer = await upstream.read()
+                    whole = web.Response(status=upstream.status, headers=headers, body=answer)
+                    if upstream.status == 200:
+                        self.metrics.count_usage(route.backend, usage_of_body(answer))
                     self.metrics.requests.labels(route.backend, route.reason, status).inc()
                     return whole
                 response = web.StreamResponse(status=upstream.status, headers=headers)
                 await response.prepare(request)
                 streaming = True
+                tail = b""
                 async for chunk in upstream.content.iter_any():
                     await response.write(chunk)  # a client that went away raises here; upstream is closed
+                    tail = (tail + chunk)[-TAIL_BYTES:]
+                if upstream.status == 200:
+                    self.metrics.count_usage(route.backend, usage_of_stream_tail(tail))
                 await response.write_eof()
                 self.metrics.requests.labels(route.backend, route.reason, status).inc()
                 return response
