@@ -68,3 +68,75 @@ class DeploymentCost(ApiModel):
         default=None, description="Last day's realised USD per 1M output tokens over the planner's estimate."
     )
     ledger: CostLedger | None = Field(default=None, description="The measured totals and buckets.")
+
+
+class CostReference(ApiModel):
+    """A closed API's list prices to compare with. User-supplied: qwenfleet ships no default prices."""
+
+    name: str = Field(max_length=128, description="What the prices are, e.g. a provider and model name.")
+    input_per_million_usd: float = Field(
+        alias="inputPerMillionUSD", ge=0, le=10000, description="USD per 1M input (prompt) tokens, as you pay them."
+    )
+    output_per_million_usd: float = Field(
+        alias="outputPerMillionUSD", ge=0, le=10000, description="USD per 1M output tokens, as you pay them."
+    )
+
+
+class BackendCost(ApiModel):
+    """One backend's share of the router's traffic, priced at its realised USD per 1M output tokens."""
+
+    name: str = Field(description="Backend name.")
+    prompt_tokens: int = Field(description="Prompt tokens of answers from this backend.")
+    output_tokens: int = Field(description="Output tokens (reasoning included).")
+    reasoning_tokens: int = Field(description="Reasoning tokens (usage.completion_tokens_details.reasoning_tokens).")
+    usd_per_million_output_tokens: float | None = Field(
+        default=None,
+        alias="usdPerMillionOutputTokens",
+        description="The backend's realised USD per 1M output tokens since creation (else the planner's estimate).",
+    )
+    usd: float = Field(description="Output tokens times that price.")
+
+
+class ModeCost(ApiModel):
+    """Thinking or non-thinking answers (an answer with reasoning tokens is thinking)."""
+
+    mode: str = Field(description="thinking or non_thinking.")
+    prompt_tokens: int = Field(description="Prompt tokens.")
+    output_tokens: int = Field(description="Output tokens.")
+    token_share: float = Field(description="Share of all prompt and output tokens.")
+    usd: float = Field(description="Cost of its output tokens at each backend's price.")
+    cost_share: float | None = Field(default=None, description="Share of the router's cost.")
+
+
+class RouterCostLedger(ApiModel):
+    """Token counters, kept in status so the totals survive an operator restart."""
+
+    totals: dict[str, float] = Field(default_factory=dict, description="Tokens by backend/type/mode since creation.")
+    pods: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Each router pod's qwenfleet_router_tokens_total when last scraped."
+    )
+
+
+class RouterCost(ApiModel):
+    """What routing saved: tokens and cost per backend and mode, beside the largest backend and the reference."""
+
+    model_config = ConfigDict(frozen=False)
+
+    usd: float = Field(description="Cost of the routed answers at each backend's realised price.")
+    backends: list[BackendCost] = Field(default_factory=list, description="Per backend.")
+    modes: list[ModeCost] = Field(default_factory=list, description="Thinking against non-thinking.")
+    largest_backend: str | None = Field(default=None, description="The backend with the most GPUs per replica.")
+    on_largest_usd: float | None = Field(
+        default=None, alias="onLargestUSD", description="The same output tokens at the largest backend's price."
+    )
+    saved_vs_largest_usd: float | None = Field(
+        default=None, alias="savedVsLargestUSD", description="onLargestUSD minus usd."
+    )
+    reference_name: str | None = Field(default=None, description="spec.costReference.name.")
+    reference_usd: float | None = Field(
+        default=None, alias="referenceUSD", description="The same tokens at spec.costReference's prices."
+    )
+    saved_vs_reference_usd: float | None = Field(
+        default=None, alias="savedVsReferenceUSD", description="referenceUSD minus usd."
+    )
+    ledger: RouterCostLedger | None = Field(default=None, description="The counters the figures come from.")

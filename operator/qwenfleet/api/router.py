@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, StringConstraints, model_validator
 from qwenfleet.api.base import ApiModel
 from qwenfleet.api.cel import cel
 from qwenfleet.api.common import CONDITIONS_SCHEMA_EXTRA, Condition, ResourceName, SecretKeyRef
+from qwenfleet.api.cost import CostReference, RouterCost
 from qwenfleet.api.deployment import IMAGE
 
 Alias = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", max_length=128)]
@@ -154,6 +155,10 @@ class Qwen3RouterSpec(ApiModel):
     service_type: Literal["ClusterIP", "LoadBalancer", "NodePort"] = Field(
         default="ClusterIP", description="Type of the router's Service."
     )
+    cost_reference: CostReference | None = Field(
+        default=None,
+        description="A closed API's list prices (user-supplied, no defaults) that status.cost compares against.",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> Qwen3RouterSpec:
@@ -191,6 +196,7 @@ class Qwen3RouterStatus(ApiModel):
     endpoint: str = Field(default="", description="In-cluster OpenAI base URL of the router.")
     selector: str = Field(default="", description="Label selector of the router pods (for /scale).")
     backends: list[BackendStatus] = Field(default_factory=list, description="Per-backend readiness.")
+    cost: RouterCost | None = Field(default=None, description="What routing saved (qwenfleet.cost).")
 
 
 class Qwen3Router(ApiModel):

@@ -15,12 +15,15 @@ from typing import Any
 
 import aiohttp
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import REGISTRY, Collector
 
 from qwenfleet.catalog import UnknownGPUError, get_gpu
 from qwenfleet.cost import ledger as lg
+from qwenfleet.cost import routing
 from qwenfleet.kube import Kube, KubeError
 from qwenfleet.render.names import GROUP, HTTP_PORT
+from qwenfleet.render.router import ROUTER_PORT
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,8 @@ INTERVAL_SECONDS = 10.0
 WRITE_EVERY_SECONDS = 30.0
 SCRAPE_TIMEOUT_SECONDS = 2.0
 POD_SELECTOR = "app.kubernetes.io/managed-by=qwenfleet,app.kubernetes.io/component=model-server"
+ROUTER_SELECTOR = "app.kubernetes.io/managed-by=qwenfleet,app.kubernetes.io/component=router"
+ROUTER_TOKENS = "qwenfleet_router_tokens_total"
 Key = tuple[str, str]
 
 
@@ -70,6 +75,49 @@ async def scrape_counters(session: aiohttp.ClientSession, ip: str) -> tuple[floa
         return None
 
 
+@dataclass
+class RouterBook:
+    """One router's token counters in memory, and what was last written to its status."""
+
+    uid: str
+    totals: routing.Counters
+    pods: dict[str, routing.Counters]
+    written: dict[str, Any] = field(default_factory=dict)
+    written_at: float = 0.0
+
+
+def parse_router_tokens(text: str) -> routing.Counters:
+    """`backend/type/mode` -> value of the router's qwenfleet_router_tokens_total."""
+    out: routing.Counters = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == ROUTER_TOKENS:
+                key = f"{sample.labels.get('backend')}/{sample.labels.get('type')}/{sample.labels.get('mode')}"
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+async def scrape_router(session: aiohttp.ClientSession, ip: str) -> routing.Counters | None:
+    """A router pod's token counters, or None if it did not answer."""
+    try:
+        timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_SECONDS)
+        async with session.get(f"http://{ip}:{ROUTER_PORT}/metrics", timeout=timeout) as response:
+            if response.status != 200:
+                return None
+            return parse_router_tokens(await response.text())
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
+def backend_price(body: dict[str, Any]) -> routing.BackendPrice:
+    """A backend's realised USD per 1M output tokens since creation, else the planner's estimate."""
+    status = body.get("status") or {}
+    plan = status.get("plan") or {}
+    realised = ((status.get("cost") or {}).get("sinceCreation") or {}).get("usdPerMillionOutputTokens")
+    rate = realised if realised is not None else plan.get("costPerMillionOutputTokensUSD")
+    return routing.BackendPrice(rate, int(plan.get("gpusPerReplica") or 0), float(plan.get("costPerHourUSD") or 0))
+
+
 class CostLoop(Collector):
     """The fleet's cost ledgers, advanced every `interval` seconds; also a Prometheus collector of them."""
 
@@ -78,6 +126,7 @@ class CostLoop(Collector):
         self.namespaces: list[str | None] = list(namespaces) if namespaces else [None]
         self.interval = interval
         self.books: dict[Key, Book] = {}
+        self.routers: dict[Key, RouterBook] = {}
 
     async def run(self) -> None:
         """Pass after pass until cancelled; an error skips one pass."""
@@ -115,8 +164,52 @@ class CostLoop(Collector):
                 key = (meta["namespace"], meta["name"])
                 seen.add(key)
                 await self.account(body, by_owner.get(key, []), counters)
+            await self.routers_pass(session, namespace, {d["metadata"]["name"]: d for d in deployments}, seen)
         for gone in set(self.books) - seen:
             del self.books[gone]
+        for gone in set(self.routers) - seen:
+            del self.routers[gone]
+
+    async def routers_pass(
+        self, session: aiohttp.ClientSession, namespace: str | None, deployments: dict[str, Any], seen: set[Key]
+    ) -> None:
+        """Advance every router's token counters in `namespace`; patch status.cost when due and changed."""
+        routers = await self.kube.list(API_VERSION, "Qwen3Router", namespace)
+        if not routers:
+            return
+        pods = await self.kube.list("v1", "Pod", namespace, label_selector=ROUTER_SELECTOR)
+        running = [p for p in pods if (p.get("status") or {}).get("podIP") and p["status"].get("phase") == "Running"]
+        scraped = await asyncio.gather(*(scrape_router(session, p["status"]["podIP"]) for p in running))
+        for body in routers:
+            meta, status = body["metadata"], body.get("status") or {}
+            key = (meta["namespace"], meta["name"])
+            seen.add(key)
+            book = self.routers.get(key)
+            if book is None or book.uid != meta.get("uid"):
+                stored = (status.get("cost") or {}).get("ledger") or {}
+                pods_seen = {k: dict(v) for k, v in (stored.get("pods") or {}).items()}
+                book = RouterBook(
+                    str(meta.get("uid")), dict(stored.get("totals") or {}), pods_seen, status.get("cost") or {}
+                )
+                self.routers[key] = book
+            mine = {
+                p["metadata"]["name"]: c
+                for p, c in zip(running, scraped, strict=True)
+                if (p["metadata"].get("labels") or {}).get(f"{GROUP}/deployment") == meta["name"]
+            }
+            book.totals, book.pods = routing.advance_counters(book.totals, book.pods, mine)
+            spec = body.get("spec") or {}
+            names = [b.get("name") for b in spec.get("backends") or []]
+            prices = {n: backend_price(deployments[n]) for n in names if n in deployments}
+            record = routing.report(book.totals, prices, spec.get("costReference"))
+            record["ledger"] = {"totals": book.totals, "pods": book.pods}
+            now = time.time()
+            if book.written and now - book.written_at < WRITE_EVERY_SECONDS:
+                continue
+            if _without_ledger(record) == _without_ledger(book.written) and book.written_at:
+                continue
+            await self.kube.patch_status(API_VERSION, "Qwen3Router", key[0], key[1], {"cost": record})
+            book.written, book.written_at = record, now
 
     async def account(self, body: dict[str, Any], pods: Iterable[dict[str, Any]], counters: dict[str, Any]) -> None:
         """Advance one deployment's ledger; patch status.cost when due and changed."""
@@ -160,7 +253,29 @@ class CostLoop(Collector):
             tokens.add_metric([namespace, name, "output"], total.output_tokens)
             usd.add_metric([namespace, name], total.gpu_seconds / lg.HOUR * book.price)
             price.add_metric([namespace, name], book.price)
-        yield from (gpu, serving, tokens, usd, price)
+        routed = CounterMetricFamily(
+            "qwenfleet_router_cost_usd",
+            "Cost of a router's answers at each backend's realised price, USD.",
+            labels=["namespace", "router", "backend"],
+        )
+        largest = GaugeMetricFamily(
+            "qwenfleet_router_on_largest_usd",
+            "The same answers at the largest backend's price, USD.",
+            labels=["namespace", "router"],
+        )
+        reference = GaugeMetricFamily(
+            "qwenfleet_router_reference_usd",
+            "The same tokens at spec.costReference's prices, USD.",
+            labels=["namespace", "router"],
+        )
+        for (namespace, name), rbook in sorted(self.routers.items()):
+            for row in rbook.written.get("backends") or []:
+                routed.add_metric([namespace, name, row["name"]], row["usd"])
+            if rbook.written.get("onLargestUSD") is not None:
+                largest.add_metric([namespace, name], rbook.written["onLargestUSD"])
+            if rbook.written.get("referenceUSD") is not None:
+                reference.add_metric([namespace, name], rbook.written["referenceUSD"])
+        yield from (gpu, serving, tokens, usd, price, routed, largest, reference)
 
 
 def _without_ledger(record: dict[str, Any]) -> dict[str, Any]:

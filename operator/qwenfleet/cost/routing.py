@@ -1,0 +1,96 @@
+"""What routing saved: a Qwen3Router's tokens per backend and thinking mode, priced at each backend's realised cost,
+beside the same tokens on the largest backend and at a user-supplied reference API price. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from qwenfleet.cost.ledger import counter_delta
+
+Counters = dict[str, float]
+"""Token counters keyed `backend/type/mode` (type: prompt, output, reasoning; mode: thinking, non_thinking)."""
+
+
+@dataclass(frozen=True)
+class BackendPrice:
+    """One backend's price of an output token: realised when it served, else the planner's estimate."""
+
+    usd_per_million_output: float | None
+    gpus_per_replica: int
+    cost_per_hour_usd: float
+
+
+def advance_counters(
+    totals: Counters, seen: Mapping[str, Counters], observed: Mapping[str, Counters | None]
+) -> tuple[Counters, dict[str, Counters]]:
+    """Totals plus each live pod's counter increase (resets handled); pods not scraped keep their last values."""
+    out = dict(totals)
+    kept: dict[str, Counters] = {}
+    for pod, now in observed.items():
+        before = seen.get(pod)
+        if now is None:
+            if before is not None:
+                kept[pod] = dict(before)
+            continue
+        for key, value in now.items():
+            out[key] = out.get(key, 0.0) + counter_delta(None if before is None else before.get(key, 0.0), value)
+        kept[pod] = dict(now)
+    return out, kept
+
+
+def _split(totals: Counters) -> dict[tuple[str, str, str], float]:
+    parts: dict[tuple[str, str, str], float] = {}
+    for key, value in totals.items():
+        backend, kind, mode = [*key.split("/"), "", "", ""][:3]
+        parts[(backend, kind, mode)] = parts.get((backend, kind, mode), 0.0) + value
+    return parts
+
+
+def _usd(tokens: float, rate: float | None) -> float:
+    return tokens / 1e6 * rate if rate else 0.0
+
+
+def report(totals: Counters, prices: Mapping[str, BackendPrice], reference: Mapping[str, Any] | None) -> dict[str, Any]:
+    """status.cost of a router: per backend and per mode tokens and USD; on the largest backend; at the reference."""
+    parts = _split(totals)
+    backends = sorted({b for b, _, _ in parts})
+    modes = sorted({m for _, _, m in parts})
+
+    def tokens(backend: str | None = None, kind: str | None = None, mode: str | None = None) -> float:
+        wanted = (backend, kind, mode)
+        return sum(v for key, v in parts.items() if all(w is None or w == k for w, k in zip(wanted, key, strict=True)))
+
+    def rate(backend: str) -> float | None:
+        price = prices.get(backend)
+        return price.usd_per_million_output if price else None
+
+    rows = []
+    for b in backends:
+        rows.append({"name": b, "promptTokens": int(tokens(b, "prompt")), "outputTokens": int(tokens(b, "output")),
+                     "reasoningTokens": int(tokens(b, "reasoning")), "usdPerMillionOutputTokens": rate(b),
+                     "usd": round(_usd(tokens(b, "output"), rate(b)), 4)})  # fmt: skip
+    usd = sum(_usd(tokens(b, "output"), rate(b)) for b in backends)
+    all_output = tokens(kind="output")
+    mode_rows = []
+    for m in modes:
+        m_usd = sum(_usd(tokens(b, "output", m), rate(b)) for b in backends)
+        mode_rows.append({"mode": m, "promptTokens": int(tokens(kind="prompt", mode=m)),
+                          "outputTokens": int(tokens(kind="output", mode=m)),
+                          "tokenShare": round((tokens(mode=m) - tokens(kind="reasoning", mode=m))
+                                              / max(1.0, tokens() - tokens(kind="reasoning")), 4),
+                          "usd": round(m_usd, 4), "costShare": round(m_usd / usd, 4) if usd else None})  # fmt: skip
+    out: dict[str, Any] = {"usd": round(usd, 4), "backends": rows, "modes": mode_rows}
+    if prices:
+        largest = max(prices, key=lambda n: (prices[n].gpus_per_replica, prices[n].cost_per_hour_usd, n))
+        on_largest = _usd(all_output, rate(largest))
+        out |= {"largestBackend": largest, "onLargestUSD": round(on_largest, 4),
+                "savedVsLargestUSD": round(on_largest - usd, 4)}  # fmt: skip
+    if reference:
+        ref = tokens(kind="prompt") / 1e6 * float(reference.get("inputPerMillionUSD", 0)) + all_output / 1e6 * float(
+            reference.get("outputPerMillionUSD", 0)
+        )
+        out |= {"referenceName": str(reference.get("name", "")), "referenceUSD": round(ref, 4),
+                "savedVsReferenceUSD": round(ref - usd, 4)}  # fmt: skip
+    return out
