@@ -1,0 +1,75 @@
+"""The chart's Grafana dashboard: valid JSON, and every query names only series the operator, the router or vLLM
+(its stand-in, kept equal to vLLM by the conformance suite) export."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+
+from qwenfleet.controller import metrics
+from qwenfleet.cost import ledger as lg
+from qwenfleet.cost.loop import Book, CostLoop, RouterBook
+from qwenfleet.planner import PlanRequest, plan
+from qwenfleet.router.app import RouterMetrics
+from qwenfleet.router.usage import Usage
+from qwenfleet.sim.server import SimServer
+
+DASHBOARD = Path(__file__).parents[2] / "charts/qwenfleet/files/dashboard.json"
+PROMQL_WORDS = {"sum", "by", "rate", "increase", "histogram_quantile", "avg", "max", "min", "without", "le", "on",
+                "ignoring", "and", "or", "unless", "count", "e6", "1e6"}  # fmt: skip
+
+
+def _exported(registry: CollectorRegistry) -> set[str]:
+    names = set()
+    for line in generate_latest(registry).decode().splitlines():
+        if line and not line.startswith("#"):
+            names.add(re.split(r"[{ ]", line, maxsplit=1)[0])
+    return names
+
+
+def _series_names(expr: str) -> set[str]:
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr)  # grouping labels
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges
+    words = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", expr))
+    return {w for w in words if w not in PROMQL_WORDS and not re.fullmatch(r"\d+e\d+", w)}
+
+
+def _all_exported() -> set[str]:
+    loop = CostLoop(kube=None, namespaces=None)  # type: ignore[arg-type]
+    loop.books[("ns", "d")] = Book("u", lg.Ledger(total=lg.Totals(10, 5, 100, 50)), price=2.0)
+    written = {"backends": [{"name": "d", "usd": 1.0}], "onLargestUSD": 2.0, "referenceUSD": 3.0}
+    loop.routers[("ns", "r")] = RouterBook("u", {}, {}, written)
+    cost = CollectorRegistry()
+    cost.register(loop)
+    router = RouterMetrics()
+    router.count_usage("d", Usage(1, 2, 1))
+    router.requests.labels("d", "alias", "200").inc()
+    router.ttfb.labels("d").observe(0.1)
+    router.inflight.labels("d").inc()
+    metrics.observe_reconcile("ns", "d", 0.1, {"readyReplicas": 1})
+    metrics.ERRORS.labels("ApplyFailed").inc(0)
+    sim = SimServer(plan(PlanRequest("Qwen3-0.6B", "H100-80GB")))
+    try:
+        return _exported(REGISTRY) | _exported(cost) | _exported(router.registry) | _exported(sim.metrics.registry)
+    finally:
+        metrics.forget("ns", "d")
+
+
+def test_the_dashboard_is_valid_json_and_queries_only_exported_series() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 15
+    exported = _all_exported()
+    for expr in exprs:
+        names = _series_names(expr)
+        assert names, expr
+        assert names <= exported, f"{expr}: {sorted(names - exported)} not exported"
+
+
+def test_the_checker_catches_a_series_nobody_exports() -> None:
+    assert _series_names('sum by (x) (rate(vllm:made_up_total{a="b"}[5m])) / 1e6') == {"vllm:made_up_total"}
+    assert "vllm:made_up_total" not in _all_exported()
