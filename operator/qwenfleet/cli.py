@@ -148,11 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=_cmd_crds)
 
     from qwenfleet.controller.main import register as register_run
+    from qwenfleet.cost.cli import register as register_cost
     from qwenfleet.devcluster.cli import register as register_dev
     from qwenfleet.router.cli import register as register_router
     from qwenfleet.sim.cli import register as register_sim
 
     register_run(sub)
+    register_cost(sub)
     register_router(sub)
     register_sim(sub)
     register_dev(sub)

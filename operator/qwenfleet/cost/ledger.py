@@ -267,3 +267,12 @@ def observe(pod: Mapping[str, Any], counters: tuple[float, float, float] | None)
         output=output,
         running=running or 0.0,
     )
+
+
+def bucket_series(stored: Mapping[str, Any] | None, gpu_hour_usd: float) -> list[tuple[float, float | None]]:
+    """(bucket start, realised USD per 1M output tokens in it) for each stored bucket; None where nothing served."""
+    out: list[tuple[float, float | None]] = []
+    for start, totals in load(stored).buckets:
+        usd = totals.gpu_seconds / HOUR * gpu_hour_usd
+        out.append((float(start), usd_per_million(usd, totals.output_tokens)))
+    return out
