@@ -87,3 +87,23 @@ async def test_a_status_update_by_a_controller_is_not_drift_but_a_spec_edit_is()
     assert kube.requests == 2
     assert applier.exists("apps/v1", "Deployment", "n", "d") is True
     assert applier.exists("apps/v1", "StatefulSet", "n", "d") is None
+
+
+async def test_a_restarted_applier_adopts_its_own_unchanged_apply_but_not_a_foreign_edit() -> None:
+    kube = RecordingKube()
+    first = CachingApplier(kube, frozenset({"Service"}))  # type: ignore[arg-type]
+    applied = await first.apply(_svc(80))
+    ours = [{"manager": "qwenfleet", "operation": "Apply", "fieldsV1": {"f:spec": {"f:port": {}}}},
+            {"manager": "kube-controller-manager", "subresource": "status", "fieldsV1": {"f:status": {}}}]  # fmt: skip
+    listed = {**applied, "metadata": {**applied["metadata"], "managedFields": ours}}
+    restarted = CachingApplier(kube, frozenset({"Service"}))  # type: ignore[arg-type]
+    restarted.observe(listed)  # the watch lists it after the restart
+    await restarted.apply(_svc(80))
+    assert kube.requests == 1 and restarted.skipped == 1
+    await restarted.apply(_svc(81))  # a new intent is applied
+    assert kube.requests == 2
+    edited = [*ours, {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:spec": {"f:port": {}}}}]
+    again = CachingApplier(kube, frozenset({"Service"}))  # type: ignore[arg-type]
+    again.observe({**listed, "metadata": {**listed["metadata"], "managedFields": edited}})
+    await again.apply(_svc(80))  # someone else owns part of the spec: apply
+    assert kube.requests == 3

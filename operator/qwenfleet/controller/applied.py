@@ -5,19 +5,27 @@ seen to change in a way that could matter: a new generation (someone edited its 
 annotations or owner references, or deletion. A status update by another controller does not count. For kinds
 without a generation (Services, ConfigMaps, RBAC), any new resourceVersion counts. Kinds the operator does not
 watch are always applied.
+
+Every child carries the digest of the intent it was applied with (annotation `qwenfleet.dev/applied-intent`).
+A restarted operator has no memory of its applies; it takes the watched object's digest as its own when it
+equals the current intent and no other field manager owns anything in the object's spec (an edit by someone
+else, or a scale, would have made them an owner): a restart sends nothing for the children the watch has
+listed before their owner's first reconcile.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from qwenfleet.kube import Kube
+from qwenfleet.kube import FIELD_MANAGER, Kube
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
+INTENT_ANNOTATION = "qwenfleet.dev/applied-intent"
 
 
 def _key(obj: Obj) -> Key:
@@ -51,6 +59,25 @@ def signature(obj: Obj, label_keys: tuple[str, ...] = (), annotation_keys: tuple
     return intent_hash({"m": mine})
 
 
+def foreign_spec_owner(obj: Obj) -> bool:
+    """Whether a field manager other than ours owns a field of the spec (status writers do not count)."""
+    for entry in (obj.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") == FIELD_MANAGER or entry.get("subresource") == "status":
+            continue
+        if "f:spec" in (entry.get("fieldsV1") or {}):
+            return True
+    return False
+
+
+def with_intent(manifest: Obj, intent: str) -> Obj:
+    """The manifest with its intent digest as an annotation."""
+    meta = manifest["metadata"]
+    return {
+        **manifest,
+        "metadata": {**meta, "annotations": {**(meta.get("annotations") or {}), INTENT_ANNOTATION: intent}},
+    }
+
+
 class CachingApplier:
     """`apply` like Kube.apply, skipping the request when neither our intent nor the object changed."""
 
@@ -62,6 +89,7 @@ class CachingApplier:
         self.skipped = 0
         self.sent = 0
         self._checked: dict[tuple[str, ...], object] = {}
+        self._sent_at: dict[Key, float] = {}  # monotonic time of the last apply actually sent, per object
 
     def checked(self, what: tuple[str, ...], version: object) -> bool:
         """Whether `what` was already checked at `version` in this process (see `remember`)."""
@@ -77,6 +105,7 @@ class CachingApplier:
         if deleted:
             self._seen.pop(key, None)
             self._applied.pop(key, None)
+            self._sent_at.pop(key, None)
             return
         meta = obj.get("metadata") or {}
         slim_meta = {"name": meta.get("name"), "namespace": meta.get("namespace"),
@@ -84,7 +113,12 @@ class CachingApplier:
                      "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {},
                      "ownerReferences": meta.get("ownerReferences")}  # fmt: skip
         self._seen[key] = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": slim_meta,
-                           "status": obj.get("status") or {}}  # fmt: skip
+                           "status": obj.get("status") or {}, "foreign": foreign_spec_owner(obj)}  # fmt: skip
+
+    def since_sent(self, api_version: str, kind: str, namespace: str, name: str) -> float | None:
+        """Seconds since this process last sent an apply of the object (None: never)."""
+        sent = self._sent_at.get((api_version, kind, namespace, name))
+        return None if sent is None else time.monotonic() - sent
 
     def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool | None:
         """Whether the watch has seen the object (None for kinds this applier does not watch)."""
@@ -107,19 +141,27 @@ class CachingApplier:
         """Server-side apply, unless the last apply of the same intent is still what the cluster holds."""
         key = _key(manifest)
         intent = intent_hash(manifest)
+        manifest = with_intent(manifest, intent)
+        meta = manifest["metadata"]
+        label_keys, annotation_keys = (
+            tuple(sorted(meta.get("labels") or {})),
+            tuple(sorted(meta.get("annotations") or {})),
+        )
         before = self._applied.get(key)
         seen = self._seen.get(key)
+        if (before is None and seen is not None and manifest["kind"] in self.watched_kinds and not seen["foreign"]
+                and seen["metadata"]["annotations"].get(INTENT_ANNOTATION) == intent):  # fmt: skip
+            # applied with this intent before a restart, and nobody else has touched the spec since
+            before = self._applied[key] = _Applied(
+                intent, signature(seen, label_keys, annotation_keys), label_keys, annotation_keys
+            )
         if (before and seen and before.intent == intent and manifest["kind"] in self.watched_kinds
                 and signature(seen, before.label_keys, before.annotation_keys) == before.signature):  # fmt: skip
             self.skipped += 1
             return seen
         result = await self.kube.apply(manifest)
         self.sent += 1
-        meta = manifest["metadata"]
-        label_keys, annotation_keys = (
-            tuple(sorted(meta.get("labels") or {})),
-            tuple(sorted(meta.get("annotations") or {})),
-        )
+        self._sent_at[key] = time.monotonic()
         self._applied[key] = _Applied(
             intent, signature(result, label_keys, annotation_keys), label_keys, annotation_keys
         )

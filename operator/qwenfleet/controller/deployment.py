@@ -36,6 +36,7 @@ API_VERSION = "qwenfleet.dev/v1alpha1"
 KIND = "Qwen3Deployment"
 FINALIZER = f"{GROUP}/cleanup"
 RETRY_SOON_SECONDS = 10.0
+STATUS_DEFER_SECONDS = 10.0
 APPLY_RETRY_SECONDS = 30.0
 T = ConditionType
 R = Reason
@@ -50,6 +51,7 @@ __all__ = [
     "owns_nodepool",
     "reconcile_deployment",
     "refused",
+    "status_deferral",
     "write_status",
 ]
 
@@ -351,7 +353,26 @@ async def reconcile_deployment(
     await _prune(kube, inp, children, applier, keep_kind=held.kind if held else None, rolled_out=rolled_out,
                  generation=generation)  # fmt: skip
     view = replace(view, workload=counts)
+    if held is None and applier is not None:
+        api_version = WORKLOAD_KINDS[the_plan.workload_kind]
+        wait = status_deferral(
+            counts.observed, applier.since_sent(api_version, the_plan.workload_kind, namespace, name)
+        )
+        if wait is not None:  # the workload's controller reports within moments: one status write, not two
+            return Outcome(status=status, wrote_status=False, retry_after=wait)
     return await write_status(kube, KIND, body, *deployment_status(view, status, now_rfc3339()))
+
+
+def status_deferral(workload_observed: bool, since_applied: float | None) -> float | None:
+    """Seconds to hold the status write back, or None to write now.
+
+    Right after we applied a new workload generation its controller has not reported on it yet; a status
+    written now would be superseded moments later by the one that sees the rollout. Wait for that report (its
+    watch event triggers the next pass), but never longer than STATUS_DEFER_SECONDS after the apply.
+    """
+    if workload_observed or since_applied is None or since_applied >= STATUS_DEFER_SECONDS:
+        return None
+    return STATUS_DEFER_SECONDS - since_applied
 
 
 async def _blocked(kube: Kube, body: Obj, reason: Reason, message: str, generation: int) -> Outcome:

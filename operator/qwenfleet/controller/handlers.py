@@ -1,18 +1,23 @@
-"""kopf registrations: thin shells that trigger the one reconcile per Qwen3Deployment.
+"""kopf registrations: thin shells that queue the one reconcile per Qwen3Deployment and Qwen3Router.
 
-Every Qwen3Deployment has one daemon that reconciles it, then sleeps until something relevant happens (its own
-spec or wake annotation changed, a child or a model-server pod changed) or the resync period passes. Creation,
-updates, operator restarts (resume) and the periodic resync all end in the same level-based reconcile.
+kopf provides only the shared watches (one per kind) and the pod index; every handler is a watch-event handler,
+so kopf writes nothing to our objects (no progress or diff-base annotations, no finalizer of its own). A watch
+event queues the object's key when something relevant changed (its spec, wake annotation, autoscaler decision,
+finalizers or deletion; a child or a model-server pod); a fixed pool of workers runs the level-based reconcile,
+one pass per key at a time, and every pass schedules the next (the resync, a retry or a back-off). Creation,
+updates, operator restarts and the periodic resync all end in the same reconcile. The finalizer is ours, and
+only deployments that own a cluster-scoped NodePool carry it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from contextlib import suppress
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
 
 import aiohttp
 import kopf
@@ -29,7 +34,7 @@ from qwenfleet.controller.deployment import (
     reconcile_deployment,
 )
 from qwenfleet.controller.router import reconcile_router
-from qwenfleet.controller.waiting import first_of
+from qwenfleet.controller.workqueue import WorkQueue
 from qwenfleet.kube import Kube, KubeError, make_api_client
 from qwenfleet.render import Capabilities
 from qwenfleet.render.names import GROUP, ROLE_LABEL, WAKE_ANNOTATION
@@ -63,6 +68,8 @@ RESYNC_SECONDS = 60.0
 MAX_CONCURRENT_RECONCILES = 32
 AUTOSCALE_INTERVAL_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 120.0
+AUTOSCALE_WORKERS = 16
+Obj = dict[str, Any]
 Key = tuple[str, str]
 TriggerKey = tuple[str, str, str]
 """("d", namespace, name) for a Qwen3Deployment's loop, ("r", namespace, name) for a Qwen3Router's."""
@@ -80,7 +87,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Production settings and the one API client."""
-    settings.persistence.finalizer = FINALIZER
+    # Only watch-event handlers are registered: kopf keeps no progress, diff base or finalizer on our objects.
+    # Its finalizer name differs from ours, so it never adds or removes the one the reconcile manages.
+    settings.persistence.finalizer = f"{GROUP}/kopf"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -98,8 +107,19 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.kube = kube
     memo.reconcile_slots = asyncio.Semaphore(MAX_CONCURRENT_RECONCILES)
     memo.applier = CachingApplier(kube, WATCHED_CHILD_KINDS)
-    memo.triggers = {}
     memo.seen = {}
+    # kopf's pod index and handler context of this run, from the first handler call. Handlers get a shallow copy
+    # of the memo, so what they set must go into an object shared with the queue's workers.
+    memo.run = Run()
+    memo.bodies = {}  # (kind, namespace, name) -> the object as last watched, slimmed
+    memo.routers = {}  # namespace -> names of its Qwen3Routers
+    memo.failures = {}
+    memo.memories = {}  # (namespace, name) -> the builtin autoscaler's memory
+    memo.session = aiohttp.ClientSession()
+    memo.queue = WorkQueue(lambda key: _reconcile(memo, key), MAX_CONCURRENT_RECONCILES, "reconcile")
+    memo.autoscaler = WorkQueue(lambda key: _autoscale(memo, key), AUTOSCALE_WORKERS, "autoscaler")
+    memo.queue.start()
+    memo.autoscaler.start()
     memo.caps = Capabilities(
         service_monitor=await kube.crd_exists("servicemonitors.monitoring.coreos.com"),
         karpenter=await kube.crd_exists("nodepools.karpenter.sh"),
@@ -109,7 +129,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
-    """Close the API client."""
+    """Stop the queues, close the clients."""
+    for name in ("queue", "autoscaler"):
+        queue: WorkQueue[Any] | None = memo.get(name)
+        if queue is not None:
+            await queue.stop()
+    session: aiohttp.ClientSession | None = memo.get("session")
+    if session is not None:
+        await session.close()
     kube: Kube | None = memo.get("kube")
     if kube:
         await kube.close()
@@ -135,17 +162,28 @@ def model_server_pods(
     return {key: _pod_state(name, dict(status), labels.get(ROLE_LABEL))}
 
 
-@kopf.index(*DEPLOYMENTS)
-def deployment_names(namespace: str | None, name: str, **_: Any) -> dict[str, str]:
-    """Qwen3Deployments by namespace: which backends of a router exist."""
-    return {namespace or "": name}
+@dataclass
+class Run:
+    """What the queue's workers need from kopf, captured by the first handler call of this run."""
+
+    pods: kopf.Index[Key, PodState] | None = None
+    context: contextvars.Context | None = None
+
+    def pods_of(self, key: Key) -> list[PodState]:
+        """The model-server pods of one deployment, from kopf's index."""
+        return list(self.pods.get(key, [])) if self.pods is not None else []
 
 
 def _trigger(memo: Any, key: Key, *, routers: bool = False) -> None:
-    """Wake the loop of the Qwen3Deployment `key`, and with `routers` every router loop in its namespace."""
-    for trigger_key, event in list(memo.triggers.items()):
-        if trigger_key == ("d", *key) or (routers and trigger_key[0] == "r" and trigger_key[1] == key[0]):
-            event.set()
+    """Queue the Qwen3Deployment `key`, and with `routers` every Qwen3Router in its namespace."""
+    queue: WorkQueue[TriggerKey] | None = memo.get("queue")
+    if queue is None:
+        return
+    if ("d", *key) in memo.bodies:
+        queue.add(("d", *key))
+    if routers:
+        for router in memo.routers.get(key[0], ()):
+            queue.add(("r", key[0], router))
 
 
 @kopf.on.event("pods", labels={**OWNED, "app.kubernetes.io/component": "model-server"})
@@ -163,184 +201,215 @@ def _child_changed(
         applier.observe(dict(body), deleted=type == "DELETED")
     owner = (namespace or "", labels.get(f"{GROUP}/deployment", ""))
     _trigger(memo, owner)
-    router = memo.triggers.get(("r", *owner))
-    if router is not None and labels.get("app.kubernetes.io/component") == "router":
-        router.set()
+    if labels.get("app.kubernetes.io/component") == "router" and owner[1] in memo.routers.get(owner[0], ()):
+        memo.queue.add(("r", *owner))
 
 
 for _group, _version, _plural in CHILD_RESOURCES:
     kopf.on.event(_group, _version, _plural, labels=OWNED, id=f"child-{_plural}")(_child_changed)
 
 
+def _slim(body: kopf.Body) -> Obj:
+    """The object as the reconcile reads it: without managedFields and kubectl's copy of the last apply."""
+    meta = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
+    annotations = meta.get("annotations")
+    if annotations and "kubectl.kubernetes.io/last-applied-configuration" in annotations:
+        meta["annotations"] = {k: v for k, v in annotations.items()
+                               if k != "kubectl.kubernetes.io/last-applied-configuration"}  # fmt: skip
+    return {**{k: v for k, v in body.items() if k != "metadata"}, "metadata": meta}
+
+
+def _remember_indexes(memo: Any, kwargs: Mapping[str, Any]) -> None:
+    """kopf hands its indexes to handlers only; the queue's passes read them from here."""
+    run: Run = memo.run
+    if run.pods is None and "model_server_pods" in kwargs:
+        run.pods = kwargs["model_server_pods"]
+        run.context = contextvars.copy_context()
+
+
 @kopf.on.event(*DEPLOYMENTS)
 def deployment_changed(
     namespace: str | None,
     name: str,
+    body: kopf.Body,
     meta: kopf.Meta,
     status: kopf.Status,
     memo: Any,
     type: str | None,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
-    """Wake the deployment's daemon when its spec, wake annotation or autoscaler decision changed, and the
-    namespace's routers when a deployment appears or goes (their backends may exist now, or no longer).
+    """Queue the deployment when its spec, wake annotation, autoscaler decision, finalizers or deletion changed,
+    and the namespace's routers when a deployment appears or goes (their backends may exist now, or no longer).
 
-    Other status writes (our own) do not trigger a reconcile.
+    Other status writes (our own) do not queue a reconcile.
     """
+    _remember_indexes(memo, kwargs)
     key = (namespace or "", name)
     if type == "DELETED":
         memo.seen.pop(key, None)
+        memo.bodies.pop(("d", *key), None)
+        memo.queue.forget(("d", *key))
+        memo.autoscaler.forget(key)
+        memo.memories.pop(key, None)
+        metrics.forget(key[0], name)
         _trigger(memo, key, routers=True)
         return
+    memo.bodies[("d", *key)] = _slim(body)
     decided = (status.get("autoscaler") or {}).get("desiredReplicas")
-    seen = (meta.get("generation"), (meta.get("annotations") or {}).get(WAKE_ANNOTATION), decided)
+    seen = (meta.get("generation"), (meta.get("annotations") or {}).get(WAKE_ANNOTATION), decided,
+            meta.get("deletionTimestamp") is not None, FINALIZER in (meta.get("finalizers") or []))  # fmt: skip
     if memo.seen.get(key) != seen:
         new = key not in memo.seen
         memo.seen[key] = seen
         _trigger(memo, key, routers=new)
+    if key not in memo.memories and _builtin(body.get("spec") or {}):
+        memo.memories[key] = Memory()
+        memo.autoscaler.add(key)
 
 
-async def _post_events(body: kopf.Body, events: list[tuple[str, str, str]]) -> None:
+def _event(body: Obj, kind: str, reason: str, message: str, memo: Any) -> None:
+    """Post an Event about the object through kopf's poster, in the context of kopf's handlers (which holds the
+    poster's queue; the queue's workers run outside it)."""
+    context = memo.run.context
+    if context is None:
+        log.info("%s %s: %s", kind, reason, message)
+        return
+    context.run(kopf.event, cast(kopf.Body, body), type=kind, reason=reason, message=message[:1024])
+
+
+async def _post_events(body: Obj, events: list[tuple[str, str, str]], memo: Any) -> None:
     for kind, reason, message in events:
-        kopf.event(body, type=kind, reason=reason, message=message[:1024])
+        _event(body, kind, reason, message, memo)
 
 
-async def _reconcile_once(body: kopf.Body, memo: Any, pods: list[PodState]) -> float | None:
-    started = time.perf_counter()
-    outcome = await reconcile_deployment(memo.kube, dict(body), pods, memo.caps, memo.applier)
+async def _set_finalizer(kube: Kube, body: Obj, present: bool) -> None:
+    """Add or remove our finalizer; the resourceVersion makes a concurrent change of the list a conflict."""
     meta = body["metadata"]
-    metrics.observe_reconcile(meta["namespace"], meta["name"], time.perf_counter() - started, outcome.status)
-    await _post_events(body, outcome.events)
+    finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER] + ([FINALIZER] if present else [])
+    patch = {"metadata": {"finalizers": finalizers, "resourceVersion": meta["resourceVersion"]}}
+    await kube.merge_patch(body["apiVersion"], body["kind"], meta["name"], meta["namespace"], patch)
+
+
+async def _finalizer_pass(kube: Kube, body: Obj, wanted: bool) -> bool:
+    """Keep our finalizer exactly where a NodePool is owned; at deletion clean up, then let go.
+
+    True when the object is being deleted (nothing else to do for it).
+    """
+    meta = body["metadata"]
+    has = FINALIZER in (meta.get("finalizers") or [])
+    if meta.get("deletionTimestamp"):
+        if has:
+            if body["kind"] == "Qwen3Deployment":
+                await finalize_deployment(kube, body)
+            await _set_finalizer(kube, body, present=False)
+        return True
+    if has != wanted:
+        await _set_finalizer(kube, body, present=wanted)
+    return False
+
+
+async def _reconcile_deployment_pass(memo: Any, body: Obj) -> float | None:
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    if await _finalizer_pass(memo.kube, body, owns_nodepool(body.get("spec") or {}, namespace, name)):
+        return None
+    pods = list(memo.run.pods_of((namespace, name)))
+    started = time.perf_counter()
+    outcome = await reconcile_deployment(memo.kube, body, pods, memo.caps, memo.applier)
+    metrics.observe_reconcile(namespace, name, time.perf_counter() - started, outcome.status)
+    if outcome.wrote_status:  # the watch brings the new status soon; meanwhile, do not write it again
+        body["status"] = outcome.status
+    await _post_events(body, outcome.events, memo)
     return outcome.retry_after
 
 
-async def _reconcile_router_once(
-    body: kopf.Body, memo: Any, pods: kopf.Index[Key, PodState], deployments: kopf.Index[str, str]
-) -> float | None:
+async def _reconcile_router_pass(memo: Any, body: Obj) -> float | None:
+    if await _finalizer_pass(memo.kube, body, wanted=False):
+        return None
     namespace = body["metadata"]["namespace"]
     backends = [b.get("name", "") for b in (body.get("spec") or {}).get("backends") or []]
-    ready = {b: ready_replicas(pods.get((namespace, b), [])) for b in backends}
-    existing = set(deployments.get(namespace, []))
-    outcome = await reconcile_router(memo.kube, dict(body), ready, existing, memo.applier)
-    await _post_events(body, outcome.events)
+    ready = {b: ready_replicas(memo.run.pods_of((namespace, b))) for b in backends}
+    existing = {k[2] for k in memo.bodies if k[0] == "d" and k[1] == namespace}
+    outcome = await reconcile_router(memo.kube, body, ready, existing, memo.applier)
+    if outcome.wrote_status:
+        body["status"] = outcome.status
+    await _post_events(body, outcome.events, memo)
     return outcome.retry_after
 
 
-async def _reconcile_loop(
-    key: TriggerKey,
-    body: kopf.Body,
-    memo: Any,
-    stopped: kopf.DaemonStopped,
-    once: Callable[[], Awaitable[float | None]],
-) -> None:
-    """Reconcile now, then whenever triggered, at least every RESYNC_SECONDS; back off on errors."""
-    trigger: asyncio.Event = memo.triggers.setdefault(key, asyncio.Event())
-    failures = 0
+async def _reconcile(memo: Any, key: TriggerKey) -> float | None:
+    """One pass of the one reconcile for the object `key`; when to look again (resync, retry or back-off)."""
+    body = memo.bodies.get(key)
+    if body is None:
+        memo.failures.pop(key, None)
+        return None  # gone
     try:
-        while not stopped:
-            trigger.clear()
-            try:
-                async with memo.reconcile_slots:  # bounded: a thousand objects do not all reconcile at once
-                    retry = await once()
-                failures = 0
-                wait = retry or RESYNC_SECONDS
-            except KubeError as exc:
-                failures += 1
-                wait = min(MAX_BACKOFF_SECONDS, 2.0**failures)
-                metrics.ERRORS.labels(reason=exc.reason or str(exc.status)).inc()
-                log.warning("reconcile %s failed (%s); retrying in %.0fs", key, exc, wait)
-                kopf.event(body, type="Warning", reason="ApplyFailed", message=str(exc)[:1024])
-            except Exception as exc:  # a bug must not kill the daemon or loop hot
-                failures += 1
-                wait = min(MAX_BACKOFF_SECONDS, 2.0**failures)
-                metrics.ERRORS.labels(reason=type(exc).__name__).inc()
-                log.exception("reconcile %s crashed; retrying in %.0fs", key, wait)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(first_of(trigger.wait(), stopped.wait()), timeout=wait)
-    finally:
-        memo.triggers.pop(key, None)
-
-
-@kopf.daemon(*DEPLOYMENTS, cancellation_timeout=10.0)
-async def deployment_daemon(
-    body: kopf.Body,
-    namespace: str | None,
-    name: str,
-    memo: Any,
-    stopped: kopf.DaemonStopped,
-    **kwargs: Any,
-) -> None:
-    """One reconcile loop per Qwen3Deployment."""
-    key = (namespace or "", name)
-    index: kopf.Index[Key, PodState] = kwargs["model_server_pods"]
-    try:
-        await _reconcile_loop(
-            ("d", *key), body, memo, stopped, lambda: _reconcile_once(body, memo, list(index.get(key, [])))
-        )
-    finally:
-        metrics.forget(key[0], name)
-
-
-@kopf.daemon(*ROUTERS, cancellation_timeout=10.0)
-async def router_daemon(
-    body: kopf.Body, namespace: str | None, name: str, memo: Any, stopped: kopf.DaemonStopped, **kwargs: Any
-) -> None:
-    """One reconcile loop per Qwen3Router."""
-    index: kopf.Index[Key, PodState] = kwargs["model_server_pods"]
-    deployments: kopf.Index[str, str] = kwargs["deployment_names"]
-    key = ("r", namespace or "", name)
-    await _reconcile_loop(key, body, memo, stopped, lambda: _reconcile_router_once(body, memo, index, deployments))
+        async with memo.reconcile_slots:
+            retry = await (_reconcile_deployment_pass if key[0] == "d" else _reconcile_router_pass)(memo, body)
+        memo.failures.pop(key, None)
+        return retry or RESYNC_SECONDS
+    except KubeError as exc:
+        failures: int = memo.failures.get(key, 0) + 1
+        memo.failures[key] = failures
+        wait = min(MAX_BACKOFF_SECONDS, 2.0**failures)
+        metrics.ERRORS.labels(reason=exc.reason or str(exc.status)).inc()
+        log.warning("reconcile %s failed (%s); retrying in %.0fs", key, exc, wait)
+        if exc.status != 409:  # a conflict on our finalizer patch is not worth an Event
+            _event(body, "Warning", "ApplyFailed", str(exc), memo)
+        return wait
+    except Exception as exc:  # a bug must not stop the queue or loop hot
+        failures = memo.failures.get(key, 0) + 1
+        memo.failures[key] = failures
+        wait = min(MAX_BACKOFF_SECONDS, 2.0**failures)
+        metrics.ERRORS.labels(reason=type(exc).__name__).inc()
+        log.exception("reconcile %s crashed; retrying in %.0fs", key, wait)
+        return wait
 
 
 @kopf.on.event(*ROUTERS)
-def router_changed(namespace: str | None, name: str, meta: kopf.Meta, memo: Any, **_: Any) -> None:
-    """Wake the router's loop when its spec changed."""
+def router_changed(
+    namespace: str | None, name: str, body: kopf.Body, meta: kopf.Meta, memo: Any, type: str | None, **kwargs: Any
+) -> None:
+    """Queue the router when its spec, finalizers or deletion changed."""
+    _remember_indexes(memo, kwargs)
     key = ("r", namespace or "", name)
-    if memo.seen.get(key) != meta.get("generation"):
-        memo.seen[key] = meta.get("generation")
-        event = memo.triggers.get(key)
-        if event is not None:
-            event.set()
+    if type == "DELETED":
+        memo.seen.pop(key, None)
+        memo.bodies.pop(key, None)
+        memo.queue.forget(key)
+        memo.routers.get(key[1], set()).discard(name)
+        return
+    memo.bodies[key] = _slim(body)
+    memo.routers.setdefault(key[1], set()).add(name)
+    seen = (meta.get("generation"), meta.get("deletionTimestamp") is not None,
+            FINALIZER in (meta.get("finalizers") or []))  # fmt: skip
+    if memo.seen.get(key) != seen:
+        memo.seen[key] = seen
+        memo.queue.add(key)
 
 
-def _builtin(spec: kopf.Spec, **_: Any) -> bool:
+def _builtin(spec: Mapping[str, Any], **_: Any) -> bool:
     return bool((spec.get("autoscaling") or {}).get("mode") == "builtin")
 
 
-@kopf.daemon(*DEPLOYMENTS, when=_builtin, cancellation_timeout=5.0)
-async def autoscaler_daemon(
-    body: kopf.Body, namespace: str | None, name: str, memo: Any, stopped: kopf.DaemonStopped, **kwargs: Any
-) -> None:
-    """The builtin autoscaler: scrape ready replicas, decide, record in status, wake the reconcile."""
-    key = (namespace or "", name)
-    pods_index: kopf.Index[Key, PodState] = kwargs["model_server_pods"]
-    memory = Memory()
-    async with aiohttp.ClientSession() as session:
-        while not stopped:
-            try:
-                ips = serving_ips(pods_index.get(key, []))
-                decision = await autoscale_tick(memo.kube, session, dict(body), ips, memory)
-                if decision is not None:
-                    kind = "Normal"
-                    kopf.event(
-                        body, type=kind, reason="Scaled", message=f"{decision.desired} replicas: {decision.reason}"
-                    )
-                    _trigger(memo, key)
-            except KubeError as exc:
-                log.warning("autoscaler %s/%s: %s", namespace, name, exc)
-            except Exception:
-                log.exception("autoscaler %s/%s crashed; continuing", namespace, name)
-            await stopped.wait(memo.get("autoscale_interval") or AUTOSCALE_INTERVAL_SECONDS)
-
-
-def _owns_nodepool(spec: kopf.Spec, namespace: str | None, name: str | None, **_: Any) -> bool:
-    return owns_nodepool(dict(spec), namespace or "", name or "")
-
-
-@kopf.on.delete(*DEPLOYMENTS, when=_owns_nodepool)  # only these get a finalizer: others cost no extra writes
-async def deployment_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Remove the cluster-scoped NodePool we own; namespaced children go by owner references."""
+async def _autoscale(memo: Any, key: Key) -> float | None:
+    """The builtin autoscaler, one tick: scrape ready replicas, decide, record in status, queue the reconcile."""
+    body = memo.bodies.get(("d", *key))
+    memory = memo.memories.get(key)
+    if body is None or memory is None or not _builtin(body.get("spec") or {}):
+        memo.memories.pop(key, None)
+        return None  # gone, or no longer builtin: a later change back adds it again
+    if body["metadata"].get("deletionTimestamp"):
+        return None
+    namespace, name = key
     try:
-        await finalize_deployment(memo.kube, dict(body))
+        pods = memo.run.pods_of(key)
+        decision = await autoscale_tick(memo.kube, memo.session, body, serving_ips(pods), memory)
+        if decision is not None:
+            _event(body, "Normal", "Scaled", f"{decision.desired} replicas: {decision.reason}", memo)
+            _trigger(memo, key)
     except KubeError as exc:
-        raise kopf.TemporaryError(f"cannot delete the NodePool yet: {exc}", delay=10) from exc
+        log.warning("autoscaler %s/%s: %s", namespace, name, exc)
+    except Exception:
+        log.exception("autoscaler %s/%s crashed; continuing", namespace, name)
+    return float(memo.get("autoscale_interval") or AUTOSCALE_INTERVAL_SECONDS)
