@@ -277,6 +277,10 @@ async def test_restart_with_nothing_changed_writes_nothing(
             obj = await kube.get(api, kind, name, namespace)
             assert obj is not None
             out[kind] = obj["metadata"]["resourceVersion"]
+            if kind == KIND:  # the cost loop's measured status.cost moves with the clock; nothing else may change
+                obj["status"].pop("cost", None)
+                out[kind] = json.dumps({**obj, "metadata": {**obj["metadata"], "resourceVersion": None,
+                                                            "managedFields": None}}, sort_keys=True)  # fmt: skip
         return out
 
     before = await versions()

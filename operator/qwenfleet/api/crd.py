@@ -140,6 +140,7 @@ KINDS: tuple[Kind, ...] = (
             {"name": "GPUs", "type": "integer", "priority": 1, "jsonPath": ".status.plan.gpusPerReplica"},
             {"name": "Replicas", "type": "string", "jsonPath": ".status.readySummary"},
             {"name": "Queue", "type": "number", "jsonPath": ".status.autoscaler.queuePerReplica"},
+            *_ready_columns()[:-1],
             {"name": "USD/1M-Out", "type": "number", "jsonPath": ".status.cost.lastDay.usdPerMillionOutputTokens"},
             {
                 "name": "Est/1M-Out",
@@ -148,7 +149,7 @@ KINDS: tuple[Kind, ...] = (
                 "jsonPath": ".status.cost.estimatedUSDPerMillionOutputTokens",
             },
             {"name": "Util", "type": "number", "priority": 1, "jsonPath": ".status.cost.lastDay.utilization"},
-            *_ready_columns(),
+            _ready_columns()[-1],
         ),
     ),
     Kind(
