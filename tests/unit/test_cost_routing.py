@@ -47,3 +47,10 @@ def test_without_a_reference_no_reference_figures_are_invented() -> None:
     out = report({"small/output/non_thinking": 10.0}, {"small": BackendPrice(None, 1, 1.0)}, None)
     assert "referenceUSD" not in out
     assert out["usd"] == 0.0  # no price known yet: no made-up cost
+
+
+def test_the_router_reconcile_does_not_own_status_cost() -> None:
+    from qwenfleet.render.status import DEPLOYMENT_STATUS_FIELDS, ROUTER_STATUS_FIELDS
+
+    assert "cost" not in ROUTER_STATUS_FIELDS and "cost" not in DEPLOYMENT_STATUS_FIELDS
+    assert "backends" in ROUTER_STATUS_FIELDS

@@ -290,7 +290,7 @@ def _wire_fields(model: type[BaseModel], exclude: tuple[str, ...] = ()) -> tuple
 
 DEPLOYMENT_STATUS_FIELDS = _wire_fields(Qwen3DeploymentStatus, exclude=("autoscaler", "cost"))
 """The status fields the reconcile owns (`autoscaler` is the autoscaler's, `cost` the cost ledger's)."""
-ROUTER_STATUS_FIELDS = _wire_fields(Qwen3RouterStatus)
+ROUTER_STATUS_FIELDS = _wire_fields(Qwen3RouterStatus, exclude=("cost",))  # the cost loop owns status.cost
 
 
 def status_patch(current: Obj, desired: Obj, owned: Iterable[str]) -> Obj | None:
