@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from qwenfleet.catalog.engine import EXTRA_ARG_FLAGS
 from qwenfleet.catalog import GPUS, MODELS, Precision
+from qwenfleet.catalog.engine import EXTRA_ARG_FLAGS
 from qwenfleet.devcluster import engine
 from qwenfleet.planner import PlanInfeasible, PlanRequest, plan
 
