@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -10,9 +11,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import yaml
 
 T = TypeVar("T")
 
@@ -119,3 +122,20 @@ class OperatorProcess:
     def reconcile_count(self) -> float:
         """Reconciles the current process has finished."""
         return self.metric("qwenfleet_reconcile_duration_seconds_count")
+
+
+@contextlib.contextmanager
+def router_process(spec: dict[str, Any], namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[str]:
+    """`qwenfleet router` with `spec` on a free loopback port, discovering in `namespace`; yields its base URL."""
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump({"spec": spec}))
+    port = free_port()
+    log = (tmp_path / "router.log").open("wb")
+    cmd = [sys.executable, "-m", "qwenfleet.cli", "router", f"--config={config}", f"--namespace={namespace}",
+           f"--kubeconfig={kubeconfig}", "--host=127.0.0.1", f"--port={port}", "--discovery-interval=0.5"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)

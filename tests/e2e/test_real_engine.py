@@ -14,22 +14,19 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 
 from qwenfleet.catalog.engine import VLLM_VERSION
 from qwenfleet.devcluster import engine
 from qwenfleet.devcluster.real_pods import ENGINE_ANNOTATION
 from qwenfleet.kube import Kube
 from qwenfleet.render.names import HTTP_PORT
-from tests.e2e.operator_proc import OperatorProcess, free_port, wait_for
+from tests.e2e.operator_proc import OperatorProcess, router_process, wait_for
 from tests.e2e.test_reconciler import API, KIND, _create, _pods, _wait_ready
 from tests.engine.test_conformance import CASES
 
@@ -71,18 +68,8 @@ def real_engine_installed() -> Path:
 
 @pytest.fixture
 def router(namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[str]:
-    config = tmp_path / "router.yaml"
-    config.write_text(yaml.safe_dump({"spec": ROUTES}))
-    port = free_port()
-    log = (tmp_path / "router.log").open("wb")
-    cmd = [sys.executable, "-m", "qwenfleet.cli", "router", f"--config={config}", f"--namespace={namespace}",
-           f"--kubeconfig={kubeconfig}", "--host=127.0.0.1", f"--port={port}", "--discovery-interval=0.5"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with router_process(ROUTES, namespace, kubeconfig, tmp_path) as url:
+        yield url
 
 
 def _engine_processes() -> dict[str, tuple[int, list[str]]]:

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from qwenfleet.kube import Kube
-from tests.e2e.operator_proc import OperatorProcess, free_port, wait_for
+from tests.e2e.operator_proc import OperatorProcess, free_port, router_process, wait_for
 from tests.e2e.test_reconciler import API, KIND, _create, _wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -43,18 +43,8 @@ def _q3d(name: str, model: str, **spec: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def router(namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[str]:
-    config = tmp_path / "router.yaml"
-    config.write_text(yaml.safe_dump({"spec": ROUTER}))
-    port = free_port()
-    log = (tmp_path / "router.log").open("wb")
-    cmd = [sys.executable, "-m", "qwenfleet.cli", "router", f"--config={config}", f"--namespace={namespace}",
-           f"--kubeconfig={kubeconfig}", "--host=127.0.0.1", f"--port={port}", "--discovery-interval=0.5"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with router_process(ROUTER, namespace, kubeconfig, tmp_path) as url:
+        yield url
 
 
 async def _chat(session: aiohttp.ClientSession, base: str, model: str, **extra: Any) -> tuple[int, dict[str, str], Any]:
