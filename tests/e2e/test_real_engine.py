@@ -46,6 +46,8 @@ ROUTES = {
 
 
 def _real(name: str) -> dict[str, Any]:
+    # The scale-down delay outlasts a real engine's start under load (about a minute on 2 cores): a shorter one lets
+    # a lull between the load's requests remove the second replica before it serves, and the test never sees it.
     return {
         "apiVersion": API,
         "kind": KIND,
@@ -55,7 +57,7 @@ def _real(name: str) -> dict[str, Any]:
             "gpu": "L4-24GB",
             "overrides": {"maxNumSeqs": 2},
             "autoscaling": {"mode": "builtin", "minReplicas": 1, "maxReplicas": 2, "targetQueueDepth": 1,
-                            "scaleDownDelaySeconds": 5},
+                            "scaleDownDelaySeconds": 60},
         },
     }  # fmt: skip
 

@@ -218,7 +218,10 @@ class CostLoop(Collector):
         book = self.books.get(key)
         if book is None or book.uid != meta.get("uid"):
             stored = status.get("cost") or {}
-            book = Book(uid=str(meta.get("uid")), ledger=lg.load(stored.get("ledger")), written=stored)
+            ledger = lg.load(stored.get("ledger"))
+            # After a restart the stored ledger says when it was last written: keep that cadence, so a restart
+            # does not add a write of its own.
+            book = Book(uid=str(meta.get("uid")), ledger=ledger, written=stored, written_at=ledger.updated)
             self.books[key] = book
         now = time.time()
         observations = [lg.observe(p, counters.get(p["metadata"]["name"])) for p in pods]

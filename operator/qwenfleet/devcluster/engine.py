@@ -174,6 +174,10 @@ def engine_env() -> dict[str, str]:
             # RSS leaves: about 0.4 GiB at 0.1, and nothing at 0.05. An explicit size starts the same everywhere.
             "VLLM_CPU_KVCACHE_SPACE": env.get("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB),
             "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1"),
+            # vLLM's default ("auto") pins every engine's compute thread to the same core (the last one of the
+            # NUMA node, the rest reserved), so two replicas on one machine would share one core while the others
+            # idle. Unpinned, the OS spreads the fleet's engines over the machine's cores.
+            "VLLM_CPU_OMP_THREADS_BIND": env.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
         }
     )
     env.pop("VIRTUAL_ENV", None)
