@@ -4,13 +4,20 @@ client received, GPU-seconds from the pods' own timestamps), and the totals surv
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import subprocess
+import sys
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
+from qwenfleet.devcluster.cluster import DevCluster
+from qwenfleet.devcluster.demo import router_url
 from qwenfleet.kube import Kube
 from tests.e2e.operator_proc import OperatorProcess, wait_for
 from tests.e2e.test_reconciler import API, KIND, _create, _pods, _wait_ready
@@ -106,3 +113,84 @@ async def test_realised_cost_matches_an_independent_count_and_survives_a_restart
     pods = await _pods(kube, namespace, name)
     expected = _gpu_seconds_from_pods(pods, cost["ledger"]["updated"])
     assert cost["ledger"]["total"][0] == pytest.approx(expected, rel=0.02)
+
+
+DEMO = Path(__file__).resolve().parents[2] / "manifests" / "demo" / "fleet.yaml"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "qwenfleet.cli", *args], capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+
+
+async def test_demo_load_and_qwenfleet_cost_agree_with_what_the_load_received(
+    kube: Kube,
+    namespace: str,
+    operator: OperatorProcess,
+    dev_cluster: DevCluster | None,
+    kubeconfig: Path,
+    tmp_path: Path,
+) -> None:
+    """The done-when of the cost work, as a user runs it: the demo fleet, `qwenfleet dev load`, then
+    `qwenfleet cost -o json` and `kubectl get q3d` show what the load generator itself counted (tokens per backend,
+    from the answers' usage) and GPU time as the pods' own timestamps give it, within 2%."""
+    if dev_cluster is None:
+        pytest.skip("`qwenfleet dev load` needs the dev cluster's run directory")
+    for doc in (d for d in yaml.safe_load_all(DEMO.read_text()) if d):
+        doc["metadata"]["namespace"] = namespace
+        await kube.apply(doc)
+    for name in ("qwen3-small", "qwen3-medium"):
+        await _wait_ready(kube, namespace, name, timeout=180)
+    await wait_for(lambda: router_url(kube, "qwen3", namespace), 120, "the demo router pod")
+    summary = tmp_path / "received.json"
+    load = await asyncio.to_thread(_cli, "dev", "load", f"--run-dir={dev_cluster.run_dir}", f"--namespace={namespace}",
+                                   "--rate=8", "--seconds=20", "--thinking-share=0.2", f"--json={summary}")  # fmt: skip
+    assert load.returncode == 0, load.stdout + load.stderr
+    received = json.loads(summary.read_text())
+    assert received["errors"] == 0 and received["sent"] > 50, received
+    backends = received["backends"]
+    assert "qwen3-small" in backends and {"qwen3-medium", "qwen3-large"} & set(backends), backends
+    loaded = datetime.now().timestamp()
+
+    # Every deployment that served has accounted past the end of the load, and the router has counted every token.
+    for name in backends:
+        await _cost_after(kube, namespace, name, loaded + 1)
+
+    async def router_counted() -> dict[str, Any] | None:
+        obj = await kube.get(API, "Qwen3Router", "qwen3", namespace)
+        rows = {r["name"]: r for r in (((obj or {}).get("status") or {}).get("cost") or {}).get("backends") or []}
+        done = all(rows.get(n, {}).get("outputTokens") == b["completion_tokens"] for n, b in backends.items())
+        return rows if done else None
+
+    rows = await wait_for(router_counted, 120, "the router's status.cost counting every token the load received")
+    for name, got in backends.items():
+        assert rows[name]["promptTokens"] == got["prompt_tokens"]
+        assert rows[name]["reasoningTokens"] == got["reasoning_tokens"]
+
+    shown = _cli("cost", f"--kubeconfig={kubeconfig}", f"--namespace={namespace}", "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    view = {d["name"]: d["cost"] for d in json.loads(shown.stdout)["deployments"]}
+    for name, got in backends.items():
+        total = view[name]["sinceCreation"]
+        assert total["promptTokens"] == pytest.approx(got["prompt_tokens"], rel=0.02), name
+        assert total["outputTokens"] == pytest.approx(got["completion_tokens"], rel=0.02), name
+        obj = await kube.get(API, KIND, name, namespace)
+        ledger = ((obj or {}).get("status") or {})["cost"]["ledger"]
+        scheduled = [
+            p
+            for p in await _pods(kube, namespace, name)
+            if any(c["type"] == "PodScheduled" and c["status"] == "True" for c in p["status"]["conditions"])
+        ]
+        expected = _gpu_seconds_from_pods(scheduled, ledger["updated"])
+        assert total["gpuHours"] == pytest.approx(expected / 3600, rel=0.02), name
+
+    # `kubectl get q3d`: the realised USD per 1M output tokens of the last day (the estimate is under `-o wide`).
+    table = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "-n", namespace, "get", "q3d"],
+                           capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
+    header, *lines = table.splitlines()
+    assert "USD/1M-OUT" in header
+    column = header.index("USD/1M-OUT")
+    small = next(line for line in lines if line.startswith("qwen3-small "))
+    assert float(small[column:].split()[0]) == pytest.approx(
+        view["qwen3-small"]["lastDay"]["usdPerMillionOutputTokens"], rel=0.01
+    )

@@ -140,7 +140,9 @@ def _cmd_load(args: argparse.Namespace) -> int:
     if state is None:
         return 1
     kubeconfig = Path(state.run_dir) / "admin.kubeconfig"
-    return asyncio.run(demo.load(str(kubeconfig), args.rate, args.seconds, args.model, args.thinking_share))
+    summary = Path(args.json) if args.json else None
+    return asyncio.run(demo.load(str(kubeconfig), args.rate, args.seconds, args.model, args.thinking_share,
+                                 args.namespace, summary))  # fmt: skip
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
@@ -209,6 +211,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     load.add_argument("--seconds", type=float, default=120.0)
     load.add_argument("--model", default="auto", help="model name or alias (default: auto)")
     load.add_argument("--thinking-share", type=float, default=0.1, help="share of requests asking for thinking")
+    load.add_argument("--namespace", default=demo.NAMESPACE, help="namespace of the demo router (default: default)")
+    load.add_argument("--json", metavar="FILE", help="also write the tokens received per backend to FILE")
     load.set_defaults(func=_cmd_load)
     down = dev_sub.add_parser("down", help="stop everything")
     down.set_defaults(func=_cmd_down)

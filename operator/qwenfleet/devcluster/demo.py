@@ -8,8 +8,10 @@ Karpenter's kwok provider brings up the GPU nodes its pods ask for."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -105,11 +107,29 @@ PROMPTS = ["Summarise the plot of Hamlet in two sentences.", "Write a haiku abou
            "What is the capital of Australia?", "Explain tensor parallelism to a new engineer."]  # fmt: skip
 
 
-async def _replicas_table(kube: Kube, sent: int, errors: int, started: float) -> Table:
+@dataclass
+class Received:
+    """What the load generator received from one backend (the first field of `x-qwenfleet-route`)."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    def add(self, usage: dict[str, Any]) -> None:
+        """Count one answer's `usage`."""
+        self.requests += 1
+        self.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+        self.completion_tokens += int(usage.get("completion_tokens") or 0)
+        details = usage.get("completion_tokens_details") or {}
+        self.reasoning_tokens += int(details.get("reasoning_tokens") or 0)
+
+
+async def _replicas_table(kube: Kube, namespace: str, sent: int, errors: int, started: float) -> Table:
     table = Table(title=f"qwenfleet demo: {sent} requests sent, {errors} errors, {time.monotonic() - started:.0f}s")
     for column in ("Qwen3Deployment", "model", "ready/desired", "queue per replica", "autoscaler"):
         table.add_column(column)
-    for obj in await kube.list(API, "Qwen3Deployment", NAMESPACE):
+    for obj in await kube.list(API, "Qwen3Deployment", namespace):
         st = obj.get("status") or {}
         auto = st.get("autoscaler") or {}
         table.add_row(obj["metadata"]["name"], obj["spec"]["model"],
@@ -118,13 +138,33 @@ async def _replicas_table(kube: Kube, sent: int, errors: int, started: float) ->
     return table
 
 
-async def load(kubeconfig: str, rate: float, seconds: float, model: str, thinking_share: float) -> int:
-    """Send chat requests through the demo router at `rate` per second, showing replicas as they change."""
+def received_table(received: dict[str, Received]) -> Table:
+    """The tokens the load received, per backend: what `qwenfleet cost` should account for."""
+    table = Table(title="received by the load generator (compare with `qwenfleet cost`)")
+    for column in ("backend", "requests", "prompt tokens", "output tokens", "reasoning tokens"):
+        table.add_column(column, justify="left" if column == "backend" else "right")
+    for backend, r in sorted(received.items()):
+        table.add_row(backend, str(r.requests), str(r.prompt_tokens), str(r.completion_tokens), str(r.reasoning_tokens))
+    return table
+
+
+async def load(
+    kubeconfig: str,
+    rate: float,
+    seconds: float,
+    model: str,
+    thinking_share: float,
+    namespace: str = NAMESPACE,
+    summary: Path | None = None,
+) -> int:
+    """Send chat requests through the demo router at `rate` per second, showing replicas as they change; at the
+    end, show (and with `summary`, write as JSON) the tokens received per backend."""
     kube = Kube(await make_api_client(kubeconfig))
     sent = errors = 0
+    received: dict[str, Received] = {}
     rng = random.Random(1)
     try:
-        url = await router_url(kube)
+        url = await router_url(kube, ROUTER, namespace)
         if url is None:
             print("no ready router pod: run `qwenfleet dev up --demo` (make fleet) first")
             return 1
@@ -136,15 +176,20 @@ async def load(kubeconfig: str, rate: float, seconds: float, model: str, thinkin
                     "max_tokens": 256, "chat_template_kwargs": {"enable_thinking": thinking}}  # fmt: skip
             try:
                 async with session.post(f"{url}/v1/chat/completions", json=body) as r:
-                    await r.read()
-                    errors += r.status >= 400
-            except aiohttp.ClientError:
+                    answer = await r.json(content_type=None) if r.status == 200 else None
+                    backend = r.headers.get("x-qwenfleet-route", "").split(";")[0] or "?"
+            except (aiohttp.ClientError, ValueError):
                 errors += 1
+                return
+            if answer is None:
+                errors += 1
+                return
+            received.setdefault(backend, Received()).add(answer.get("usage") or {})
 
         started = time.monotonic()
         tasks: set[asyncio.Task[None]] = set()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
-            with Live(await _replicas_table(kube, 0, 0, started), refresh_per_second=2) as live:
+            with Live(await _replicas_table(kube, namespace, 0, 0, started), refresh_per_second=2) as live:
                 next_view = 0.0
                 while time.monotonic() - started < seconds:
                     task = asyncio.create_task(one(session))
@@ -152,11 +197,15 @@ async def load(kubeconfig: str, rate: float, seconds: float, model: str, thinkin
                     task.add_done_callback(tasks.discard)
                     sent += 1
                     if time.monotonic() > next_view:
-                        live.update(await _replicas_table(kube, sent, errors, started))
+                        live.update(await _replicas_table(kube, namespace, sent, errors, started))
                         next_view = time.monotonic() + 1
                     await asyncio.sleep(rng.expovariate(rate))
                 await asyncio.gather(*tasks, return_exceptions=True)
-                live.update(await _replicas_table(kube, sent, errors, started))
+                live.update(await _replicas_table(kube, namespace, sent, errors, started))
+        Console().print(received_table(received))
+        if summary is not None:
+            out = {"sent": sent, "errors": errors, "backends": {k: asdict(v) for k, v in sorted(received.items())}}
+            await asyncio.to_thread(summary.write_text, json.dumps(out, indent=2) + "\n")
         return 0
     finally:
         await kube.close()
