@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -288,6 +289,25 @@ def refused(exc: KubeError) -> bool:
     return 400 <= exc.status < 500 and exc.status not in (404, 409, 429)
 
 
+async def apply_until_refused(
+    kube: Kube, applier: CachingApplier | None, children: Iterable[Obj]
+) -> tuple[dict[str, Obj], str | None]:
+    """Apply `children` in order (through `applier` if given) until the API server refuses one.
+
+    Returns the applied objects by kind and what was refused and why (None if nothing was); other errors raise.
+    """
+    applied: dict[str, Obj] = {}
+    apply = applier.apply if applier else kube.apply
+    for child in children:
+        try:
+            applied[child["kind"]] = await apply(child)
+        except KubeError as exc:
+            if not refused(exc):
+                raise
+            return applied, f"{child['kind']} {child['metadata']['name']}: {exc.message}"
+    return applied, None
+
+
 async def reconcile_deployment(
     kube: Kube, body: Obj, pods: list[PodState], caps: Capabilities, applier: CachingApplier | None = None
 ) -> Outcome:
@@ -319,18 +339,9 @@ async def reconcile_deployment(
     inp = DeploymentInput(owner=owner, spec=spec, plan=the_plan, replicas=replicas if cache_ready else 0,
                           cache_ready=cache_ready, capabilities=caps)  # fmt: skip
     children = [c for c in desired_children(inp) if not (held and c["kind"] == the_plan.workload_kind)]
-    applied: dict[str, Obj] = {}
-    apply = applier.apply if applier else kube.apply
-    refusal: str | None = None
-    for child in children:
-        try:
-            applied[child["kind"]] = await apply(child)
-        except KubeError as exc:
-            if not refused(exc):
-                raise
-            refusal = f"{child['kind']} {child['metadata']['name']}: {exc.message}"
-            log.warning("%s/%s: the API server refused %s", namespace, name, refusal)
-            break
+    applied, refusal = await apply_until_refused(kube, applier, children)
+    if refusal is not None:
+        log.warning("%s/%s: the API server refused %s", namespace, name, refusal)
     view = DeploymentView(
         generation=generation,
         plan=the_plan,

@@ -10,8 +10,8 @@ from pydantic import ValidationError
 from qwenfleet.api.router import Qwen3RouterSpec
 from qwenfleet.controller.applied import CachingApplier
 from qwenfleet.controller.conditions import now_rfc3339
-from qwenfleet.controller.deployment import APPLY_RETRY_SECONDS, Outcome, refused, write_status
-from qwenfleet.kube import Kube, KubeError
+from qwenfleet.controller.deployment import APPLY_RETRY_SECONDS, Outcome, apply_until_refused, write_status
+from qwenfleet.kube import Kube
 from qwenfleet.render import Owner
 from qwenfleet.render.names import selector, selector_string
 from qwenfleet.render.router import render_router, router_names
@@ -44,19 +44,12 @@ async def reconcile_router(
         view = RouterView(generation=generation, invalid=message)
         return await write_status(kube, KIND, body, *router_status(view, status, now_rfc3339()))
     owner = Owner(name=name, namespace=namespace, uid=meta["uid"], kind=KIND)
-    applied = {}
-    apply = applier.apply if applier else kube.apply
-    for child in render_router(owner, spec):
-        try:
-            applied[child["kind"]] = await apply(child)
-        except KubeError as exc:
-            if not refused(exc):
-                raise
-            message = f"{child['kind']} {child['metadata']['name']}: {exc.message}"
-            view = RouterView(generation=generation, apply_error=message)
-            outcome = await write_status(kube, KIND, body, *router_status(view, status, now_rfc3339()))
-            outcome.retry_after = APPLY_RETRY_SECONDS
-            return outcome
+    applied, refusal = await apply_until_refused(kube, applier, render_router(owner, spec))
+    if refusal is not None:
+        view = RouterView(generation=generation, apply_error=refusal)
+        outcome = await write_status(kube, KIND, body, *router_status(view, status, now_rfc3339()))
+        outcome.retry_after = APPLY_RETRY_SECONDS
+        return outcome
     workload = applied["Deployment"].get("status") or {}
     view = RouterView(
         generation=generation,
