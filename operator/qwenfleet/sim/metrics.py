@@ -53,12 +53,18 @@ class VllmMetrics:
         def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
             return Histogram(name, doc, LABELS, buckets=buckets, registry=r).labels(*labels)
 
+        def gauge_by(name: str, doc: str, label: str) -> Gauge:
+            return Gauge(name, doc, [*LABELS, label], registry=r)
+
+        def counter_by(name: str, doc: str, label: str) -> Counter:
+            return Counter(name, doc, [*LABELS, label], registry=r)
+
         self.running = gauge("vllm:num_requests_running", "Number of requests in model execution batches.")
         self.waiting = gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.")
-        sleep = Gauge("vllm:engine_sleep_state",
-                      "Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine is awake; "
-                      "weights_offloaded = 1 means sleep level 1; discard_all = 1 means sleep level 2.",
-                      [*LABELS, "sleep_state"], registry=r)  # fmt: skip
+        sleep = gauge_by("vllm:engine_sleep_state",
+                         "Engine sleep state; awake = 0 means engine is sleeping; awake = 1 means engine is awake; "
+                         "weights_offloaded = 1 means sleep level 1; discard_all = 1 means sleep level 2.",
+                         "sleep_state")  # fmt: skip
         for state, value in (("awake", 1), ("weights_offloaded", 0), ("discard_all", 0)):
             sleep.labels(*labels, state).set(value)
         self.kv_usage = gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.")
@@ -69,8 +75,7 @@ class VllmMetrics:
         self.preemptions = counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.")
         self.prompt_tokens = counter("vllm:prompt_tokens", "Number of prefill tokens processed.")
         self.generation_tokens = counter("vllm:generation_tokens", "Number of generation tokens processed.")
-        success = Counter("vllm:request_success", "Count of successfully processed requests.",
-                          [*LABELS, "finished_reason"], registry=r)  # fmt: skip
+        success = counter_by("vllm:request_success", "Count of successfully processed requests.", "finished_reason")
         self.success = {reason: success.labels(*labels, reason.value) for reason in FinishReason}
         self.request_prompt_tokens = histogram(
             "vllm:request_prompt_tokens", "Number of prefill tokens processed.", tokens
@@ -124,29 +129,26 @@ class VllmMetrics:
             "Histogram of time spent in DECODE phase for request.",
             REQUEST_LATENCY_BUCKETS,
         )
-        waiting_by = Gauge(
+        waiting_by = gauge_by(
             "vllm:num_requests_waiting_by_reason",
             "Number of waiting requests by reason. Reason labels: 'capacity' = waiting for scheduling capacity; "
             "'deferred' = deferred by transient constraints (LoRA budget, KV transfer, blocked status). Sum of all "
             "reasons equals vllm:num_requests_waiting.",
-            [*LABELS, "reason"],
-            registry=r,
+            "reason",
         )
         self.waiting_capacity = waiting_by.labels(*labels, "capacity")
         waiting_by.labels(*labels, "deferred").set(0)
-        by_source = Counter("vllm:prompt_tokens_by_source", "Number of prompt tokens by source.", [*LABELS, "source"],
-                            registry=r)  # fmt: skip
+        by_source = counter_by("vllm:prompt_tokens_by_source", "Number of prompt tokens by source.", "source")
         self.prompt_computed = by_source.labels(*labels, "local_compute")
         self.prompt_cache_hit = by_source.labels(*labels, "local_cache_hit")
         by_source.labels(*labels, "external_kv_transfer")
         self.prompt_cached = counter("vllm:prompt_tokens_cached", "Number of cached prompt tokens (local + external).")
-        cached_by = Counter(
+        cached_by = counter_by(
             "vllm:prompt_tokens_cached_by_source",
             "Prefix-cache hit tokens by the cache tier that supplied them: device (local HBM), host (offloaded to "
             "DRAM), disk, p2p (transferred from another vLLM instance) or external_unspecified. Counted at "
             "admission; sums to vllm:prefix_cache_hits + vllm:external_prefix_cache_hits.",
-            [*LABELS, "source"],
-            registry=r,
+            "source",
         )
         self.prompt_cached_device = cached_by.labels(*labels, "device")
         for source in ("host", "p2p", "disk", "external_unspecified"):
