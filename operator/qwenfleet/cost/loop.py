@@ -30,6 +30,11 @@ log = logging.getLogger(__name__)
 API_VERSION = "qwenfleet.dev/v1alpha1"
 INTERVAL_SECONDS = 10.0
 WRITE_EVERY_SECONDS = 30.0
+"""How often, at most, a deployment's status.cost is written while it serves (its token counts move)."""
+IDLE_WRITE_EVERY_SECONDS = 300.0
+"""How often status.cost is refreshed when only the clock moved (GPU time of idle replicas). Nothing is lost in
+between: the ledger accounts each pod up to `accountedUntil`, and a restarted operator counts the rest from the pod's
+own lifecycle; only the visible GPU-hours of an idle deployment lag by up to this much (one ledger bucket)."""
 SCRAPE_TIMEOUT_SECONDS = 2.0
 POD_SELECTOR = "app.kubernetes.io/managed-by=qwenfleet,app.kubernetes.io/component=model-server"
 ROUTER_SELECTOR = "app.kubernetes.io/managed-by=qwenfleet,app.kubernetes.io/component=router"
@@ -229,10 +234,8 @@ class CostLoop(Collector):
         book.price = gpu_hour_price(body)
         estimate = ((status.get("plan") or {}).get("costPerMillionOutputTokensUSD")) or None
         record = lg.report(book.ledger, now, book.price, estimate)
-        if now - book.written_at < WRITE_EVERY_SECONDS and book.written:
+        if not write_due(record, book.written, now - book.written_at):
             return
-        if _without_ledger(record) == _without_ledger(book.written) and book.written_at:
-            return  # nothing but the clock moved: write only on a real change
         await self.kube.patch_status(API_VERSION, "Qwen3Deployment", key[0], key[1], {"cost": record})
         book.written, book.written_at = record, now
 
@@ -283,6 +286,23 @@ class CostLoop(Collector):
 
 def _without_ledger(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "ledger"}
+
+
+def _activity(record: dict[str, Any]) -> tuple[Any, ...]:
+    """What moves only when the deployment serves or its replicas change: tokens, and the pods in the ledger."""
+    total = record.get("sinceCreation") or {}
+    pods = ((record.get("ledger") or {}).get("pods")) or []
+    return total.get("promptTokens"), total.get("outputTokens"), tuple(sorted(p.get("name", "") for p in pods))
+
+
+def write_due(record: dict[str, Any], written: dict[str, Any], since_write: float) -> bool:
+    """Whether a deployment's new status.cost is worth a write: never within WRITE_EVERY_SECONDS of the last one,
+    never when nothing changed, and when only the clock moved, every IDLE_WRITE_EVERY_SECONDS."""
+    if not written:
+        return True
+    if since_write < WRITE_EVERY_SECONDS or _without_ledger(record) == _without_ledger(written):
+        return False
+    return _activity(record) != _activity(written) or since_write >= IDLE_WRITE_EVERY_SECONDS
 
 
 _registered: list[Collector] = []
