@@ -5,6 +5,7 @@ spill before any scrape, deep JSON, slow clients, and discovery's view of the ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -101,6 +102,17 @@ def _states(ready: dict[str, str]) -> dict[str, BackendState]:
     return states
 
 
+@contextlib.asynccontextmanager
+async def _client(
+    states: dict[str, BackendState], spec: dict[str, Any] = SPEC, keepalive_seconds: float = 10.0
+) -> AsyncIterator[tuple[TestClient[web.Request, web.Application], FakeDiscovery]]:
+    """A test client of the router over `spec`, and its discovery showing `states`."""
+    parsed = Qwen3RouterSpec.model_validate(spec)
+    discovery = FakeDiscovery(parsed, states)
+    async with TestClient(TestServer(Router(parsed, discovery, keepalive_seconds=keepalive_seconds).app())) as client:
+        yield client, discovery
+
+
 async def _serve(router: Router) -> tuple[web.AppRunner, int]:
     """The router served as `qwenfleet router` serves it (its own runner and server options)."""
     runner = router.runner()
@@ -117,9 +129,7 @@ async def test_a_thinking_request_wakes_the_large_backend_and_the_fallback_serve
     upstreams: dict[str, tuple[Upstream, str]],
 ) -> None:
     states = _states({"medium": upstreams["medium"][1]})
-    parsed = Qwen3RouterSpec.model_validate(SPEC)
-    discovery = FakeDiscovery(parsed, states)
-    async with TestClient(TestServer(Router(parsed, discovery).app())) as client:
+    async with _client(states) as (client, discovery):
         r = await client.post("/v1/chat/completions", json=THINK)
         assert r.status == 200
         assert r.headers["x-qwenfleet-route"] == "medium;rule:thinking>wake>fallback;medium-0"
@@ -139,9 +149,7 @@ async def test_without_a_fallback_the_request_is_held_until_the_backend_is_ready
     upstreams: dict[str, tuple[Upstream, str]],
 ) -> None:
     states = _states({"medium": upstreams["medium"][1]})
-    parsed = Qwen3RouterSpec.model_validate(SPEC)
-    discovery = FakeDiscovery(parsed, states)
-    async with TestClient(TestServer(Router(parsed, discovery).app())) as client:
+    async with _client(states) as (client, discovery):
         body = {"model": "solo", "messages": [{"role": "user", "content": "hi"}]}
         held = asyncio.ensure_future(client.post("/v1/chat/completions", json=body))
         await asyncio.sleep(0.3)
@@ -160,9 +168,7 @@ async def test_held_requests_are_bounded_then_429_with_retry_after_and_503_after
     upstreams: dict[str, tuple[Upstream, str]],
 ) -> None:
     spec = {**SPEC, "scaleFromZero": {"holdSeconds": 1, "maxHeldRequests": 2}}
-    parsed = Qwen3RouterSpec.model_validate(spec)
-    discovery = FakeDiscovery(parsed, _states({}))
-    async with TestClient(TestServer(Router(parsed, discovery).app())) as client:
+    async with _client(_states({}), spec) as (client, _):
         body = {"model": "solo", "messages": [{"role": "user", "content": "hi"}]}
         started = time.monotonic()
         first = [asyncio.ensure_future(client.post("/v1/chat/completions", json=body)) for _ in range(2)]
@@ -179,9 +185,7 @@ async def test_a_held_stream_gets_keepalive_comments_then_the_answer(
     upstreams: dict[str, tuple[Upstream, str]],
 ) -> None:
     states = _states({})
-    parsed = Qwen3RouterSpec.model_validate(SPEC)
-    discovery = FakeDiscovery(parsed, states)
-    async with TestClient(TestServer(Router(parsed, discovery, keepalive_seconds=0.2).app())) as client:
+    async with _client(states, keepalive_seconds=0.2) as (client, discovery):
         body = {"model": "solo", "messages": [{"role": "user", "content": "hi"}], "stream": True}
         r = await client.post("/v1/chat/completions", json=body)
         assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
@@ -196,10 +200,8 @@ async def test_a_held_stream_gets_keepalive_comments_then_the_answer(
 
 
 async def test_a_held_stream_that_times_out_ends_with_an_error_event() -> None:
-    parsed = Qwen3RouterSpec.model_validate({**SPEC, "scaleFromZero": {"holdSeconds": 1}})
-    async with TestClient(
-        TestServer(Router(parsed, FakeDiscovery(parsed, _states({})), keepalive_seconds=0.3).app())
-    ) as c:
+    spec = {**SPEC, "scaleFromZero": {"holdSeconds": 1}}
+    async with _client(_states({}), spec, keepalive_seconds=0.3) as (c, _):
         body = {"model": "solo", "messages": [{"role": "user", "content": "hi"}], "stream": True}
         r = await c.post("/v1/chat/completions", json=body)
         text = (await asyncio.wait_for(r.content.read(), 5)).decode()
@@ -213,9 +215,8 @@ async def test_a_backend_whose_deployment_is_missing_is_answered_at_once_and_the
 ) -> None:
     states = _states({"medium": upstreams["medium"][1]})
     states["lonely"].exists = False
-    parsed = Qwen3RouterSpec.model_validate({**SPEC, "scaleFromZero": {"holdSeconds": 60}})
-    discovery = FakeDiscovery(parsed, states)
-    async with TestClient(TestServer(Router(parsed, discovery).app())) as client:
+    spec = {**SPEC, "scaleFromZero": {"holdSeconds": 60}}
+    async with _client(states, spec) as (client, discovery):
         started = time.monotonic()
         r = await client.post("/v1/chat/completions", json={"model": "solo", "messages": []})
         assert r.status == 503 and time.monotonic() - started < 1
@@ -234,8 +235,7 @@ async def test_a_burst_spills_before_any_scrape_sees_a_queue(upstreams: dict[str
             "defaultBackend": "lonely"}  # fmt: skip
     states = _states({"medium": big_address})
     states["lonely"].replicas = [Replica("lonely-0", small_address, capacity=8)]  # plan: referenceConcurrency 8
-    parsed = Qwen3RouterSpec.model_validate(spec)
-    async with TestClient(TestServer(Router(parsed, FakeDiscovery(parsed, states)).app())) as client:
+    async with _client(states, spec) as (client, _):
         body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
         burst = [asyncio.ensure_future(client.post("/v1/chat/completions", json=body)) for _ in range(40)]
         for _ in range(100):
@@ -249,8 +249,7 @@ async def test_a_burst_spills_before_any_scrape_sees_a_queue(upstreams: dict[str
 
 
 async def test_json_nested_ten_thousand_deep_is_a_400() -> None:
-    parsed = Qwen3RouterSpec.model_validate(SPEC)
-    async with TestClient(TestServer(Router(parsed, FakeDiscovery(parsed, _states({}))).app())) as client:
+    async with _client(_states({})) as (client, _):
         for depth in (10_000, 100_000):
             raw = '{"model": "mid", "messages": ' + "[" * depth + "]" * depth + "}"
             r = await client.post("/v1/chat/completions", data=raw)
@@ -347,9 +346,7 @@ async def test_discovery_tells_a_missing_deployment_from_one_at_zero_and_follows
 
 async def test_a_held_request_whose_model_name_goes_away_gets_a_404() -> None:
     states = _states({})
-    parsed = Qwen3RouterSpec.model_validate(SPEC)
-    discovery = FakeDiscovery(parsed, states)
-    async with TestClient(TestServer(Router(parsed, discovery).app())) as client:
+    async with _client(states) as (client, discovery):
         body = {"model": "Qwen3-lonely", "messages": [{"role": "user", "content": "hi"}]}  # a served model name
         held = asyncio.ensure_future(client.post("/v1/chat/completions", json=body))
         await asyncio.sleep(0.2)
