@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,38 @@ async def _running(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]
     return [p for p in await _pods(kube, namespace, name) if p["status"].get("phase") == "Running"]
 
 
+async def _first_replica_url(kube: Kube, namespace: str, name: str) -> str:
+    first = (await _running(kube, namespace, name))[0]["status"]["podIP"]
+    return f"http://{first}:8000"
+
+
+@contextlib.asynccontextmanager
+async def _load(
+    session: aiohttp.ClientSession, base: str, clients: int, also: Callable[[], Awaitable[None]] | None = None
+) -> AsyncIterator[None]:
+    """`clients` concurrent clients asking `base` for long completions back to back, and `also` alongside, until
+    the block exits."""
+    stop = asyncio.Event()
+
+    async def client() -> None:
+        body = {"model": "Qwen3-0.6B", "prompt": "tell me a long story", "max_tokens": 4000}
+        while not stop.is_set():
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.post(f"{base}/v1/completions", json=body) as r:
+                    await r.read()
+
+    tasks = [asyncio.ensure_future(client()) for _ in range(clients)]
+    if also:
+        tasks.append(asyncio.ensure_future(also()))
+    try:
+        yield
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 KWOK_POOL = {"provisioner": "karpenter",
              "nodeClassRef": {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "default"}}  # fmt: skip
 
@@ -57,17 +90,7 @@ async def test_builtin_autoscaler_follows_the_queue(
         doc["spec"]["nodePool"] = KWOK_POOL
     await _create(kube, namespace, doc)
     await _wait_ready(kube, namespace, name)
-    first = (await _running(kube, namespace, name))[0]["status"]["podIP"]
-    base = f"http://{first}:8000"
-    stop = asyncio.Event()
-
-    async def client(session: aiohttp.ClientSession) -> None:
-        body = {"model": "Qwen3-0.6B", "prompt": "tell me a long story", "max_tokens": 4000}
-        while not stop.is_set():
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.post(f"{base}/v1/completions", json=body) as r:
-                    await r.read()
-
+    base = await _first_replica_url(kube, namespace, name)
     async with aiohttp.ClientSession() as session:
 
         async def serving() -> bool:
@@ -78,8 +101,7 @@ async def test_builtin_autoscaler_follows_the_queue(
                 return False
 
         await wait_for(serving, 30, "the simulated vLLM to load")
-        clients = [asyncio.ensure_future(client(session)) for _ in range(24)]
-        try:
+        async with _load(session, base, 24):
 
             async def scaled_up() -> bool:
                 return len(await _running(kube, namespace, name)) == 3
@@ -100,11 +122,6 @@ async def test_builtin_autoscaler_follows_the_queue(
                 return any(e.get("reason") == "Scaled" for e in await kube.list("v1", "Event", namespace))
 
             await wait_for(scaled_event, 30, "a Scaled Event")
-        finally:
-            stop.set()
-            for task in clients:
-                task.cancel()
-            await asyncio.gather(*clients, return_exceptions=True)
 
     async def back_to_min() -> bool:
         return len(await _running(kube, namespace, name)) == 1 and await _desired(kube, namespace, name) == 1
@@ -184,42 +201,24 @@ async def test_slo_mode_scales_for_the_latency_objective(kube: Kube, namespace: 
                                    "slo": {"ttftSeconds": 2.5, "attainment": 0.5}}  # fmt: skip
     await _create(kube, namespace, doc)
     await _wait_ready(kube, namespace, name)
-    first = (await _running(kube, namespace, name))[0]["status"]["podIP"]
-    base = f"http://{first}:8000"
-    stop = asyncio.Event()
+    base = await _first_replica_url(kube, namespace, name)
+    seen: list[object] = []
 
-    async def client(session: aiohttp.ClientSession) -> None:
-        body = {"model": "Qwen3-0.6B", "prompt": "tell me a long story", "max_tokens": 4000}
-        while not stop.is_set():
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.post(f"{base}/v1/completions", json=body) as r:
-                    await r.read()
+    async def watch() -> None:  # what the autoscaler said, for the failure message
+        while True:
+            obj = await kube.get(API, KIND, name, namespace)
+            seen[:] = [((obj or {}).get("status") or {}).get("autoscaler")]
+            await asyncio.sleep(1)
 
-    async with aiohttp.ClientSession() as session:
-        clients = [asyncio.ensure_future(client(session)) for _ in range(12)]
-        seen: list[object] = []
+    async with aiohttp.ClientSession() as session, _load(session, base, 12, also=watch):
 
-        async def watch() -> None:  # what the autoscaler said, for the failure message
-            while not stop.is_set():
-                obj = await kube.get(API, KIND, name, namespace)
-                seen[:] = [((obj or {}).get("status") or {}).get("autoscaler")]
-                await asyncio.sleep(1)
+        async def scaled_up() -> bool:
+            return len(await _running(kube, namespace, name)) >= 2
 
-        clients.append(asyncio.ensure_future(watch()))
-        try:
-
-            async def scaled_up() -> bool:
-                return len(await _running(kube, namespace, name)) >= 2
-
-            await wait_for(scaled_up, 120, "Running replicas added for the SLO", detail=lambda: seen)
-            reasons = [e.get("message", "") for e in await kube.list("v1", "Event", namespace)
-                       if e.get("reason") == "Scaled"]  # fmt: skip
-            assert any("for the SLO" in m for m in reasons), reasons
-        finally:
-            stop.set()
-            for task in clients:
-                task.cancel()
-            await asyncio.gather(*clients, return_exceptions=True)
+        await wait_for(scaled_up, 120, "Running replicas added for the SLO", detail=lambda: seen)
+        reasons = [e.get("message", "") for e in await kube.list("v1", "Event", namespace)
+                   if e.get("reason") == "Scaled"]  # fmt: skip
+        assert any("for the SLO" in m for m in reasons), reasons
 
     async def back_to_min() -> bool:
         return len(await _running(kube, namespace, name)) == 1 and await _desired(kube, namespace, name) == 1
