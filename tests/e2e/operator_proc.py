@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -125,14 +125,23 @@ class OperatorProcess:
 
 
 @contextlib.contextmanager
-def router_process(spec: dict[str, Any], namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[str]:
-    """`qwenfleet router` with `spec` on a free loopback port, discovering in `namespace`; yields its base URL."""
+def router_process(
+    spec: dict[str, Any],
+    namespace: str,
+    kubeconfig: Path,
+    tmp_path: Path,
+    discovery_interval: float = 0.5,
+    args: Sequence[str] = (),
+) -> Iterator[str]:
+    """`qwenfleet router` with `spec` (and `args`) on a free loopback port, discovering in `namespace` every
+    `discovery_interval` seconds; yields its base URL."""
     config = tmp_path / "router.yaml"
     config.write_text(yaml.safe_dump({"spec": spec}))
     port = free_port()
     log = (tmp_path / "router.log").open("wb")
     cmd = [sys.executable, "-m", "qwenfleet.cli", "router", f"--config={config}", f"--namespace={namespace}",
-           f"--kubeconfig={kubeconfig}", "--host=127.0.0.1", f"--port={port}", "--discovery-interval=0.5"]  # fmt: skip
+           f"--kubeconfig={kubeconfig}", "--host=127.0.0.1", f"--port={port}",
+           f"--discovery-interval={discovery_interval}", *args]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
         yield f"http://127.0.0.1:{port}"

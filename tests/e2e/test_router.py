@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +13,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 
 from qwenfleet.kube import Kube
-from tests.e2e.operator_proc import OperatorProcess, free_port, router_process, wait_for
+from tests.e2e.operator_proc import OperatorProcess, router_process, wait_for
 from tests.e2e.test_reconciler import API, KIND, _create, _wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -166,20 +163,11 @@ def guarded_router(namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator
     spec = {**ROUTER, "limits": {"maxBodyBytes": 4096}}
     spec["backends"] = [{"name": "small", "aliases": ["qwen3-small"], "spilloverTo": "big",
                          "spilloverQueuePerReplica": 1}, {"name": "big", "aliases": ["qwen3-big"]}]  # fmt: skip
-    config = tmp_path / "router.yaml"
-    config.write_text(yaml.safe_dump({"spec": spec}))
     keys = tmp_path / "keys"
     keys.write_text("sk-test-one\nsk-test-two\n")
-    port = free_port()
-    cmd = [sys.executable, "-m", "qwenfleet.cli", "router", f"--config={config}", f"--namespace={namespace}",
-           f"--kubeconfig={kubeconfig}", "--host=127.0.0.1", f"--port={port}", "--discovery-interval=0.3",
-           f"--api-keys-file={keys}"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=(tmp_path / "router.log").open("wb"), stderr=subprocess.STDOUT)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    args = [f"--api-keys-file={keys}"]
+    with router_process(spec, namespace, kubeconfig, tmp_path, discovery_interval=0.3, args=args) as url:
+        yield url
 
 
 async def test_openai_client_errors_spillover_and_disconnect(
@@ -281,17 +269,8 @@ def burst_router(namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[s
     spec = {"backends": [{"name": "small", "aliases": ["qwen3-small"], "spilloverTo": "big",
                           "spilloverQueuePerReplica": 1}, {"name": "big", "aliases": ["qwen3-big"]}],
             "defaultBackend": "small"}  # fmt: skip
-    config = tmp_path / "router.yaml"
-    config.write_text(yaml.safe_dump({"spec": spec}))
-    port = free_port()
-    cmd = [sys.executable, "-m", "qwenfleet.cli", "router", f"--config={config}", f"--namespace={namespace}",
-           f"--kubeconfig={kubeconfig}", "--host=127.0.0.1", f"--port={port}", "--discovery-interval=5"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=(tmp_path / "router.log").open("wb"), stderr=subprocess.STDOUT)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with router_process(spec, namespace, kubeconfig, tmp_path, discovery_interval=5) as url:
+        yield url
 
 
 async def test_a_burst_between_scrapes_spills_over(
