@@ -47,6 +47,15 @@ async def _wait_ready(kube: Kube, namespace: str, name: str, timeout: float = 90
     return await wait_for(ready, timeout, f"{namespace}/{name} Ready=True")
 
 
+async def _create_ready(kube: Kube, namespace: str, example: str) -> str:
+    """Create the example manifest `example` in `namespace` and wait until it is Ready; its name."""
+    doc = _example(example)
+    name: str = doc["metadata"]["name"]
+    await _create(kube, namespace, doc)
+    await _wait_ready(kube, namespace, name)
+    return name
+
+
 async def _pods(kube: Kube, namespace: str, name: str) -> list[dict[str, Any]]:
     selector = f"qwenfleet.dev/deployment={name},app.kubernetes.io/component=model-server"
     return [p for p in await kube.list("v1", "Pod", namespace, label_selector=selector)
@@ -69,10 +78,7 @@ async def _node_product(kube: Kube, node: str) -> str:
 async def test_example_reaches_ready_on_the_right_gpus(
     kube: Kube, namespace: str, operator: OperatorProcess, kubeconfig: Path, example: str, product: str, gpus: str
 ) -> None:
-    doc = _example(example)
-    name = doc["metadata"]["name"]
-    await _create(kube, namespace, doc)
-    await _wait_ready(kube, namespace, name)
+    name = await _create_ready(kube, namespace, example)
     pods = await _pods(kube, namespace, name)
     assert pods and all(p["status"]["phase"] == "Running" for p in pods)
     for pod in pods:
@@ -123,10 +129,7 @@ async def test_infeasible_plan_is_reported_and_nothing_is_applied(
 
 
 async def test_changing_the_gpu_rolls_the_workload(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
-    doc = _example("qwen3-0.6b-l4.yaml")
-    name = doc["metadata"]["name"]
-    await _create(kube, namespace, doc)
-    await _wait_ready(kube, namespace, name)
+    name = await _create_ready(kube, namespace, "qwen3-0.6b-l4.yaml")
     await kube.merge_patch(API, KIND, name, namespace, {"spec": {"gpu": "H100-80GB"}})
 
     async def rolled() -> bool:
@@ -142,10 +145,7 @@ async def test_changing_the_gpu_rolls_the_workload(kube: Kube, namespace: str, o
 
 
 async def test_deleted_and_edited_children_come_back(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
-    doc = _example("qwen3-0.6b-l4.yaml")
-    name = doc["metadata"]["name"]
-    await _create(kube, namespace, doc)
-    await _wait_ready(kube, namespace, name)
+    name = await _create_ready(kube, namespace, "qwen3-0.6b-l4.yaml")
     service = await kube.get("v1", "Service", name, namespace)
     assert service is not None
     await kube.delete("v1", "Service", name, namespace)
@@ -243,10 +243,7 @@ async def test_multi_node_replica_runs_as_a_leader_worker_set(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
     await _ensure_a100_nodes(kube)
-    doc = _example("qwen3-235b-bf16-a100-multinode.yaml")
-    name = doc["metadata"]["name"]
-    await _create(kube, namespace, doc)
-    await _wait_ready(kube, namespace, name)
+    name = await _create_ready(kube, namespace, "qwen3-235b-bf16-a100-multinode.yaml")
     obj = await kube.get("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", name, namespace)
     assert obj is not None
     template = obj["spec"]["leaderWorkerTemplate"]
@@ -264,10 +261,7 @@ async def test_multi_node_replica_runs_as_a_leader_worker_set(
 async def test_restart_with_nothing_changed_writes_nothing(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
-    doc = _example("qwen3-0.6b-l4.yaml")
-    name = doc["metadata"]["name"]
-    await _create(kube, namespace, doc)
-    await _wait_ready(kube, namespace, name)
+    name = await _create_ready(kube, namespace, "qwen3-0.6b-l4.yaml")
     await asyncio.sleep(2)  # let the last status patch settle before sampling versions
 
     async def versions() -> dict[str, str]:
@@ -430,10 +424,7 @@ async def test_a_refused_child_is_a_condition_with_the_api_servers_message(
 
 
 async def test_an_infeasible_edit_withdraws_the_plan(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
-    doc = _example("qwen3-0.6b-l4.yaml")
-    name = doc["metadata"]["name"]
-    await _create(kube, namespace, doc)
-    await _wait_ready(kube, namespace, name)
+    name = await _create_ready(kube, namespace, "qwen3-0.6b-l4.yaml")
     patch = {"spec": {"model": "Qwen3-235B-A22B", "overrides": {"tensorParallelSize": 1}}}
     await kube.merge_patch(API, KIND, name, namespace, patch)
 
