@@ -36,6 +36,7 @@ from qwenfleet.controller.deployment import (
 from qwenfleet.controller.router import reconcile_router
 from qwenfleet.controller.workqueue import WorkQueue
 from qwenfleet.kube import Kube, KubeError, make_api_client
+from qwenfleet.kube.resources import RESOURCES
 from qwenfleet.render import Capabilities
 from qwenfleet.render.names import GROUP, ROLE_LABEL, WAKE_ANNOTATION
 from qwenfleet.render.status import ready_replicas, serving_ips
@@ -118,13 +119,35 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     memo.session = aiohttp.ClientSession()
     memo.queue = WorkQueue(lambda key: _reconcile(memo, key), MAX_CONCURRENT_RECONCILES, "reconcile")
     memo.autoscaler = WorkQueue(lambda key: _autoscale(memo, key), AUTOSCALE_WORKERS, "autoscaler")
-    memo.queue.start()
-    memo.autoscaler.start()
     memo.caps = Capabilities(
         service_monitor=await kube.crd_exists("servicemonitors.monitoring.coreos.com"),
         karpenter=await kube.crd_exists("nodepools.karpenter.sh"),
         prometheus_url=memo.get("prometheus_url") or Capabilities().prometheus_url,
     )
+    await prime_applier(kube, memo.applier, memo.get("namespaces") or [])
+    memo.queue.start()
+    memo.autoscaler.start()
+
+
+async def prime_applier(kube: Kube, applier: CachingApplier, namespaces: list[str]) -> None:
+    """Show the applier every child that exists before the first reconcile runs.
+
+    kopf's watches of the child kinds list them concurrently with the owners' watch, so an owner's first pass after
+    a restart could come before its children were seen, and re-apply them. One paged list per kind (reads, no
+    writes) closes that race: a restarted operator sends nothing for children that still match their intent.
+    """
+    selector = ",".join(f"{k}={v}" for k, v in OWNED.items())
+    scopes: list[str | None] = [*namespaces] or [None]
+    for group, version, plural in CHILD_RESOURCES:
+        api_version = f"{group}/{version}" if group else version
+        kind = next(r.kind for r in RESOURCES.values() if r.api_version == api_version and r.plural == plural)
+        for namespace in scopes:
+            try:
+                async for page in kube.list_pages(api_version, kind, namespace, label_selector=selector):
+                    for obj in page:
+                        applier.observe(obj)
+            except KubeError as exc:  # an optional CRD that is absent, or a kind outside our RBAC: the watch decides
+                log.info("not primed with %s: %s", plural, exc)
 
 
 @kopf.on.cleanup()

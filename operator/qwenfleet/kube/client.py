@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
@@ -14,6 +14,8 @@ from qwenfleet.kube.resources import Resource, resource_of
 
 FIELD_MANAGER = "qwenfleet"
 Obj = dict[str, Any]
+Page = list[Obj]
+"""One page of a paged list."""
 
 
 class KubeError(Exception):
@@ -146,6 +148,28 @@ class Kube:
         result = await self._call("GET", resource_of(api_version, kind).path(namespace), query=query)
         items: list[Obj] = result.get("items", [])
         return items
+
+    async def list_pages(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        page: int = 500,
+    ) -> AsyncIterator[Page]:
+        """Objects of a kind, `page` at a time (each item with its apiVersion and kind, which lists leave out)."""
+        res = resource_of(api_version, kind)
+        token = ""
+        while True:
+            query = [("limit", str(page))] + ([("labelSelector", label_selector)] if label_selector else [])
+            if token:
+                query.append(("continue", token))
+            result = await self._call("GET", res.path(namespace), query=query)
+            yield [{**item, "apiVersion": api_version, "kind": kind} for item in result.get("items", [])]
+            token = (result.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return
 
     async def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         """Delete with background propagation; False when it was already gone."""
