@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import yaml
 
 T = TypeVar("T")
@@ -39,6 +40,19 @@ async def wait_for(
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r}){more}")
         await asyncio.sleep(delay)
         delay = min(1.0, delay * 1.5)
+
+
+async def wait_healthy(session: aiohttp.ClientSession, base: str, timeout: float, what: str) -> None:
+    """Poll `base`/health until it answers 200; fail with `what` after `timeout` seconds."""
+
+    async def healthy() -> bool:
+        try:
+            async with session.get(f"{base}/health") as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    await wait_for(healthy, timeout, what)
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from qwenfleet.kube import Kube
-from tests.e2e.operator_proc import OperatorProcess, wait_for
+from tests.e2e.operator_proc import OperatorProcess, wait_for, wait_healthy
 from tests.e2e.test_reconciler import API, KIND, _create, _pods, _wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -92,15 +92,7 @@ async def test_builtin_autoscaler_follows_the_queue(
     await _wait_ready(kube, namespace, name)
     base = await _first_replica_url(kube, namespace, name)
     async with aiohttp.ClientSession() as session:
-
-        async def serving() -> bool:
-            try:
-                async with session.get(f"{base}/health") as r:
-                    return r.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await wait_for(serving, 30, "the simulated vLLM to load")
+        await wait_healthy(session, base, 30, "the simulated vLLM to load")
         async with _load(session, base, 24):
 
             async def scaled_up() -> bool:

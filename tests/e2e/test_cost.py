@@ -19,7 +19,7 @@ import yaml
 from qwenfleet.devcluster.cluster import DevCluster
 from qwenfleet.devcluster.demo import router_url
 from qwenfleet.kube import Kube
-from tests.e2e.operator_proc import OperatorProcess, wait_for
+from tests.e2e.operator_proc import OperatorProcess, wait_for, wait_healthy
 from tests.e2e.test_reconciler import API, KIND, _create, _pods, _wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -75,15 +75,7 @@ async def test_realised_cost_matches_an_independent_count_and_survives_a_restart
     rng = random.Random(7)
     async with aiohttp.ClientSession() as session:
         for pod in pods:
-
-            async def healthy(base: str = f"http://{pod['status']['podIP']}:8000") -> bool:
-                try:
-                    async with session.get(f"{base}/health") as r:
-                        return r.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            await wait_for(healthy, 60, "simulated vLLM loaded")
+            await wait_healthy(session, f"http://{pod['status']['podIP']}:8000", 60, "simulated vLLM loaded")
 
         for _ in range(4):
             for usage in await asyncio.gather(*(_ask(session, pods[i % 2], rng) for i in range(25))):
