@@ -44,6 +44,17 @@ def router(namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+async def _small_and_big_ready(kube: Kube, namespace: str, small_max_num_seqs: int) -> None:
+    """One replica each of `small` (Qwen3-0.6B, running at most `small_max_num_seqs` at once) and `big`
+    (Qwen3-30B-A3B), Ready."""
+    await _create(
+        kube, namespace, _q3d("small", "Qwen3-0.6B", replicas=1, overrides={"maxNumSeqs": small_max_num_seqs})
+    )
+    await _create(kube, namespace, _q3d("big", "Qwen3-30B-A3B", replicas=1))
+    await _wait_ready(kube, namespace, "small")
+    await _wait_ready(kube, namespace, "big")
+
+
 async def _chat(session: aiohttp.ClientSession, base: str, model: str, **extra: Any) -> tuple[int, dict[str, str], Any]:
     body = {"model": model, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16, **extra}
     async with session.post(f"{base}/v1/chat/completions", json=body) as r:
@@ -175,10 +186,7 @@ async def test_openai_client_errors_spillover_and_disconnect(
 ) -> None:
     import openai
 
-    await _create(kube, namespace, _q3d("small", "Qwen3-0.6B", replicas=1, overrides={"maxNumSeqs": 1}))
-    await _create(kube, namespace, _q3d("big", "Qwen3-30B-A3B", replicas=1))
-    await _wait_ready(kube, namespace, "small")
-    await _wait_ready(kube, namespace, "big")
+    await _small_and_big_ready(kube, namespace, small_max_num_seqs=1)
     client = openai.AsyncOpenAI(base_url=f"{guarded_router}/v1", api_key="sk-test-two", max_retries=0)
     messages: Any = [{"role": "user", "content": "hello"}]
 
@@ -276,10 +284,7 @@ def burst_router(namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[s
 async def test_a_burst_between_scrapes_spills_over(
     kube: Kube, namespace: str, operator: OperatorProcess, burst_router: str
 ) -> None:
-    await _create(kube, namespace, _q3d("small", "Qwen3-0.6B", replicas=1, overrides={"maxNumSeqs": 32}))
-    await _create(kube, namespace, _q3d("big", "Qwen3-30B-A3B", replicas=1))
-    await _wait_ready(kube, namespace, "small")
-    await _wait_ready(kube, namespace, "big")
+    await _small_and_big_ready(kube, namespace, small_max_num_seqs=32)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
 
         async def both() -> bool:
