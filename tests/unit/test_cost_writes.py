@@ -8,12 +8,17 @@ from qwenfleet.cost.loop import IDLE_WRITE_EVERY_SECONDS, WRITE_EVERY_SECONDS, w
 
 
 def _record(gpu_hours: float, output: int, pods: tuple[str, ...] = ("a",)) -> dict[str, Any]:
-    return {"sinceCreation": {"gpuHours": gpu_hours, "promptTokens": 10, "outputTokens": output},
+    return {"sinceCreation": {"gpuHours": gpu_hours, "promptTokens": 10 if output else 0, "outputTokens": output},
             "ledger": {"pods": [{"name": p} for p in pods]}}  # fmt: skip
 
 
 def test_the_first_record_is_written_at_once() -> None:
-    assert write_due(_record(0.0, 0), {}, 0.0)
+    assert write_due(_record(0.0, 0), {}, 0.0)  # a pod holds GPUs
+    assert write_due(_record(0.1, 0, ()), {}, 0.0)  # GPU time from a pod already gone
+
+
+def test_a_deployment_that_never_held_a_gpu_has_nothing_to_write() -> None:
+    assert not write_due(_record(0.0, 0, ()), {}, 1e6)
 
 
 def test_serving_writes_at_most_every_write_interval() -> None:
