@@ -8,10 +8,16 @@
   start ahead, is a forecast: replicas are warm before the load recurs.
 - Headroom is sized from what was observed: without a period, the `attainment` quantile of how much the rate
   rose within one cold start; with a period, that quantile of how far the rate differed from one period earlier.
-- Replicas = the forecast rate (the larger of now-plus-trend and the recurring one) plus headroom, at
-  `SLO_UTILIZATION` of a replica's capacity; and enough to clear the waiting requests within `ttftSeconds`.
-  A replica's capacity is its concurrency over the service time observed while replicas were busy (running /
-  finished per second), or the plan's estimate until then.
+  A rise within the Poisson noise of two minute counts is not a rise, and a trend counts only beyond its
+  standard error: noise is what the staffing below covers.
+- Replicas = enough concurrency for what the forecast rate (the larger of now-plus-trend and the recurring one)
+  plus headroom keeps in flight, plus `z` standard deviations of that Poisson count, z the normal quantile of
+  `attainment` (square-root staffing); and enough to clear the waiting requests within `ttftSeconds`.
+  A replica's capacity is its concurrency over the service time observed while replicas were nearly full, or
+  else busy (running / finished per second, Little's law), or the plan's estimate until then.
+- Keep (scale-down hysteresis): the same staffing for the forecast one cold start plus the scale-down delay
+  ahead, with the headroom for rises within that longer horizon and the measured rate's own error on top: a
+  replica goes only when it is unlikely to be asked for again within the delay.
 """
 
 from __future__ import annotations
@@ -19,22 +25,23 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, replace
+from statistics import NormalDist
 
 BUCKET_SECONDS = 60.0
 HISTORY_BUCKETS = 2 * 1440
 TREND_SECONDS = 120.0
 TREND_CAP = 1.0
 """The trend may at most double the current rate within one horizon (one noisy sample must not buy a fleet)."""
+TREND_SIGNIFICANCE = 1.0
+"""Only the part of the slope beyond this many standard errors counts: Poisson noise in two minutes of samples
+is not a trend (its slope's error, stretched over a 218 s cold start, is worth a replica)."""
 PERIOD_LAGS = (*range(5, 121), 1440)
 """Candidate periods in minutes: 5 minutes to 2 hours, and a day."""
 PERIOD_MIN_CORRELATION = 0.6
 SERVICE_DECAY = 0.99
-SERVICE_MIN_FINISHED = 50.0
-"""Requests that must have finished on busy replicas before their service time replaces the plan's estimate."""
-SLO_UTILIZATION = 0.85
-"""The share of a replica's capacity SLO mode plans to use; the rest absorbs Poisson noise within a minute."""
-KEEP_MARGIN = 0.85
-"""Scale-down hysteresis: a replica goes only when the rest would run below KEEP_MARGIN x SLO_UTILIZATION."""
+SERVICE_MIN_FINISHED = 200.0
+"""Requests that must have finished on busy replicas before their service time replaces the plan's estimate
+(fewer are a transient: the short answers finish first, and Little's law needs a steady state)."""
 
 
 @dataclass(frozen=True)
@@ -60,12 +67,18 @@ class Forecast:
     busy_finished: float = 0.0
     """Request-seconds run and requests finished while busy, decayed by `SERVICE_DECAY` per observation: their
     ratio is a request's service time on a busy replica (Little's law)."""
+    full_request_seconds: float = 0.0
+    full_finished: float = 0.0
+    """The same while the replicas were nearly full (the policy's `FULL_OCCUPANCY`): a fuller replica decodes
+    a bigger batch, each request more slowly, and capacity is planned for full replicas."""
     period: int | None = None
     """The recurring pattern's period in buckets, if one was found."""
     headroom_by_horizon: tuple[tuple[int, float, float], ...] = ()
     """(horizon in buckets, quantile, headroom in requests/s), recomputed when a bucket closes."""
 
-    def observe(self, now: float, arrivals: float | None, finished: float, running: float, busy: bool) -> Forecast:
+    def observe(
+        self, now: float, arrivals: float | None, finished: float, running: float, busy: bool, full: bool = False
+    ) -> Forecast:
         """The forecast after one more observation (arrivals and finished since the previous one).
 
         The service time is learnt only while the replicas are `busy` (a share of their concurrency in use, the
@@ -80,7 +93,11 @@ class Forecast:
         seconds, done = self.busy_request_seconds, self.busy_finished
         if busy:
             seconds, done = seconds * SERVICE_DECAY + running * dt, done * SERVICE_DECAY + finished
-        new = replace(self, last_time=now, recent=recent, busy_request_seconds=seconds, busy_finished=done)
+        full_seconds, full_done = self.full_request_seconds, self.full_finished
+        if full:
+            full_seconds, full_done = full_seconds * SERVICE_DECAY + running * dt, full_done * SERVICE_DECAY + finished
+        new = replace(self, last_time=now, recent=recent, busy_request_seconds=seconds, busy_finished=done,
+                      full_request_seconds=full_seconds, full_finished=full_done)  # fmt: skip
         if self.bucket_start is None:
             return replace(new, bucket_start=now - dt, bucket_count=arrivals)
         count = self.bucket_count + arrivals
@@ -94,6 +111,8 @@ class Forecast:
 
     def service_seconds(self) -> float | None:
         """Seconds a request runs on a busy replica, once enough have finished."""
+        if self.full_finished >= SERVICE_MIN_FINISHED:
+            return self.full_request_seconds / self.full_finished
         if self.busy_finished < SERVICE_MIN_FINISHED:
             return None
         return self.busy_request_seconds / self.busy_finished
@@ -110,8 +129,13 @@ class Forecast:
         ts = [t for t, _ in self.recent]
         mean_t = sum(ts) / len(ts)
         var_t = sum((t - mean_t) ** 2 for t in ts)
-        slope = sum((t - mean_t) * r for t, r in self.recent) / var_t if var_t > 0 else 0.0
-        return now_rate + min(max(0.0, slope) * horizon, TREND_CAP * now_rate)
+        if var_t <= 0:
+            return now_rate
+        mean_r = sum(r for _, r in self.recent) / len(self.recent)
+        slope = sum((t - mean_t) * r for t, r in self.recent) / var_t
+        residual = sum((r - mean_r - slope * (t - mean_t)) ** 2 for t, r in self.recent) / (len(self.recent) - 2)
+        significant = slope - TREND_SIGNIFICANCE * math.sqrt(residual / var_t)
+        return now_rate + min(max(0.0, significant) * horizon, TREND_CAP * now_rate)
 
     def recurring_rate(self, horizon: float) -> float:
         """The highest rate seen one (and two) periods ago, from now to `horizon` ahead; 0 without a period."""
@@ -140,15 +164,18 @@ class Forecast:
 
 def rise_quantile(buckets: tuple[float, ...], h: int, quantile: float, period: int | None) -> float:
     """The `quantile` of the rise within `h` buckets (max of the next h minus now); with a period, of the
-    amount by which the rate exceeded the same window one period earlier."""
+    amount by which the rate exceeded the same window one period earlier. A rise no larger than the Poisson
+    noise of two minute counts (z at `quantile`) is noise, which the staffing covers already, not a rise."""
     n = len(buckets)
+    z = NormalDist().inv_cdf(min(max(quantile, 0.5), 0.9999))
     rises: list[float] = []
     for i in range(n - h):
+        if period is not None and i + 1 - period < 0:
+            continue
         ahead = max(buckets[i + 1 : i + h + 1])
-        if period is None:
-            rises.append(max(0.0, ahead - buckets[i]))
-        elif i + 1 - period >= 0:
-            rises.append(max(0.0, ahead - max(buckets[i + 1 - period : i + h + 2 - period])))
+        base = buckets[i] if period is None else max(buckets[i + 1 - period : i + h + 2 - period])
+        noise = z * math.sqrt(2 * max(base, 0.0) / BUCKET_SECONDS)
+        rises.append(max(0.0, ahead - base - noise))
     if not rises:
         return 0.0
     rises.sort()
@@ -186,7 +213,7 @@ class Sized:
     replicas: int
     why: str
     keep: int = 0
-    """Replicas to keep before scaling down: the same sizing at `KEEP_MARGIN` of the planned utilisation."""
+    """Replicas to keep before scaling down: the same staffing over the longer horizon (see `slo_replicas`)."""
 
 
 TYPICAL_OUTPUT_TOKENS = 256
@@ -206,8 +233,9 @@ def slo_replicas(
     waiting: float,
     keep_horizon: float = 0.0,
 ) -> Sized:
-    """Replicas that meet `slo` one cold start from now; `keep` also covers the trend and the recurring load
-    `keep_horizon` seconds further on (a replica released now and needed within the scale-down delay would flap)."""
+    """Replicas that meet `slo` one cold start from now; `keep` also covers the trend, the recurring load and the
+    rises seen within `keep_horizon` seconds further on, and the rate's measurement error (a replica released now
+    and needed within the scale-down delay would flap)."""
     service = forecast.service_seconds()
     capacity = concurrency / service if service else replica_rate
     if capacity <= 0:
@@ -216,12 +244,25 @@ def slo_replicas(
     recurring = forecast.recurring_rate(cold_start)
     headroom = forecast.headroom(cold_start, slo.attainment)
     expected = max(trend, recurring) + headroom
-    by_rate = math.ceil(expected / (capacity * SLO_UTILIZATION)) if expected > 0 else 0
+    z = NormalDist().inv_cdf(min(max(slo.attainment, 0.5), 0.9999))
+    by_rate = staffed(expected, concurrency / capacity, concurrency, z)
     by_backlog = math.ceil((forecast.rate() + waiting / slo.ttft) / capacity) if waiting > 0 else 0
     source = "recurring load" if recurring > trend else "rate and trend"
     why = (f"{source} {max(trend, recurring):.2f}/s + headroom {headroom:.2f}/s at "
            f"{capacity:.2f}/s per replica")  # fmt: skip
     ahead = cold_start + keep_horizon
-    kept = max(expected, forecast.trend_rate(ahead) + headroom, forecast.recurring_rate(ahead) + headroom)
-    keep = math.ceil(kept / (capacity * SLO_UTILIZATION * KEEP_MARGIN)) if kept > 0 else 0
+    later = forecast.headroom(ahead, slo.attainment)  # rises within the delay and a cold start
+    kept = max(expected, forecast.trend_rate(ahead) + later, forecast.recurring_rate(ahead) + later)
+    kept += z * math.sqrt(kept / TREND_SECONDS)  # the measured rate's own Poisson error: hysteresis
+    keep = staffed(kept, concurrency / capacity, concurrency, z)
     return Sized(max(by_rate, by_backlog), why, keep)
+
+
+def staffed(rate: float, service: float, concurrency: float, z: float) -> int:
+    """Replicas whose `concurrency` holds what `rate` keeps in flight: rate x `service` requests on average
+    (Little's law), plus `z` standard deviations of that count (Poisson arrivals keep a Poisson number in
+    flight, whatever the service times: square-root staffing). Big fleets need relatively less spare."""
+    if rate <= 0:
+        return 0
+    load = rate * service
+    return math.ceil((load + z * math.sqrt(load)) / concurrency)

@@ -13,8 +13,12 @@
 - SLO mode (`Settings.slo`): the replicas `forecast.slo_replicas` sizes for the latency objective one cold start
   ahead (arrival rate, trend, a recurring pattern, headroom from observed variability) raise the queue-depth
   count whenever they are higher. Scale-down keeps the same delay and steps, never goes to zero while the SLO
-  sizing asks for a replica, and waits until the SLO sizing `forecast.slo_replicas(...).keep` (a margin to
-  spare, and the load the scale-down delay will bring) allows it: no scale-down that would be undone at once.
+  sizing asks for a replica, and waits until the SLO sizing `forecast.slo_replicas(...).keep` (the load and the
+  rises the scale-down delay may bring, and the rate's measurement error) allows it; that keep replaces queue
+  mode's 70% floor. Within the scale-down delay of a scale-down, SLO mode scales up again only for requests
+  actually waiting (or a wake): a forecast moved by noise does not undo a scale-down (no flap).
+  The service time is learnt from replicas at `FULL_OCCUPANCY` or more once enough requests finished there
+  (a fuller batch decodes each request more slowly), else from busy ones.
 - Scale to zero after `idle_to_zero` seconds without any request, when minReplicas is 0; a wake request
   (from the router) or any queued request brings one replica back.
 """
@@ -29,6 +33,9 @@ from qwenfleet.autoscale.forecast import Forecast, Slo, slo_replicas
 KV_PRESSURE = 0.9
 BUSY_OCCUPANCY = 0.3
 """SLO mode learns a replica's service time only while replicas run at least this share of their concurrency."""
+FULL_OCCUPANCY = 0.8
+"""Once enough requests finished while replicas ran this share of their concurrency, SLO mode plans with the
+service time seen then: a replica at 30% of its batch decodes each request faster than a full one."""
 SCALE_DOWN_UTILIZATION = 0.7
 """Scale down only when the remaining replicas would run at most this share of their capacity (hysteresis)."""
 
@@ -117,14 +124,17 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
     slo_keep = 0
     if s.slo is not None:
         busy = obs.running >= BUSY_OCCUPANCY * obs.ready * max(1, s.concurrency) > 0
-        forecast = forecast.observe(now, obs.arrivals, obs.finished, obs.running, busy)
+        full = obs.running >= FULL_OCCUPANCY * obs.ready * max(1, s.concurrency) > 0
+        forecast = forecast.observe(now, obs.arrivals, obs.finished, obs.running, busy, full)
         forecast = forecast.with_headroom_cached(s.cold_start, s.slo.attainment)
+        forecast = forecast.with_headroom_cached(s.cold_start + s.scale_down_delay, s.slo.attainment)
         sized = slo_replicas(forecast, s.slo, s.cold_start, s.concurrency, s.replica_rate, obs.waiting,
                              keep_horizon=s.scale_down_delay)  # fmt: skip
         slo_keep = sized.keep
         if sized.replicas > raw:
             raw, slo_reason = sized.replicas, f" for the SLO ({sized.why})"
-    keep = max(raw, sufficient_replicas(obs, s), slo_keep)
+    # SLO mode's own keep replaces queue mode's 70% floor: it knows the rate, its noise and what is coming
+    keep = max(raw, slo_keep) if s.slo is not None else max(raw, sufficient_replicas(obs, s))
     window = (*tuple((t, r) for t, r in state.recommendations if now - t < s.scale_down_delay), (now, keep))
     current = state.desired
     started = now if state.started is None else state.started
@@ -152,6 +162,11 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
             return result(s.min_replicas, "raised to minReplicas")
         return result(0, "idle at zero")
     floor = max(1, s.min_replicas)
+    since_down = now - state.last_scale_down if state.last_scale_down is not None else math.inf
+    if raw > current and s.slo is not None and since_down < s.scale_down_delay and obs.waiting == 0 and not obs.wake:
+        # SLO mode just released a replica: a forecast that moved by noise does not take it back (a flap);
+        # requests actually waiting do
+        return result(current, f"holding: scaled down {since_down:.0f}s ago, nothing waits")
     if raw > current:
         step = min(raw, current * 2 + 4)
         return result(step, f"scale up: {demand:.0f} requests in flight need {raw} replicas{slo_reason}")
