@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from statistics import NormalDist
 
 import pytest
@@ -114,6 +115,17 @@ def test_recurring_rate_prewarms_one_period_later() -> None:
 )
 def test_slo_replicas(forecast: Forecast, waiting: float, replica_rate: float, expected: int) -> None:
     assert slo_replicas(forecast, SLO, 120.0, 16, replica_rate, waiting).replicas == expected
+
+
+def test_trend_and_headroom_are_alternatives_not_added() -> None:
+    # rises of 4/s within a minute were seen (headroom ~3.6/s), and the rate now climbs by 3/s a minute (trend)
+    history = (1.0, 5.0) * 30
+    f = replace(_fed([4.0 + i / 2 for i in range(12)]), buckets=history)
+    trend, headroom = f.trend_rate(60.0), f.headroom(60.0, 0.99)
+    assert trend > f.rate() + 1 and headroom > 3
+    sized = slo_replicas(f, SLO, 60.0, 16, 1.0, 0.0)
+    assert sized.replicas == staffed(max(trend, f.rate() + headroom), 16.0, 16, Z99)
+    assert sized.replicas < staffed(trend + headroom, 16.0, 16, Z99)
 
 
 def test_higher_attainment_keeps_more_headroom() -> None:

@@ -10,9 +10,10 @@
   rose within one cold start; with a period, that quantile of how far the rate differed from one period earlier.
   A rise within the Poisson noise of two minute counts is not a rise, and a trend counts only beyond its
   standard error: noise is what the staffing below covers.
-- Replicas = enough concurrency for what the forecast rate (the larger of now-plus-trend and the recurring one)
-  plus headroom keeps in flight, plus `z` standard deviations of that Poisson count, z the normal quantile of
-  `attainment` (square-root staffing); and enough to clear the waiting requests within `ttftSeconds`.
+- Replicas = enough concurrency for what the forecast rate keeps in flight (the larger of now-plus-trend and of
+  the current or recurring rate plus headroom: trend and headroom both answer how far the rate may rise), plus
+  `z` standard deviations of that Poisson count, z the normal quantile of `attainment` (square-root staffing);
+  and enough to clear the waiting requests within `ttftSeconds`.
   A replica's capacity is its concurrency over the service time observed while replicas were nearly full, or
   else busy (running / finished per second, Little's law), or the plan's estimate until then.
 - Keep (scale-down hysteresis): the same staffing for the forecast one cold start plus the scale-down delay
@@ -243,16 +244,19 @@ def slo_replicas(
     trend = forecast.trend_rate(cold_start)
     recurring = forecast.recurring_rate(cold_start)
     headroom = forecast.headroom(cold_start, slo.attainment)
-    expected = max(trend, recurring) + headroom
+    # the trend and the headroom are two answers to the same question (how far may the rate rise within a cold
+    # start): the rises the headroom was sized on include the trends of the past, so they are not added up
+    base = max(forecast.rate(), recurring)
+    expected = max(trend, base + headroom)
     z = NormalDist().inv_cdf(min(max(slo.attainment, 0.5), 0.9999))
     by_rate = staffed(expected, concurrency / capacity, concurrency, z)
     by_backlog = math.ceil((forecast.rate() + waiting / slo.ttft) / capacity) if waiting > 0 else 0
-    source = "recurring load" if recurring > trend else "rate and trend"
-    why = (f"{source} {max(trend, recurring):.2f}/s + headroom {headroom:.2f}/s at "
+    source = "recurring load" if recurring > forecast.rate() else "rate"
+    why = (f"{source} {base:.2f}/s + headroom {headroom:.2f}/s, or trend {trend:.2f}/s, at "
            f"{capacity:.2f}/s per replica")  # fmt: skip
     ahead = cold_start + keep_horizon
     later = forecast.headroom(ahead, slo.attainment)  # rises within the delay and a cold start
-    kept = max(expected, forecast.trend_rate(ahead) + later, forecast.recurring_rate(ahead) + later)
+    kept = max(expected, forecast.trend_rate(ahead), max(forecast.rate(), forecast.recurring_rate(ahead)) + later)
     kept += z * math.sqrt(kept / TREND_SECONDS)  # the measured rate's own Poisson error: hysteresis
     keep = staffed(kept, concurrency / capacity, concurrency, z)
     return Sized(max(by_rate, by_backlog), why, keep)
