@@ -61,10 +61,14 @@ CHILD_RESOURCES = (
     ("monitoring.coreos.com", "v1", "servicemonitors"),  # optional CRDs: not watched when absent at start-up
     ("keda.sh", "v1alpha1", "scaledobjects"),
 )
-WATCHED_CHILD_KINDS = frozenset(
-    {"ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Deployment", "LeaderWorkerSet", "Service",
-     "PodDisruptionBudget", "NetworkPolicy", "Job", "PersistentVolumeClaim", "ServiceMonitor", "ScaledObject"}
-)  # fmt: skip
+CHILD_KINDS = tuple(
+    (r.api_version, r.kind)
+    for group, version, plural in CHILD_RESOURCES
+    for r in RESOURCES.values()
+    if r.api_version == (f"{group}/{version}" if group else version) and r.plural == plural
+)
+"""(apiVersion, kind) of each child resource above."""
+WATCHED_CHILD_KINDS = frozenset(kind for _, kind in CHILD_KINDS)
 RESYNC_SECONDS = 60.0
 MAX_CONCURRENT_RECONCILES = 32
 AUTOSCALE_INTERVAL_SECONDS = 10.0
@@ -138,16 +142,14 @@ async def prime_applier(kube: Kube, applier: CachingApplier, namespaces: list[st
     """
     selector = ",".join(f"{k}={v}" for k, v in OWNED.items())
     scopes: list[str | None] = [*namespaces] or [None]
-    for group, version, plural in CHILD_RESOURCES:
-        api_version = f"{group}/{version}" if group else version
-        kind = next(r.kind for r in RESOURCES.values() if r.api_version == api_version and r.plural == plural)
+    for api_version, kind in CHILD_KINDS:
         for namespace in scopes:
             try:
                 async for page in kube.list_pages(api_version, kind, namespace, label_selector=selector):
                     for obj in page:
                         applier.observe(obj)
             except KubeError as exc:  # an optional CRD that is absent, or a kind outside our RBAC: the watch decides
-                log.info("not primed with %s: %s", plural, exc)
+                log.info("not primed with %s: %s", kind, exc)
 
 
 @kopf.on.cleanup()

@@ -300,10 +300,7 @@ def write_due(record: dict[str, Any], written: dict[str, Any], since_write: floa
     never within WRITE_EVERY_SECONDS of the last one, never when nothing changed, and when only the clock moved,
     every IDLE_WRITE_EVERY_SECONDS."""
     if not written:  # the first record, once there is something to report (a deployment at zero has nothing)
-        total = record.get("sinceCreation") or {}
-        return bool(
-            total.get("gpuHours") or total.get("promptTokens") or total.get("outputTokens") or _activity(record)[2]
-        )
+        return bool((record.get("sinceCreation") or {}).get("gpuHours")) or any(_activity(record))
     if since_write < WRITE_EVERY_SECONDS or _without_ledger(record) == _without_ledger(written):
         return False
     return _activity(record) != _activity(written) or since_write >= IDLE_WRITE_EVERY_SECONDS
