@@ -4,8 +4,9 @@ For each size N, on a fresh local control plane with audit logging:
 1. floor: the same child objects the operator creates (Deployment, Service, PodDisruptionBudget,
    NetworkPolicy and ServiceMonitor per deployment) applied directly with one client, 64 requests in flight;
 2. operator: N Qwen3Deployments created while no operator runs, then `qwenfleet run` started; time from its
-   start until every child exists and every status is current (observedGeneration, Ready=True and
-   Progressing=RolloutComplete, which needs the Deployment controller to have seen the child);
+   start until every status is current (observedGeneration, Ready=True and Progressing=RolloutComplete, which
+   needs the Deployment controller to have seen the child), seen through one watch; then every child is
+   checked to exist;
 3. steady state: the API server's audit log counts the operator's write requests over a window longer than
    one full resync (every deployment is reconciled at least once in it): writes per no-op resync;
 4. the operator's resident memory at the end;
@@ -18,6 +19,7 @@ Writes while converging and RSS are also given per deployment. Writes bench/resu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -32,7 +34,8 @@ from typing import Any
 
 from qwenfleet.api.deployment import Qwen3DeploymentSpec
 from qwenfleet.controller.deployment import plan_request
-from qwenfleet.controller.handlers import RESYNC_SECONDS
+from qwenfleet.controller.informer import Informer
+from qwenfleet.controller.operator import RESYNC_SECONDS
 from qwenfleet.devcluster import build
 from qwenfleet.devcluster.cluster import DevCluster
 from qwenfleet.kube import Kube, make_api_client
@@ -80,21 +83,42 @@ async def floor(kube: Kube, n: int) -> float:
     return time.monotonic() - started
 
 
-async def _converged(kube: Kube, namespace: str, n: int) -> bool:
+def _settled(obj: dict[str, Any]) -> bool:
+    st = obj.get("status") or {}
+    conds = {c["type"]: c for c in st.get("conditions") or []}
+    return bool(st.get("observedGeneration") == obj["metadata"].get("generation")
+                and conds.get("Ready", {}).get("status") == "True"
+                and conds.get("Progressing", {}).get("reason") == "RolloutComplete")  # fmt: skip
+
+
+class Convergence:
+    """Which deployments are settled, from one watch (a poll that lists thousands of objects every few seconds
+    would load the API server the operator is measured against)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.settled: set[str] = set()
+        self.done = asyncio.Event()
+
+    def __call__(self, kind: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if kind != "DELETED" and _settled(obj):
+            self.settled.add(name)
+        else:
+            self.settled.discard(name)
+        if len(self.settled) >= self.n:
+            self.done.set()
+
+
+async def _children_complete(kube: Kube, namespace: str, n: int) -> bool:
+    """Every deployment has each of its children (checked once, at the end)."""
     for api_version, kind in CHILD_KINDS:
         if (
             len(await kube.list(api_version, kind, namespace, label_selector="app.kubernetes.io/managed-by=qwenfleet"))
             < n
         ):
             return False
-    current = 0
-    for obj in await kube.list(API, "Qwen3Deployment", namespace):
-        st = obj.get("status") or {}
-        conds = {c["type"]: c for c in st.get("conditions") or []}
-        settled = (conds.get("Ready", {}).get("status") == "True"
-                   and conds.get("Progressing", {}).get("reason") == "RolloutComplete")  # fmt: skip
-        current += st.get("observedGeneration") == obj["metadata"]["generation"] and settled
-    return current == n
+    return True
 
 
 def _writes(audit: Path, since: float, until: float) -> Counter[str]:
@@ -169,13 +193,19 @@ async def measure(n: int, work: Path) -> dict[str, Any]:
                    "spec": SPEC} for i in range(n)]  # fmt: skip
         await _bounded([kube.apply(b) for b in bodies])
         started, started_wall = time.monotonic(), time.time()
+        convergence = Convergence(n)
+        watch = asyncio.ensure_future(Informer(kube, API, "Qwen3Deployment", "bench", convergence).run())
         operator = _start_operator(cluster, work / f"operator-{n}.log")
-        while not await _converged(kube, "bench", n):
+        while not convergence.done.is_set():
             if operator.poll() is not None:
                 raise RuntimeError(f"the operator exited; see {work / f'operator-{n}.log'}")
-            await asyncio.sleep(2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(convergence.done.wait(), 1)
         converge = time.monotonic() - started
         converged_wall = time.time()
+        watch.cancel()
+        if not await _children_complete(kube, "bench", n):
+            raise RuntimeError("every status is settled but children are missing")
         print(f"n={n}: converged in {converge:.1f}s (floor {floor_seconds:.1f}s)", flush=True)
         await asyncio.sleep(15)  # let the last events drain
         window_start = time.time()

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from qwenfleet.controller.applied import CachingApplier
-from qwenfleet.controller.handlers import prime_applier
-from qwenfleet.kube import KubeError
 
 
 class RecordingKube:
@@ -109,35 +107,3 @@ async def test_a_restarted_applier_adopts_its_own_unchanged_apply_but_not_a_fore
     again.observe({**listed, "metadata": {**listed["metadata"], "managedFields": edited}})
     await again.apply(_svc(80))  # someone else owns part of the spec: apply
     assert kube.requests == 3
-
-
-class ListingKube(RecordingKube):
-    """Also lists: the children a restarted operator finds, in pages; a kind whose CRD is absent fails."""
-
-    def __init__(self, existing: list[dict[str, Any]]) -> None:
-        super().__init__()
-        self.existing = existing
-        self.lists: list[tuple[str, str | None]] = []
-
-    async def list_pages(self, api_version: str, kind: str, namespace: str | None = None, **_: Any) -> Any:
-        self.lists.append((kind, namespace))
-        if kind == "ServiceMonitor":
-            raise KubeError(404, "NotFound", "the server could not find the requested resource")
-        for obj in self.existing:
-            if obj["kind"] == kind:
-                yield [obj]
-
-
-async def test_a_primed_applier_sends_nothing_for_children_that_match_their_intent() -> None:
-    """After a restart, children listed before the first reconcile are not applied again."""
-    first = CachingApplier(RecordingKube(), frozenset({"Service"}))  # type: ignore[arg-type]
-    stored = await first.apply(_svc(80))  # what an earlier operator applied (with its intent annotation)
-    kube = ListingKube([{**stored, "metadata": {**stored["metadata"], "generation": None}}])
-    applier = CachingApplier(kube, frozenset({"Service"}))  # type: ignore[arg-type]
-    await prime_applier(kube, applier, ["n"])  # type: ignore[arg-type]
-    assert ("Service", "n") in kube.lists and ("ServiceMonitor", "n") in kube.lists
-    assert applier.exists("v1", "Service", "n", "s")
-    await applier.apply(_svc(80))
-    assert kube.requests == 0 and applier.skipped == 1
-    await applier.apply(_svc(81))  # a changed intent is still applied
-    assert kube.requests == 1

@@ -7,7 +7,7 @@ import sys
 
 CHECK = """
 import sys
-import qwenfleet.controller.main  # noqa: F401  (installs the lazy packages before kopf imports the client)
+import qwenfleet.controller.main  # noqa: F401  (installs the lazy packages first)
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 import kubernetes_asyncio.client.models as models

@@ -26,11 +26,18 @@ from qwenfleet.kube import FIELD_MANAGER, Kube
 Obj = dict[str, Any]
 Key = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 INTENT_ANNOTATION = "qwenfleet.dev/applied-intent"
+OWNER_LABEL = "qwenfleet.dev/deployment"
+"""The label naming a child's Qwen3Deployment: `known` finds children by it without a scan."""
 
 
 def _key(obj: Obj) -> Key:
     meta = obj["metadata"]
     return (obj["apiVersion"], obj["kind"], meta.get("namespace") or "", meta["name"])
+
+
+def _scope(key: Key, obj: Obj) -> tuple[str, ...]:
+    """apiVersion, kind, namespace and owning deployment: where `known` looks for an object."""
+    return (*key[:3], str(((obj.get("metadata") or {}).get("labels") or {}).get(OWNER_LABEL, "")))
 
 
 def intent_hash(manifest: Obj) -> str:
@@ -86,6 +93,7 @@ class CachingApplier:
         self.watched_kinds = watched_kinds
         self._applied: dict[Key, _Applied] = {}
         self._seen: dict[Key, Obj] = {}  # the last watch event's object (metadata and status only)
+        self._names: dict[tuple[str, ...], set[str]] = {}  # (apiVersion, kind, namespace, owner) -> names seen
         self.skipped = 0
         self.sent = 0
         self._checked: dict[tuple[str, ...], object] = {}
@@ -106,7 +114,14 @@ class CachingApplier:
             self._seen.pop(key, None)
             self._applied.pop(key, None)
             self._sent_at.pop(key, None)
+            scope = _scope(key, obj)
+            names = self._names.get(scope)
+            if names is not None:
+                names.discard(key[3])
+                if not names:
+                    del self._names[scope]
             return
+        self._names.setdefault(_scope(key, obj), set()).add(key[3])
         meta = obj.get("metadata") or {}
         slim_meta = {"name": meta.get("name"), "namespace": meta.get("namespace"),
                      "resourceVersion": meta.get("resourceVersion"), "generation": meta.get("generation"),
@@ -127,14 +142,16 @@ class CachingApplier:
         return (api_version, kind, namespace, name) in self._seen
 
     def known(self, api_version: str, kind: str, namespace: str, match: dict[str, str]) -> list[str] | None:
-        """Names of the objects the watch has seen with all of `match`'s labels (None for unwatched kinds)."""
+        """Names of the objects the watch has seen with all of `match`'s labels (None for unwatched kinds).
+
+        `match` names the owning deployment (OWNER_LABEL); objects without that label are found with "" there."""
         if kind not in self.watched_kinds:
             return None
+        scope = (api_version, kind, namespace, match.get(OWNER_LABEL, ""))
         return sorted(
-            key[3]
-            for key, obj in self._seen.items()
-            if key[:3] == (api_version, kind, namespace)
-            and all(obj["metadata"]["labels"].get(k) == v for k, v in match.items())
+            name
+            for name in self._names.get(scope, ())
+            if all(self._seen[(*scope[:3], name)]["metadata"]["labels"].get(k) == v for k, v in match.items())
         )
 
     async def apply(self, manifest: Obj) -> Obj:

@@ -1,7 +1,7 @@
-"""`qwenfleet run`: the operator process (kopf embedded, one API client, liveness and metrics endpoints).
+"""`qwenfleet run`: the operator process (watches, work queue and reconcile; liveness and metrics endpoints).
 
-With `--leader-election`, every replica serves /healthz and /metrics, and only the holder of the Lease runs
-kopf; a replica that loses the Lease stops its handlers and stands by again.
+With `--leader-election`, every replica serves /healthz and /metrics, and only the holder of the Lease watches
+and reconciles; a replica that loses the Lease stops and stands by again.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ import logging
 import os
 import signal
 import socket
-from typing import Any
 
-import kopf
 from aiohttp import web
 
 from qwenfleet.controller import metrics
 from qwenfleet.controller.leader import LeaderElector
+from qwenfleet.controller.operator import Operator, Options
 from qwenfleet.controller.waiting import first_of
 from qwenfleet.kube import Kube, make_api_client
 
@@ -42,23 +41,27 @@ async def _serve_health(port: int, elector: LeaderElector | None) -> web.AppRunn
     return runner
 
 
-async def _lead_while_elected(args: argparse.Namespace, kopf_args: dict[str, Any]) -> None:
+def _on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _lead_while_elected(args: argparse.Namespace, options: Options) -> None:
     kube = Kube(await make_api_client(args.kubeconfig))
     identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
     elector = LeaderElector(kube, args.lease_namespace, args.lease_name, identity, args.lease_duration)
     health = await _serve_health(args.health_port, elector)
     shutdown = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    _on_signals(shutdown)
     try:
         while not shutdown.is_set():
-            for sig in (signal.SIGINT, signal.SIGTERM):  # kopf replaces these while it runs
-                loop.add_signal_handler(sig, shutdown.set)
             await first_of(elector.acquire(), shutdown.wait())
             if shutdown.is_set():
                 break
             metrics.LEADER.set(1)
             lost, stop = asyncio.Event(), asyncio.Event()
-            operator = asyncio.ensure_future(kopf.operator(**kopf_args, stop_flag=stop))
+            operator = asyncio.ensure_future((await Operator.connect(options)).run(stop))
             holder = asyncio.ensure_future(elector.hold(lost))
             await first_of(asyncio.shield(operator), lost.wait(), shutdown.wait())
             stop.set()
@@ -66,7 +69,7 @@ async def _lead_while_elected(args: argparse.Namespace, kopf_args: dict[str, Any
             holder.cancel()
             metrics.LEADER.set(0)
             if not lost.is_set():
-                break  # kopf stopped on a signal (it handles SIGTERM itself while running): shut down
+                break  # asked to shut down
             log.error("leader election: leadership lost; handlers stopped, standing by")
     finally:
         await elector.release()
@@ -75,14 +78,16 @@ async def _lead_while_elected(args: argparse.Namespace, kopf_args: dict[str, Any
             await health.cleanup()
 
 
-async def _serve(args: argparse.Namespace, kopf_args: dict[str, Any]) -> None:
+async def _serve(args: argparse.Namespace, options: Options) -> None:
     if args.leader_election:
-        await _lead_while_elected(args, kopf_args)
+        await _lead_while_elected(args, options)
         return
     health = await _serve_health(args.health_port, None)
     metrics.LEADER.set(1)
+    stop = asyncio.Event()
+    _on_signals(stop)
     try:
-        await kopf.operator(**kopf_args)
+        await (await Operator.connect(options)).run(stop)
     finally:
         if health:
             await health.cleanup()
@@ -95,22 +100,15 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    if not args.verbose:  # kopf logs every successful watch-event handler at INFO
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    import qwenfleet.controller.cost  # (the cost loop: status.cost)
-    import qwenfleet.controller.handlers  # noqa: F401  (registers the handlers)
-
-    memo = kopf.Memo(
+    metrics.start(args.metrics_port)
+    options = Options(
         kubeconfig=args.kubeconfig,
+        namespaces=() if args.all_namespaces else tuple(args.namespace or ["default"]),
         prometheus_url=args.prometheus_url,
         autoscale_interval=args.autoscale_interval,
     )
-    metrics.start(args.metrics_port)
-    namespaces = [] if args.all_namespaces else (args.namespace or ["default"])
-    memo.namespaces = namespaces  # the cost loop lists pods in these ([] = all)
-    kopf_args = {"standalone": True, "clusterwide": args.all_namespaces, "namespaces": namespaces, "memo": memo}
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args, kopf_args))
+        asyncio.run(_serve(args, options))
     return 0
 
 

@@ -1,7 +1,8 @@
-"""The cost loop: list model-server pods, scrape vLLM's token counters, advance each ledger, patch `status.cost`.
+"""The cost loop: take the model-server pods, scrape vLLM's token counters, advance each ledger, patch `status.cost`.
 
-One task for the fleet (one pod list per namespace per pass, not one per deployment). It owns `status.cost`
-and writes nothing else. The ledger lives in status, so the totals survive an operator restart.
+One task for the fleet. It reads the deployments, routers and their pods from a `Fleet`: the operator's own
+watches (nothing listed per pass), or lists when run on its own. It owns `status.cost` and writes nothing else.
+The ledger lives in status, so the totals survive an operator restart.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -40,6 +41,54 @@ POD_SELECTOR = "app.kubernetes.io/managed-by=qwenfleet,app.kubernetes.io/compone
 ROUTER_SELECTOR = "app.kubernetes.io/managed-by=qwenfleet,app.kubernetes.io/component=router"
 ROUTER_TOKENS = "qwenfleet_router_tokens_total"
 Key = tuple[str, str]
+Obj = dict[str, Any]
+
+
+@dataclass
+class Snapshot:
+    """What one pass reads of a namespace: deployments, routers and the pods of each (pods as the API has them,
+    or slimmed to their metadata, node, GPU limits, phase, IP, start time and conditions)."""
+
+    deployments: list[Obj]
+    pods: list[Obj]
+    routers: list[Obj]
+    router_pods: list[Obj]
+
+
+class Fleet(Protocol):
+    """Where the cost loop reads the fleet from."""
+
+    async def snapshot(self, namespace: str | None) -> Snapshot:
+        """The deployments, routers and their pods of one namespace (None: all)."""
+        ...
+
+
+class ListedFleet:
+    """A fleet read by listing, for a cost loop that runs without the operator's watches."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+
+    async def snapshot(self, namespace: str | None) -> Snapshot:
+        """Four lists."""
+        return Snapshot(
+            deployments=await self.kube.list(API_VERSION, "Qwen3Deployment", namespace),
+            pods=await self.kube.list("v1", "Pod", namespace, label_selector=POD_SELECTOR),
+            routers=await self.kube.list(API_VERSION, "Qwen3Router", namespace),
+            router_pods=await self.kube.list("v1", "Pod", namespace, label_selector=ROUTER_SELECTOR),
+        )
+
+
+def slim_pod(pod: Obj) -> Obj:
+    """What the cost loop reads of a pod."""
+    meta, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    limits = [{"resources": {"limits": (c.get("resources") or {}).get("limits") or {}}}
+              for c in spec.get("containers") or []]  # fmt: skip
+    return {
+        "metadata": {k: meta.get(k) for k in ("name", "namespace", "labels")},
+        "spec": {"nodeName": spec.get("nodeName"), "containers": limits},
+        "status": {k: status.get(k) for k in ("phase", "podIP", "startTime", "conditions") if k in status},
+    }
 
 
 @dataclass
@@ -126,8 +175,11 @@ def backend_price(body: dict[str, Any]) -> routing.BackendPrice:
 class CostLoop(Collector):
     """The fleet's cost ledgers, advanced every `interval` seconds; also a Prometheus collector of them."""
 
-    def __init__(self, kube: Kube, namespaces: list[str] | None, interval: float = INTERVAL_SECONDS) -> None:
+    def __init__(
+        self, kube: Kube, namespaces: list[str] | None, interval: float = INTERVAL_SECONDS, fleet: Fleet | None = None
+    ) -> None:
         self.kube = kube
+        self.fleet: Fleet = fleet or ListedFleet(kube)
         self.namespaces: list[str | None] = list(namespaces) if namespaces else [None]
         self.interval = interval
         self.books: dict[Key, Book] = {}
@@ -149,8 +201,8 @@ class CostLoop(Collector):
         """One pass over every watched namespace."""
         seen: set[Key] = set()
         for namespace in self.namespaces:
-            deployments = await self.kube.list(API_VERSION, "Qwen3Deployment", namespace)
-            pods = await self.kube.list("v1", "Pod", namespace, label_selector=POD_SELECTOR)
+            snapshot = await self.fleet.snapshot(namespace)
+            deployments, pods = snapshot.deployments, snapshot.pods
             by_owner: dict[Key, list[dict[str, Any]]] = {}
             for pod in pods:
                 meta = pod.get("metadata") or {}
@@ -169,20 +221,18 @@ class CostLoop(Collector):
                 key = (meta["namespace"], meta["name"])
                 seen.add(key)
                 await self.account(body, by_owner.get(key, []), counters)
-            await self.routers_pass(session, namespace, {d["metadata"]["name"]: d for d in deployments}, seen)
+            await self.routers_pass(session, snapshot, seen)
         for gone in set(self.books) - seen:
             del self.books[gone]
         for gone in set(self.routers) - seen:
             del self.routers[gone]
 
-    async def routers_pass(
-        self, session: aiohttp.ClientSession, namespace: str | None, deployments: dict[str, Any], seen: set[Key]
-    ) -> None:
-        """Advance every router's token counters in `namespace`; patch status.cost when due and changed."""
-        routers = await self.kube.list(API_VERSION, "Qwen3Router", namespace)
+    async def routers_pass(self, session: aiohttp.ClientSession, snapshot: Snapshot, seen: set[Key]) -> None:
+        """Advance every router's token counters in a namespace; patch status.cost when due and changed."""
+        routers, pods = snapshot.routers, snapshot.router_pods
         if not routers:
             return
-        pods = await self.kube.list("v1", "Pod", namespace, label_selector=ROUTER_SELECTOR)
+        deployments = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in snapshot.deployments}
         running = [p for p in pods if (p.get("status") or {}).get("podIP") and p["status"].get("phase") == "Running"]
         scraped = await asyncio.gather(*(scrape_router(session, p["status"]["podIP"]) for p in running))
         for body in routers:
@@ -201,11 +251,12 @@ class CostLoop(Collector):
                 p["metadata"]["name"]: c
                 for p, c in zip(running, scraped, strict=True)
                 if (p["metadata"].get("labels") or {}).get(f"{GROUP}/deployment") == meta["name"]
+                and p["metadata"].get("namespace") == key[0]
             }
             book.totals, book.pods = routing.advance_counters(book.totals, book.pods, mine)
             spec = body.get("spec") or {}
             names = [b.get("name") for b in spec.get("backends") or []]
-            prices = {n: backend_price(deployments[n]) for n in names if n in deployments}
+            prices = {n: backend_price(deployments[(key[0], n)]) for n in names if (key[0], n) in deployments}
             record = routing.report(book.totals, prices, spec.get("costReference"))
             record["ledger"] = {"totals": book.totals, "pods": book.pods}
             now = time.time()

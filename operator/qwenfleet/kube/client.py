@@ -46,8 +46,9 @@ def _error(exc: ApiException) -> KubeError:
     return KubeError(int(exc.status or 0), str(body.get("reason") or exc.reason), str(body.get("message") or exc.body))
 
 
-async def make_api_client(kubeconfig: str | None = None) -> client.ApiClient:
-    """An ApiClient from a kubeconfig file, else the in-cluster service account."""
+async def make_api_client(kubeconfig: str | None = None, connections: int | None = None) -> client.ApiClient:
+    """An ApiClient from a kubeconfig file, else the in-cluster service account, with at most `connections`
+    connections to the API server."""
     configuration = client.Configuration()
     if kubeconfig:
         await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
@@ -58,7 +59,7 @@ async def make_api_client(kubeconfig: str | None = None) -> client.ApiClient:
             await config.load_kube_config(client_configuration=configuration)
     # A small pool: each idle TLS connection holds over 100 kB of buffers, and the API server gains nothing
     # from more parallel requests than this from one client.
-    configuration.connection_pool_maxsize = CONNECTIONS
+    configuration.connection_pool_maxsize = connections or CONNECTIONS
     api = client.ApiClient(configuration)
     api.user_agent = USER_AGENT  # tells our requests apart in API server audit logs and metrics
     return api
@@ -66,6 +67,15 @@ async def make_api_client(kubeconfig: str | None = None) -> client.ApiClient:
 
 USER_AGENT = "qwenfleet/0.1.0"
 CONNECTIONS = 16
+REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=10)
+"""Every request but a watch: a hung connection fails the call (and the reconcile retries) instead of holding a
+pool slot for ever."""
+WATCH_SECONDS = 300
+"""The API server ends each watch after this long (and we reconnect from the last resourceVersion)."""
+
+
+class WatchExpired(Exception):
+    """The resourceVersion a watch started from is too old (410 Gone): list again."""
 
 
 class Kube:
@@ -96,6 +106,7 @@ class Kube:
                 response_types_map={200: "object", 201: "object", 202: "object"},
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
+                _request_timeout=REQUEST_TIMEOUT,
             )
         except ApiException as exc:
             raise _error(exc) from None
@@ -149,25 +160,69 @@ class Kube:
         items: list[Obj] = result.get("items", [])
         return items
 
-    async def list_pages(
+    async def watch(
         self,
         api_version: str,
         kind: str,
-        namespace: str | None = None,
+        namespace: str | None,
+        resource_version: str,
         *,
         label_selector: str | None = None,
-        page: int = 500,
-    ) -> AsyncIterator[Page]:
-        """Objects of a kind, `page` at a time (each item with its apiVersion and kind, which lists leave out)."""
+    ) -> AsyncIterator[tuple[str, Obj]]:
+        """Changes of a kind after `resource_version`: (ADDED | MODIFIED | DELETED | BOOKMARK, object), until the
+        server ends the watch (after about WATCH_SECONDS). Raises WatchExpired when the version is too old."""
+        res = resource_of(api_version, kind)
+        query = [("watch", "true"), ("allowWatchBookmarks", "true"), ("resourceVersion", resource_version),
+                 ("timeoutSeconds", str(WATCH_SECONDS))]  # fmt: skip
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=WATCH_SECONDS + 30)
+        try:
+            response = await self.api.call_api(
+                res.path(namespace), "GET", query_params=query, header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"], _return_http_data_only=True, _preload_content=False,
+                _request_timeout=timeout,
+            )  # fmt: skip
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise KubeError(0, "Unavailable", f"{type(exc).__name__}: {exc}") from None
+        async with response:
+            if response.status == 410:
+                raise WatchExpired(resource_version)
+            if response.status != 200:
+                failure = ApiException(status=response.status, reason=response.reason)
+                failure.body = await response.text()
+                raise _error(failure)
+            try:
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    kind_of_event = event.get("type", "")
+                    obj = event.get("object") or {}
+                    if kind_of_event == "ERROR":
+                        if obj.get("code") == 410:
+                            raise WatchExpired(resource_version)
+                        raise KubeError(int(obj.get("code") or 0), str(obj.get("reason")), str(obj.get("message")))
+                    yield kind_of_event, obj
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise KubeError(0, "Unavailable", f"watch ended: {type(exc).__name__}: {exc}") from None
+
+    async def list_pages(
+        self, api_version: str, kind: str, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> AsyncIterator[tuple[Page, str]]:
+        """Objects of a kind, 500 at a time (each with its apiVersion and kind, which lists leave out), each page with
+        the list's resourceVersion: a watch from the last page's version misses nothing."""
         res = resource_of(api_version, kind)
         token = ""
         while True:
-            query = [("limit", str(page))] + ([("labelSelector", label_selector)] if label_selector else [])
+            query = [("limit", "500")] + ([("labelSelector", label_selector)] if label_selector else [])
             if token:
                 query.append(("continue", token))
             result = await self._call("GET", res.path(namespace), query=query)
-            yield [{**item, "apiVersion": api_version, "kind": kind} for item in result.get("items", [])]
-            token = (result.get("metadata") or {}).get("continue") or ""
+            meta = result.get("metadata") or {}
+            items = [{**item, "apiVersion": api_version, "kind": kind} for item in result.get("items", [])]
+            yield items, str(meta.get("resourceVersion") or "")
+            token = meta.get("continue") or ""
             if not token:
                 return
 

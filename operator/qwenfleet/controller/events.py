@@ -1,0 +1,86 @@
+"""Kubernetes Events about our objects (`kubectl describe` shows them), posted off the reconcile's path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from qwenfleet.kube import Kube, KubeError
+
+log = logging.getLogger(__name__)
+Obj = dict[str, Any]
+COMPONENT = "qwenfleet"
+MAX_PENDING = 1000
+MAX_MESSAGE = 1024
+
+
+def event_manifest(obj: Obj, type_: str, reason: str, message: str, now: datetime, unique: int) -> Obj:
+    """A core/v1 Event about `obj`, named after it as kubectl and client-go do (`name.<hex>`)."""
+    meta = obj.get("metadata") or {}
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta.get('name')}.{unique:x}", "namespace": meta.get("namespace") or "default"},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion"),
+            "kind": obj.get("kind"),
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:MAX_MESSAGE],
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+class EventPoster:
+    """`post` queues an Event and returns at once; one task sends them. A full queue drops (and logs) the Event."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self._pending: asyncio.Queue[Obj] = asyncio.Queue(MAX_PENDING)
+        self._task: asyncio.Task[None] | None = None
+
+    def post(self, obj: Obj, type_: str, reason: str, message: str) -> None:
+        """Queue an Event about `obj`."""
+        try:
+            self._pending.put_nowait(event_manifest(obj, type_, reason, message, datetime.now(UTC), time.time_ns()))
+        except asyncio.QueueFull:
+            log.warning("event queue full; dropped %s %s: %s", type_, reason, message)
+
+    def start(self) -> None:
+        """Start sending (inside the running event loop)."""
+        self._task = asyncio.ensure_future(self._send())
+
+    async def stop(self, drain_seconds: float = 2.0) -> None:
+        """Send what is queued (for at most `drain_seconds`), then stop."""
+        if self._task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._pending.join(), drain_seconds)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _send(self) -> None:
+        while True:
+            event = await self._pending.get()
+            try:
+                await self.kube.create(event)
+            except KubeError as exc:  # e.g. the namespace is being deleted: an Event is not worth a retry
+                log.info("event %s not posted: %s", event["reason"], exc)
+            finally:
+                self._pending.task_done()
