@@ -94,8 +94,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get"]
-# One Karpenter NodePool per deployment that asks for one, removed by the finalizer or when the spec drops it.
+# One Karpenter NodePool per deployment that asks for one, removed by the finalizer or when the spec drops it;
+# ours are watched (by label) like every other child.
 - apiGroups: ["karpenter.sh"]
   resources: ["nodepools"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 {{- end -}}

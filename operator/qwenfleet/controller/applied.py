@@ -141,6 +141,10 @@ class CachingApplier:
             return None
         return (api_version, kind, namespace, name) in self._seen
 
+    def seen(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        """The object as the watch last showed it (metadata, labels, annotations and status), or None."""
+        return self._seen.get((api_version, kind, namespace, name))
+
     def known(self, api_version: str, kind: str, namespace: str, match: dict[str, str]) -> list[str] | None:
         """Names of the objects the watch has seen with all of `match`'s labels (None for unwatched kinds).
 

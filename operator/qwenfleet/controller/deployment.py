@@ -43,6 +43,7 @@ T = ConditionType
 R = Reason
 WORKLOAD_KINDS = {"Deployment": "apps/v1", "LeaderWorkerSet": "leaderworkerset.x-k8s.io/v1"}
 CACHE_KINDS = (("v1", "PersistentVolumeClaim"), ("batch/v1", "Job"))
+NODEPOOL_API = "karpenter.sh/v1"
 
 __all__ = [
     "FINALIZER",
@@ -251,9 +252,11 @@ async def _prune(
                 if old not in current:
                     await kube.delete(api_version, kind, old, ns)
     if inp.capabilities.karpenter and owned_pool_name(inp.spec, ns, name) is None:
-        # NodePools are not watched: look once per generation (and after a restart), not on every resync
+        # the watch of our NodePools knows whether one is left; unwatched, look once per generation (and after a
+        # restart), not on every resync
+        known = applier.exists(NODEPOOL_API, "NodePool", "", nodepool_name(ns, name)) if applier else None
         what = ("NodePool", ns, name)
-        if applier is None or not applier.checked(what, generation):
+        if known or (known is None and (applier is None or not applier.checked(what, generation))):
             await _delete_owned_pool(kube, ns, name)
             if applier is not None:
                 applier.remember(what, generation)
@@ -262,17 +265,19 @@ async def _prune(
 async def _delete_owned_pool(kube: Kube, namespace: str, name: str) -> None:
     """Delete the NodePool this deployment owned, if it exists and carries our labels (never a shared pool)."""
     pool_name = nodepool_name(namespace, name)
-    pool = await kube.get("karpenter.sh/v1", "NodePool", pool_name)
+    pool = await kube.get(NODEPOOL_API, "NodePool", pool_name)
     pool_labels = ((pool or {}).get("metadata") or {}).get("labels") or {}
     if pool_labels.get(f"{GROUP}/deployment") == name and pool_labels.get(f"{GROUP}/namespace") == namespace:
-        await kube.delete("karpenter.sh/v1", "NodePool", pool_name)
+        await kube.delete(NODEPOOL_API, "NodePool", pool_name)
 
 
-async def _nodepool_condition(kube: Kube, inp: DeploymentInput) -> Cond:
+async def _nodepool_condition(kube: Kube, inp: DeploymentInput, applier: CachingApplier | None) -> Cond:
     pool_name = scheduling_pool_name(inp.spec, inp.owner.namespace, inp.owner.name)
     if pool_name is None:
         return Cond(T.NODE_POOL_READY, True, R.EXISTING_NODES, f"scheduling on nodes labelled {inp.gpu.product_label}")
-    obj = await kube.get("karpenter.sh/v1", "NodePool", pool_name)
+    obj = applier.seen(NODEPOOL_API, "NodePool", "", pool_name) if applier else None
+    if obj is None:  # not ours (a shared pool), or not seen yet: read it
+        obj = await kube.get(NODEPOOL_API, "NodePool", pool_name)
     if obj is None:
         return Cond(T.NODE_POOL_READY, False, R.NODE_POOL_MISSING, f"NodePool {pool_name} does not exist")
     ready = next((c for c in (obj.get("status") or {}).get("conditions", []) if c.get("type") == "Ready"), None)
@@ -349,7 +354,7 @@ async def reconcile_deployment(
         pods=pods,
         cache=cache,
         cache_pvc=inp.cache_pvc,
-        nodepool=await _nodepool_condition(kube, inp),
+        nodepool=await _nodepool_condition(kube, inp, applier),
         selector=selector_string(serving_selector(inp)),
         endpoint=endpoint(inp),
         apply_error=refusal,

@@ -41,7 +41,7 @@ from qwenfleet.controller.waiting import first_of
 from qwenfleet.controller.workqueue import WorkQueue
 from qwenfleet.cost.loop import CostLoop, Snapshot, register, slim_pod
 from qwenfleet.kube import Kube, KubeError, make_api_client
-from qwenfleet.kube.resources import RESOURCES
+from qwenfleet.kube.resources import RESOURCES, resource_of
 from qwenfleet.render import Capabilities
 from qwenfleet.render.names import GROUP, ROLE_LABEL, WAKE_ANNOTATION
 from qwenfleet.render.status import ready_replicas, serving_ips
@@ -69,6 +69,7 @@ CHILD_RESOURCES = (
     ("", "v1", "persistentvolumeclaims"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),  # optional CRDs: not watched when absent at start-up
     ("keda.sh", "v1alpha1", "scaledobjects"),
+    ("karpenter.sh", "v1", "nodepools"),  # cluster-scoped: one watch whatever the namespaces
 )
 CHILD_KINDS = tuple(
     (r.api_version, r.kind)
@@ -77,6 +78,8 @@ CHILD_KINDS = tuple(
     if r.api_version == (f"{group}/{version}" if group else version) and r.plural == plural
 )
 """(apiVersion, kind) of each child resource above."""
+OPTIONAL_GROUPS = (".x-k8s.io", ".coreos.com", "keda.sh", "karpenter.sh")
+"""API groups of the child kinds that come with an optional CRD."""
 WATCHED_CHILD_KINDS = frozenset(kind for _, kind in CHILD_KINDS)
 RESYNC_SECONDS = 60.0
 MAX_CONCURRENT_RECONCILES = 32
@@ -124,8 +127,12 @@ def slim(body: Obj) -> Obj:
 
 
 def _owner(obj: Obj) -> Key:
+    """(namespace, name) of the Qwen3Deployment an object belongs to (a cluster-scoped one names it in labels)."""
     meta = obj.get("metadata") or {}
-    return str(meta.get("namespace") or ""), str((meta.get("labels") or {}).get(f"{GROUP}/deployment", ""))
+    labels = meta.get("labels") or {}
+    return str(meta.get("namespace") or labels.get(f"{GROUP}/namespace", "")), str(
+        labels.get(f"{GROUP}/deployment", "")
+    )
 
 
 def _builtin(spec: Mapping[str, Any]) -> bool:
@@ -376,20 +383,21 @@ class Operator:
         """The child kinds to watch: all, but optional CRDs only when installed."""
         kinds = []
         for (group, _, plural), (api_version, kind) in zip(CHILD_RESOURCES, CHILD_KINDS, strict=True):
-            if group.endswith((".x-k8s.io", ".coreos.com", "keda.sh")) and not await self.kube.crd_exists(
-                f"{plural}.{group}"
-            ):
+            optional = group.endswith(OPTIONAL_GROUPS)
+            if optional and not await self.kube.crd_exists(f"{plural}.{group}"):
                 continue
             kinds.append((api_version, kind))
         return kinds
 
     def _informers(self, children: list[tuple[str, str]]) -> list[Informer]:
         scopes: list[str | None] = [*self.options.namespaces] or [None]
-        made = []
+        made = [Informer(self.watcher, api_version, kind, None, self.child_changed, label_selector=OWNED_SELECTOR)
+                for api_version, kind in children if not resource_of(api_version, kind).namespaced]  # fmt: skip
         for namespace in scopes:
             for api_version, kind in children:
-                made.append(Informer(self.watcher, api_version, kind, namespace, self.child_changed,
-                                     label_selector=OWNED_SELECTOR))  # fmt: skip
+                if resource_of(api_version, kind).namespaced:
+                    made.append(Informer(self.watcher, api_version, kind, namespace, self.child_changed,
+                                         label_selector=OWNED_SELECTOR))  # fmt: skip
             made.append(Informer(self.watcher, "v1", "Pod", namespace, self.pod_changed, label_selector=POD_SELECTOR))
             made.append(Informer(self.watcher, *DEPLOYMENTS, namespace, self.deployment_changed))
             made.append(Informer(self.watcher, *ROUTERS, namespace, self.router_changed))
