@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -90,6 +91,10 @@ class Kube:
 
     def __init__(self, api: client.ApiClient) -> None:
         self.api = api
+        # Requests wait their turn here, first come first served, never in aiohttp's pool: there a request that
+        # waits for a connection can lose it, again and again, to requests that find one idle (under a steady
+        # stream of them some waited a full minute, then timed out).
+        self._turns = asyncio.Semaphore(api.configuration.connection_pool_maxsize)
 
     async def _call(
         self,
@@ -104,17 +109,18 @@ class Kube:
         if content_type:
             headers["Content-Type"] = content_type
         try:
-            result = await self.api.call_api(
-                path,
-                method,
-                query_params=query or [],
-                header_params=headers,
-                body=body,
-                response_types_map={200: "object", 201: "object", 202: "object"},
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _request_timeout=REQUEST_TIMEOUT,
-            )
+            async with self._turns:
+                result = await self.api.call_api(
+                    path,
+                    method,
+                    query_params=query or [],
+                    header_params=headers,
+                    body=body,
+                    response_types_map={200: "object", 201: "object", 202: "object"},
+                    auth_settings=["BearerToken"],
+                    _return_http_data_only=True,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
         except ApiException as exc:
             raise _error(exc) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:  # the API server is unreachable or restarting
