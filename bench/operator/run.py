@@ -70,7 +70,8 @@ async def _namespace(kube: Kube, name: str) -> None:
 
 async def floor(kube: Kube, n: int) -> float:
     """Seconds to apply the children of n deployments directly (no owner, so nothing garbage-collects them):
-    the same objects the operator creates here, ServiceMonitor included when its CRD is installed."""
+    the same objects the operator creates here, ServiceMonitor included when its CRD is installed, labelled as
+    managed by the benchmark (so the operator measured next does not watch them)."""
     await _namespace(kube, "floor")
     caps = Capabilities(service_monitor=await kube.crd_exists("servicemonitors.monitoring.coreos.com"))
     spec = Qwen3DeploymentSpec.model_validate(SPEC)
@@ -81,6 +82,8 @@ async def floor(kube: Kube, n: int) -> float:
         inp = DeploymentInput(owner=owner, spec=spec, plan=the_plan, replicas=0, capabilities=caps)
         for child in desired_children(inp):
             child["metadata"].pop("ownerReferences", None)
+            # not ours: the operator measured next watches only what it manages, not the floor's copies
+            child["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "bench-floor"
             children.append(child)
     started = time.monotonic()
     await _bounded([kube.apply(c) for c in children])
