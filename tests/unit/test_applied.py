@@ -107,3 +107,32 @@ async def test_a_restarted_applier_adopts_its_own_unchanged_apply_but_not_a_fore
     again.observe({**listed, "metadata": {**listed["metadata"], "managedFields": edited}})
     await again.apply(_svc(80))  # someone else owns part of the spec: apply
     assert kube.requests == 3
+
+
+class RacingKube(RecordingKube):
+    """The watch shows the object's next state (its controller's status report) before the apply's answer."""
+
+    def __init__(self, applier_ref: list[CachingApplier]) -> None:
+        super().__init__()
+        self.applier_ref = applier_ref
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        answer = await super().apply(manifest)
+        answer["metadata"]["generation"] = 1
+        reported = {**answer, "metadata": {**answer["metadata"], "resourceVersion": str(self.rv + 1)},
+                    "status": {"observedGeneration": 1}}  # fmt: skip
+        self.applier_ref[0].observe(reported)  # the watch event, handled while the apply's answer is in flight
+        return answer
+
+
+async def test_an_apply_answer_older_than_the_watch_does_not_hide_the_later_state() -> None:
+    ref: list[CachingApplier] = []
+    kube = RacingKube(ref)
+    applier = CachingApplier(kube, frozenset({"Deployment"}))  # type: ignore[arg-type]
+    ref.append(applier)
+    manifest = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "n"},
+                "spec": {"replicas": 0}}  # fmt: skip
+    returned = await applier.apply(manifest)
+    assert returned["status"] == {"observedGeneration": 1}  # the reconcile sees the report, not the stale answer
+    again = await applier.apply(manifest)
+    assert again["status"] == {"observedGeneration": 1} and kube.requests == 1

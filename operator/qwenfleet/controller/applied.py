@@ -35,6 +35,14 @@ def _key(obj: Obj) -> Key:
     return (obj["apiVersion"], obj["kind"], meta.get("namespace") or "", meta["name"])
 
 
+def _newer(obj: Obj, than: Obj) -> bool:
+    """Whether `obj` is at least as recent as `than`, by resourceVersion (the API server's are increasing integers,
+    its storage revisions; when either is not a number, the later-arriving object wins)."""
+    a = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    b = str((than.get("metadata") or {}).get("resourceVersion") or "")
+    return not (a.isdigit() and b.isdigit()) or int(a) >= int(b)
+
+
 def _scope(key: Key, obj: Obj) -> tuple[str, ...]:
     """apiVersion, kind, namespace and owning deployment: where `known` looks for an object."""
     return (*key[:3], str(((obj.get("metadata") or {}).get("labels") or {}).get(OWNER_LABEL, "")))
@@ -121,6 +129,9 @@ class CachingApplier:
                 if not names:
                     del self._names[scope]
             return
+        before = self._seen.get(key)
+        if before is not None and not _newer(obj, before):
+            return  # an apply's answer that arrived after the watch showed a later state
         self._names.setdefault(_scope(key, obj), set()).add(key[3])
         meta = obj.get("metadata") or {}
         slim_meta = {"name": meta.get("name"), "namespace": meta.get("namespace"),
@@ -187,4 +198,5 @@ class CachingApplier:
             intent, signature(result, label_keys, annotation_keys), label_keys, annotation_keys
         )
         self.observe(result)
-        return result
+        latest = self._seen.get(key)
+        return latest if latest is not None and not _newer(result, latest) else result

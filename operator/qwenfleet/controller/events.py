@@ -1,9 +1,12 @@
-"""Kubernetes Events about our objects (`kubectl describe` shows them), posted off the reconcile's path."""
+"""Kubernetes Events about our objects (`kubectl describe` shows them).
+
+An Event is created by the worker whose pass saw the transition, before it takes the next key: no queue to
+overflow when thousands of objects turn Ready at once, and an Event is never lost to one. A refused Event (a
+namespace being deleted, say) is logged and not retried.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -14,10 +17,7 @@ from qwenfleet.kube import Kube, KubeError
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 COMPONENT = "qwenfleet"
-MAX_PENDING = 1000
 MAX_MESSAGE = 1024
-SENDERS = 4
-"""Events sent at once: enough to keep up with the reconcile's workers when a thousand objects become Ready."""
 
 
 def event_manifest(obj: Obj, type_: str, reason: str, message: str, now: datetime, unique: int) -> Obj:
@@ -47,42 +47,9 @@ def event_manifest(obj: Obj, type_: str, reason: str, message: str, now: datetim
     }
 
 
-class EventPoster:
-    """`post` queues an Event and returns at once; SENDERS tasks send them. A full queue drops (and logs) it."""
-
-    def __init__(self, kube: Kube) -> None:
-        self.kube = kube
-        self._pending: asyncio.Queue[Obj] = asyncio.Queue(MAX_PENDING)
-        self._tasks: list[asyncio.Task[None]] = []
-
-    def post(self, obj: Obj, type_: str, reason: str, message: str) -> None:
-        """Queue an Event about `obj`."""
-        try:
-            self._pending.put_nowait(event_manifest(obj, type_, reason, message, datetime.now(UTC), time.time_ns()))
-        except asyncio.QueueFull:
-            log.warning("event queue full; dropped %s %s: %s", type_, reason, message)
-
-    def start(self) -> None:
-        """Start sending (inside the running event loop)."""
-        self._tasks = [asyncio.ensure_future(self._send()) for _ in range(SENDERS)]
-
-    async def stop(self, drain_seconds: float = 2.0) -> None:
-        """Send what is queued (for at most `drain_seconds`), then stop."""
-        if not self._tasks:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._pending.join(), drain_seconds)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-
-    async def _send(self) -> None:
-        while True:
-            event = await self._pending.get()
-            try:
-                await self.kube.create(event)
-            except KubeError as exc:  # e.g. the namespace is being deleted: an Event is not worth a retry
-                log.info("event %s not posted: %s", event["reason"], exc)
-            finally:
-                self._pending.task_done()
+async def post_event(kube: Kube, obj: Obj, type_: str, reason: str, message: str) -> None:
+    """Create an Event about `obj`; a refusal is logged, never raised."""
+    try:
+        await kube.create(event_manifest(obj, type_, reason, message, datetime.now(UTC), time.time_ns()))
+    except KubeError as exc:
+        log.info("event %s about %s not posted: %s", reason, (obj.get("metadata") or {}).get("name"), exc)
