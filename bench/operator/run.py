@@ -149,7 +149,7 @@ def _writes(audit: Path, since: float, until: float) -> Counter[str]:
     for line in audit.read_text().splitlines():
         event = json.loads(line)
         agent = event.get("userAgent", "")
-        if not (agent.startswith("qwenfleet/") or agent.startswith("kopf/")):
+        if not agent.startswith("qwenfleet/"):
             continue
         stamp = event.get("requestReceivedTimestamp", "")
         when = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()  # to the microsecond: the

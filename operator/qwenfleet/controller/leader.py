@@ -1,4 +1,4 @@
-"""Leader election on a coordination.k8s.io Lease: only the holder runs kopf's handlers.
+"""Leader election on a coordination.k8s.io Lease: only the holder watches and reconciles.
 
 Expiry is judged as client-go does: by how long *this* replica has seen the same holder and renew time
 unchanged on its own monotonic clock, never by comparing another machine's timestamps with ours, so clock
