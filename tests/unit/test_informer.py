@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from qwenfleet.controller.events import event_manifest, post_event
+from qwenfleet.controller.events import EventPoster, event_manifest
 from qwenfleet.controller.informer import Informer
 from qwenfleet.kube import KubeError, WatchExpired
 
@@ -120,9 +120,20 @@ class CreatingKube:
         return manifest
 
 
-async def test_an_event_is_created_and_a_refused_one_is_only_logged() -> None:
+async def test_events_are_sent_a_refused_one_is_only_logged_and_a_full_queue_waits_instead_of_dropping(
+    monkeypatch: Any,
+) -> None:
+    from qwenfleet.controller import events
+
+    monkeypatch.setattr(events, "MAX_PENDING", 2)
     kube = CreatingKube()
+    poster = EventPoster(kube)  # type: ignore[arg-type]
     body = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "namespace": "n"}}
-    for reason in ("One", "Refused", "Two"):
-        await post_event(kube, body, "Normal", reason, "m")  # type: ignore[arg-type]
-    assert [e["reason"] for e in kube.created] == ["One", "Two"]
+    reasons = ["One", "Refused", "Two", "Three", "Four"]
+    filling = asyncio.ensure_future(asyncio.gather(*(poster.post(body, "Normal", r, "m") for r in reasons)))
+    await asyncio.sleep(0.05)
+    assert not filling.done()  # two queued, the rest wait for room: nobody sends yet
+    poster.start()
+    await filling
+    await poster.stop()
+    assert sorted(e["reason"] for e in kube.created) == sorted(r for r in reasons if r != "Refused")

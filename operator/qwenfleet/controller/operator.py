@@ -34,7 +34,7 @@ from qwenfleet.controller.deployment import (
     owns_nodepool,
     reconcile_deployment,
 )
-from qwenfleet.controller.events import post_event
+from qwenfleet.controller.events import EventPoster
 from qwenfleet.controller.informer import Informer
 from qwenfleet.controller.router import reconcile_router
 from qwenfleet.controller.waiting import first_of
@@ -147,6 +147,7 @@ class Operator:
         self.watcher = watcher  # its own connections: a watch holds one for minutes
         self.options = options
         self.applier = CachingApplier(kube, WATCHED_CHILD_KINDS)
+        self.events = EventPoster(kube)
         self.caps = Capabilities()
         self.bodies: dict[TriggerKey, Obj] = {}  # the custom resources as last watched, slimmed
         self.seen: dict[Any, tuple[Any, ...]] = {}  # what of each custom resource queues a reconcile
@@ -298,7 +299,7 @@ class Operator:
 
     async def _post(self, body: Obj, events: list[tuple[str, str, str]]) -> None:
         for type_, reason, message in events:
-            await post_event(self.kube, body, type_, reason, message)
+            await self.events.post(body, type_, reason, message)
 
     async def _deployment_pass(self, body: Obj) -> float | None:
         meta = body["metadata"]
@@ -347,7 +348,7 @@ class Operator:
             metrics.ERRORS.labels(reason=exc.reason or str(exc.status)).inc()
             log.warning("reconcile %s failed (%s); retrying in %.0fs", key, exc, wait)
             if exc.status != 409:  # a conflict on our finalizer patch is not worth an Event
-                await post_event(self.kube, body, "Warning", "ApplyFailed", str(exc))
+                await self.events.post(body, "Warning", "ApplyFailed", str(exc))
             return wait
         except Exception as exc:  # a bug must not stop the queue or loop hot
             wait = self._back_off(key)
@@ -368,7 +369,7 @@ class Operator:
         try:
             decision = await autoscale_tick(self.kube, self.session, body, serving_ips(self.pods_of(key)), memory)
             if decision is not None:
-                await post_event(self.kube, body, "Normal", "Scaled", f"{decision.desired} replicas: {decision.reason}")
+                await self.events.post(body, "Normal", "Scaled", f"{decision.desired} replicas: {decision.reason}")
                 self._trigger(key)
         except KubeError as exc:
             log.warning("autoscaler %s/%s: %s", *key, exc)
@@ -423,6 +424,7 @@ class Operator:
             if not stop.is_set():
                 log.info("watching %d kinds in %s; %d custom resources", len(self.informers),
                          ", ".join(self.options.namespaces) or "all namespaces", len(self.bodies))  # fmt: skip
+                self.events.start()
                 self.queue.start()
                 self.autoscaler.start()
                 register(cost)
@@ -437,6 +439,7 @@ class Operator:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.queue.stop()
         await self.autoscaler.stop()
+        await self.events.stop()
         if self.session is not None:
             await self.session.close()
         for kube in (self.kube, self.watcher):
