@@ -44,6 +44,10 @@ class Result:
     ttft: np.ndarray
     scale_times: list[tuple[float, int]]
     replicas_over_time: np.ndarray
+    degraded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    """Per request: served by the spillover size instead of the one asked for."""
+    spill_gpu_hours: float = 0.0
+    """GPU-hours of the warm spillover replicas (included in gpu_hours)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,18 @@ class Model:
     def replica_rate(self) -> float:
         """Requests per second one replica finishes at full concurrency (256-token answers)."""
         return self.concurrency / (256 * self.perf.step_seconds(self.concurrency, 0))
+
+
+@dataclass(frozen=True)
+class Spillover:
+    """The router's spillover to a warm smaller size (`spilloverTo`, docs/routing.md): `replicas` replicas of
+    `model`, ready from the start and paid for all along, take the requests that arrive while the target's queue
+    per ready replica is beyond `queue_per_replica` (all of them while it has none ready), as far as they have
+    free sequences. What they serve is served degraded: counted apart, never as the target's attainment."""
+
+    model: Model
+    replicas: int = 1
+    queue_per_replica: float = 8.0
 
 
 class Policy:
@@ -180,9 +196,48 @@ def needed_replicas(trace: Trace, model: Model, duration: int) -> np.ndarray:
     return np.ceil(inflight / model.concurrency).astype(int)
 
 
-def simulate(trace: Trace, model: Model, policy: Policy, duration: int, warm: int = 1) -> Result:
+def _decode(replicas: list[Replica], model: Model, t: float) -> tuple[float, int]:
+    """One second of decoding on the ready replicas: (tokens produced, requests finished)."""
+    produced, finished = 0.0, 0
+    for replica in replicas:
+        if replica.ready_at <= t and len(replica.remaining):
+            rate = 1.0 / model.perf.step_seconds(len(replica.remaining), 0)
+            produced += float(np.minimum(replica.remaining, rate).sum())
+            replica.remaining = replica.remaining - rate
+            finished += int((replica.remaining <= 0).sum())
+            replica.remaining = replica.remaining[replica.remaining > 0]
+    return produced, finished
+
+
+def _admit(replica: Replica, model: Model, idx: np.ndarray, trace: Trace, t: int, ttft: np.ndarray) -> None:
+    """Requests `idx` join `replica`'s batch; their time to first token: wait, prefill, one decode step."""
+    step = model.perf.step_seconds(len(replica.remaining) + len(idx), 0)
+    ttft[idx] = (
+        np.maximum(t - trace.arrivals[idx], 0) + trace.prompt_tokens[idx] / model.perf.prefill_tokens_per_second + step
+    )
+    replica.remaining = np.concatenate([replica.remaining, trace.output_tokens[idx].astype(float)])
+
+
+def _spill(queue: deque[int], ready: int, spill: Spillover, alternates: list[Replica], trace: Trace, t: int,
+           ttft: np.ndarray, degraded: np.ndarray) -> None:  # fmt: skip
+    """Send the newest queued requests beyond the target's spillover threshold to the alternate's free sequences."""
+    excess = len(queue) - int(spill.queue_per_replica * ready)
+    for replica in sorted(alternates, key=lambda r: len(r.remaining)):
+        free = min(excess, spill.model.concurrency - len(replica.remaining))
+        if free <= 0:
+            continue
+        idx = np.array([queue.pop() for _ in range(free)])
+        _admit(replica, spill.model, idx, trace, t, ttft)
+        degraded[idx] = True
+        excess -= free
+
+
+def simulate(
+    trace: Trace, model: Model, policy: Policy, duration: int, warm: int = 1, spill: Spillover | None = None
+) -> Result:
     """Run the fleet under `policy` for `duration` seconds of the trace, starting with `warm` ready replicas
-    (the provisioned policies start with what they ask for)."""
+    (the provisioned policies start with what they ask for); with `spill`, the router spills to a warm smaller
+    size."""
     idle = Observation(ready=0, waiting=0.0, running=0.0, kv_usage=0.0, active=False)
     initial = max(1, policy.desired(0.0, idle, 1, 1)) if isinstance(policy, (Static, Oracle)) else max(1, warm)
     if isinstance(policy, Builtin):
@@ -197,7 +252,9 @@ def simulate(trace: Trace, model: Model, policy: Policy, duration: int, warm: in
     last_tokens = 0.0
     produced = 0.0
     arrived = finished = 0
-    prefill = model.perf.prefill_tokens_per_second
+    alternates = [Replica(ready_at=0.0) for _ in range(spill.replicas if spill else 0)]
+    degraded = np.zeros(len(trace.arrivals), dtype=bool)
+    spill_seconds = 0.0
     for t in range(duration):
         while next_arrival < len(trace.arrivals) and trace.arrivals[next_arrival] < t + 1:
             queue.append(next_arrival)
@@ -208,18 +265,14 @@ def simulate(trace: Trace, model: Model, policy: Policy, duration: int, warm: in
             free = model.concurrency - len(replica.remaining)
             if free <= 0 or not queue:
                 continue
-            admitted = [queue.popleft() for _ in range(min(free, len(queue)))]
-            step = model.perf.step_seconds(len(replica.remaining) + len(admitted), 0)
-            idx = np.array(admitted)
-            ttft[idx] = np.maximum(t - trace.arrivals[idx], 0) + trace.prompt_tokens[idx] / prefill + step
-            replica.remaining = np.concatenate([replica.remaining, trace.output_tokens[idx].astype(float)])
-        for replica in replicas:
-            if replica.ready_at <= t and len(replica.remaining):
-                rate = 1.0 / model.perf.step_seconds(len(replica.remaining), 0)
-                produced += float(np.minimum(replica.remaining, rate).sum())
-                replica.remaining = replica.remaining - rate
-                finished += int((replica.remaining <= 0).sum())
-                replica.remaining = replica.remaining[replica.remaining > 0]
+            _admit(replica, model, np.array([queue.popleft() for _ in range(min(free, len(queue)))]), trace, t, ttft)
+        if spill is not None:
+            _spill(queue, len(ready), spill, alternates, trace, t, ttft, degraded)
+            _decode(alternates, spill.model, t)
+            spill_seconds += len(alternates) * spill.model.plan.gpus_per_replica
+        tokens, done = _decode(replicas, model, t)
+        produced += tokens
+        finished += done
         replicas = [r for r in replicas if not (r.draining and len(r.remaining) == 0)]
         gpu_seconds += len(replicas) * model.plan.gpus_per_replica
         over_time[t] = len(replicas)
@@ -249,7 +302,7 @@ def simulate(trace: Trace, model: Model, policy: Policy, duration: int, warm: in
                 for r in victims:
                     r.draining = True
                 replicas = [r for r in replicas if not (r.draining and (r.ready_at > t or len(r.remaining) == 0))]
-    return Result(gpu_seconds / 3600, ttft, scale_times, over_time)
+    return Result((gpu_seconds + spill_seconds) / 3600, ttft, scale_times, over_time, degraded, spill_seconds / 3600)
 
 
 def flaps(scale_times: list[tuple[float, int]], window: float = SCALE_DOWN_DELAY) -> int:
