@@ -125,8 +125,11 @@ async def test_demo_fleet_wakes_the_large_model_for_thinking_and_serves_meanwhil
                 return False
             # Ready as a readiness probe sees it: kwok marks pods Ready at once, the server answers after loading
             for pod in pods:
+                ip = (pod.get("status") or {}).get("podIP")
+                if not ip:  # just created by the wake; the status may say ScaledToZero a moment longer
+                    return False
                 try:
-                    async with s.get(f"http://{pod['status']['podIP']}:8000/health") as r:
+                    async with s.get(f"http://{ip}:8000/health") as r:
                         if r.status != 200:
                             return False
                 except aiohttp.ClientError:
