@@ -137,3 +137,30 @@ async def test_events_are_sent_a_refused_one_is_only_logged_and_a_full_queue_wai
     await filling
     await poster.stop()
     assert sorted(e["reason"] for e in kube.created) == sorted(r for r in reasons if r != "Refused")
+
+
+class FlakyKube:
+    """The API server does not answer the first two questions."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def crd_exists(self, name: str) -> bool:
+        self.calls += 1
+        if self.calls <= 2:
+            raise KubeError(0, "Unavailable", "connection refused")
+        return name.startswith("nodepools.")
+
+
+async def test_start_up_waits_for_the_api_server_instead_of_crashing() -> None:
+    from qwenfleet.controller.operator import Operator, Options
+
+    kube = FlakyKube()
+    operator = Operator(kube, kube, Options())  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    assert await asyncio.wait_for(operator._discover(stop), 10)
+    assert operator.caps.karpenter and not operator.caps.service_monitor
+    assert any(i.kind == "NodePool" for i in operator.informers)
+    assert not any(i.kind == "ServiceMonitor" for i in operator.informers)
+    stop.set()
+    assert not await Operator(FlakyKube(), kube, Options())._discover(stop)  # type: ignore[arg-type]

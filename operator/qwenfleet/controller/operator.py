@@ -413,16 +413,12 @@ class Operator:
         tasks: list[asyncio.Task[None]] = []
         cost = CostLoop(self.kube, list(self.options.namespaces), self.options.cost_interval, fleet=self)
         try:
-            self.caps = Capabilities(
-                service_monitor=await self.kube.crd_exists("servicemonitors.monitoring.coreos.com"),
-                karpenter=await self.kube.crd_exists("nodepools.karpenter.sh"),
-                prometheus_url=self.options.prometheus_url or Capabilities().prometheus_url,
-            )
-            self.informers = self._informers(await self._watched_children())
+            if not await self._discover(stop):
+                return
             tasks = [asyncio.ensure_future(informer.run()) for informer in self.informers]
             await first_of(asyncio.gather(*(i.synced.wait() for i in self.informers)), stop.wait())
             if not stop.is_set():
-                log.info("watching %d kinds in %s; %d custom resources", len(self.informers),
+                log.info("%d watches listed in %s; %d custom resources", len(self.informers),
                          ", ".join(self.options.namespaces) or "all namespaces", len(self.bodies))  # fmt: skip
                 self.events.start()
                 self.queue.start()
@@ -432,6 +428,25 @@ class Operator:
                 await stop.wait()
         finally:
             await self._shutdown(tasks)
+
+    async def _discover(self, stop: asyncio.Event) -> bool:
+        """Which optional CRDs are installed (capabilities, kinds to watch); retried while the API server cannot
+        answer, never a crash. False when stopped first."""
+        backoff = 1.0
+        while not stop.is_set():
+            try:
+                self.caps = Capabilities(
+                    service_monitor=await self.kube.crd_exists("servicemonitors.monitoring.coreos.com"),
+                    karpenter=await self.kube.crd_exists("nodepools.karpenter.sh"),
+                    prometheus_url=self.options.prometheus_url or Capabilities().prometheus_url,
+                )
+                self.informers = self._informers(await self._watched_children())
+                return True
+            except KubeError as exc:
+                log.warning("start-up: %s; retrying in %.0fs", exc, backoff)
+                await first_of(asyncio.sleep(backoff), stop.wait())
+                backoff = min(MAX_BACKOFF_SECONDS, backoff * 2)
+        return False
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         for task in tasks:
