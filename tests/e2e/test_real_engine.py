@@ -110,6 +110,7 @@ async def _chat(session: aiohttp.ClientSession, base: str, **body: Any) -> tuple
         return r.status, dict(r.headers), (json.loads(text) if not body.get("stream") else text)
 
 
+@pytest.mark.timeout(1200)  # three real engine starts on 2 shared cores; the waits inside give the failure
 async def test_real_engine_behind_operator_router_and_autoscaler(
     kube: Kube, namespace: str, operator: OperatorProcess, router: str, real_engine_installed: Path
 ) -> None:
