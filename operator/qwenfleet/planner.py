@@ -32,8 +32,13 @@ LOAD_BYTES_PER_SECOND = 1.5e9
 """Weights read from a local or cached volume, per node (the GPUs of a node share its disk)."""
 DOWNLOAD_BYTES_PER_SECOND = 0.25e9
 """One download from Hugging Face."""
-ENGINE_START_SECONDS = 60
-"""Process start, CUDA graph capture and compilation."""
+ENGINE_START_SECONDS = 25
+"""Process start, memory profiling and CUDA graph capture: paid on every start."""
+COMPILE_SECONDS = 35
+"""vLLM's torch.compile of the model on a start with no compile cache (third-party: about 39 s for a 35B MoE)."""
+COMPILE_FROM_CACHE_SECONDS = 8
+"""Loading the compiled graphs from a persisted compile cache (third-party: 5-20 s; on this project's CPU engine
+the cache took 57% off the whole start, bench/results/coldstart.json)."""
 MULTI_NODE_START_SECONDS = 60
 """Extra time for a multi-node group to form."""
 
@@ -58,6 +63,10 @@ class PlanRequest:
     price_per_gpu_hour_usd: float | None = None
     max_nodes_per_replica: int = MAX_NODES_PER_REPLICA
     served_model_name: str | None = None
+    compile_cache: bool = False
+    """vLLM's compile cache is persisted (on the weight cache), so a start loads the compiled graphs."""
+    download_per_pod: bool = False
+    """Every pod downloads the checkpoint before it loads it (no weight cache, no weights volume)."""
 
 
 @dataclass(frozen=True)
@@ -324,6 +333,17 @@ def _plan_or_none(req: PlanRequest) -> Plan | None:
     return _build_plan(model, gpu, req, layout, max_len) if layout else None
 
 
+def _cold_start_seconds(req: PlanRequest, layout: Layout, weights: float) -> float:
+    """Pod start to ready: engine start, compile (or its cache), weights read per node, download if per pod."""
+    cold: float = ENGINE_START_SECONDS + (COMPILE_FROM_CACHE_SECONDS if req.compile_cache else COMPILE_SECONDS)
+    cold += weights / layout.pp / LOAD_BYTES_PER_SECOND
+    if layout.pp > 1:
+        cold += MULTI_NODE_START_SECONDS
+    if req.download_per_pod:
+        cold += weights / DOWNLOAD_BYTES_PER_SECOND
+    return cold
+
+
 def _build_plan(model: ModelSpec, gpu: GPUSpec, req: PlanRequest, layout: Layout, max_len: int) -> Plan:
     weights = weight_bytes(model, req.precision)
     kv_tokens = _kv_tokens(model, gpu, layout, req, weights)
@@ -333,9 +353,7 @@ def _build_plan(model: ModelSpec, gpu: GPUSpec, req: PlanRequest, layout: Layout
     price = req.price_per_gpu_hour_usd if req.price_per_gpu_hour_usd is not None else gpu.price_per_gpu_hour_usd
     cost_hour = price * layout.gpus
     per_gpu = weights / layout.gpus
-    cold = ENGINE_START_SECONDS + weights / layout.pp / LOAD_BYTES_PER_SECOND
-    if layout.pp > 1:
-        cold += MULTI_NODE_START_SECONDS
+    cold = _cold_start_seconds(req, layout, weights)
     notes = [f"{layout.gpus} x {gpu.name} is the smallest layout that holds the weights and one "
              f"{max_len}-token sequence"]  # fmt: skip
     if layout.ep:
@@ -344,6 +362,10 @@ def _build_plan(model: ModelSpec, gpu: GPUSpec, req: PlanRequest, layout: Layout
         notes.append(f"TP {layout.tp} > {model.arch.kv_heads} KV heads: KV heads are replicated")
     if yarn:
         notes.append(f"YaRN factor {yarn:g} (context above the native {model.context.native})")
+    if req.download_per_pod:
+        notes.append("cold start includes each pod's download of the weights: a weight cache removes it")
+    if req.compile_cache:
+        notes.append("cold start loads vLLM's compiled graphs from the compile cache on the weight cache")
     notes.append("throughput, cold start and cost are estimates")
     return Plan(
         model=model.name,

@@ -309,7 +309,16 @@ async def test_karpenter_pool_and_weight_cache(kube: Kube, namespace: str, opera
     node = await kube.get("v1", "Node", pods[0]["spec"]["nodeName"])
     assert node is not None and node["metadata"]["labels"]["karpenter.sh/nodepool"] == pool_name
     volumes = {v["name"]: v for v in pods[0]["spec"]["volumes"]}
-    assert volumes["weights"]["persistentVolumeClaim"] == {"claimName": cache["pvcName"], "readOnly": True}
+    # the weights are mounted read-only; the same volume, writable elsewhere, keeps vLLM's compile cache
+    claim = volumes["weights"]["persistentVolumeClaim"]
+    assert claim["claimName"] == cache["pvcName"] and not claim.get("readOnly", False)
+    vllm = pods[0]["spec"]["containers"][0]
+    assert {"name": "weights", "mountPath": "/models", "readOnly": True} in [
+        {k: m[k] for k in ("name", "mountPath", "readOnly") if k in m} for m in vllm["volumeMounts"]
+    ]
+    assert {"name": "VLLM_CACHE_ROOT", "value": "/cache-rw/.vllm"} in vllm["env"]
+    planned = (await kube.get(API, KIND, name, namespace) or {})["status"]["plan"]
+    assert any("compile cache" in note for note in planned["notes"])
 
     await kube.delete(API, KIND, name, namespace)
 

@@ -191,3 +191,44 @@ def test_shared_numbers_live_in_the_catalog_and_the_plan() -> None:
     )
     q = plan(plan_request(tuned))
     assert q.max_num_seqs == 3 and q.reference_concurrency <= 3 and q.gpu_memory_utilization == 0.8
+
+
+@pytest.mark.parametrize(
+    ("spec_extra", "compiled_once", "downloads"),
+    [
+        ({}, False, True),  # the default: each pod downloads and compiles
+        ({"cache": {"mode": "pvc"}}, True, False),  # one download; the compile cache on the same volume
+        ({"cache": {"mode": "pvc", "compileCache": False}}, False, False),
+        ({"cache": {"mode": "pvc", "accessMode": "ReadOnlyMany"}}, False, False),  # nowhere to write it
+        ({"weights": {"pvc": {"claimName": "mine"}}}, False, False),  # the user's volume is never written
+    ],
+)
+def test_cold_start_reflects_the_weight_and_compile_cache_options(
+    spec_extra: dict[str, object], compiled_once: bool, downloads: bool
+) -> None:
+    from qwenfleet.api import Qwen3DeploymentSpec
+    from qwenfleet.controller.deployment import plan_request
+    from qwenfleet.planner import COMPILE_FROM_CACHE_SECONDS, COMPILE_SECONDS
+
+    base = {"model": "Qwen3-30B-A3B", "gpu": "H100-80GB"}
+    local = plan(PlanRequest("Qwen3-30B-A3B", "H100-80GB"))
+    request = plan_request(Qwen3DeploymentSpec.model_validate({**base, **spec_extra}))
+    assert (request.compile_cache, request.download_per_pod) == (compiled_once, downloads)
+    p = plan(request)
+    expected = local.cold_start_seconds
+    expected -= (COMPILE_SECONDS - COMPILE_FROM_CACHE_SECONDS) if compiled_once else 0
+    expected += local.download_seconds if downloads else 0
+    assert abs(p.cold_start_seconds - expected) <= 1  # each figure is rounded up on its own
+    assert any("download" in n for n in p.notes) == downloads
+    assert any("compile cache" in n for n in p.notes) == compiled_once
+
+
+def test_a_compile_cache_needs_a_writable_volume() -> None:
+    from pydantic import ValidationError
+
+    from qwenfleet.api import Qwen3DeploymentSpec
+
+    spec = {"model": "Qwen3-8B", "gpu": "L4-24GB",
+            "cache": {"mode": "pvc", "accessMode": "ReadOnlyMany", "compileCache": True}}  # fmt: skip
+    with pytest.raises(ValidationError, match="compileCache needs a writable cache volume"):
+        Qwen3DeploymentSpec.model_validate(spec)

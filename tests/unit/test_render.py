@@ -6,8 +6,9 @@ import json
 from typing import Any
 
 from qwenfleet.api import Qwen3DeploymentSpec
+from qwenfleet.catalog import Precision
 from qwenfleet.controller.deployment import desired_replicas, plan_request
-from qwenfleet.planner import plan
+from qwenfleet.planner import PlanRequest, plan
 from qwenfleet.render import Capabilities, DeploymentInput, Owner, desired_children
 from qwenfleet.render.names import PLAN_ANNOTATION, bounded, nodepool_name
 from qwenfleet.render.nodepool import gpu_limit
@@ -88,6 +89,29 @@ def test_model_cache_renders_pvc_and_one_job_and_gates_pods() -> None:
     vllm = dep["spec"]["template"]["spec"]["containers"][0]
     assert vllm["args"][0] == "/models/Qwen/Qwen3-235B-A22B-FP8"
     assert {"name": "HF_HUB_OFFLINE", "value": "1"} in vllm["env"]
+    # vLLM's compile cache sits on the same volume, writable; the weights' own mount stays read-only
+    pod = dep["spec"]["template"]["spec"]
+    assert {"name": "weights", "persistentVolumeClaim": {"claimName": pvc["metadata"]["name"], "readOnly": False}} in (
+        pod["volumes"]
+    )
+    assert {"name": "weights", "mountPath": "/models", "readOnly": True} in vllm["volumeMounts"]
+    assert {"name": "weights", "mountPath": "/cache-rw"} in vllm["volumeMounts"]
+    assert {"name": "VLLM_CACHE_ROOT", "value": "/cache-rw/.vllm"} in vllm["env"]
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"  # no chown of 236 GB per start
+    planned = json.loads(dep["spec"]["template"]["metadata"]["annotations"][PLAN_ANNOTATION])
+    assert (
+        planned["coldStartSeconds"]
+        < plan(PlanRequest("Qwen3-235B-A22B", "H100-80GB", Precision.FP8)).cold_start_seconds
+    )
+
+
+def test_without_a_writable_cache_nothing_writes_to_the_weights() -> None:
+    for cache in ({"mode": "pvc", "accessMode": "ReadOnlyMany"}, {"mode": "pvc", "compileCache": False}):
+        spec = {"model": "Qwen3-8B", "gpu": "L4-24GB", "cache": cache}
+        pod = _by_kind(desired_children(_input(spec)))["Deployment"]["spec"]["template"]["spec"]
+        assert pod["volumes"][-1]["persistentVolumeClaim"]["readOnly"] is True
+        assert [m["mountPath"] for m in pod["containers"][0]["volumeMounts"] if m["name"] == "weights"] == ["/models"]
+        assert all(e["name"] != "VLLM_CACHE_ROOT" for e in pod["containers"][0]["env"])
 
 
 def test_user_pvc_is_mounted_read_only_and_never_rendered() -> None:

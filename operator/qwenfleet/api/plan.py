@@ -35,7 +35,10 @@ class Plan(ApiModel):
         description="Sequences one replica runs at once at typical lengths: the autoscaler sizes on this."
     )
     vllm_args: list[str] = Field(description="Arguments for `vllm serve` (the model is the first).")
-    cold_start_seconds: int = Field(description="Estimated seconds from pod start to ready with weights on local disk.")
+    cold_start_seconds: int = Field(
+        description="Estimated seconds from pod start to ready: engine start, compile (or loading the compile "
+        "cache), reading the weights, and each pod's download when there is no weight cache.",
+    )
     download_seconds: int = Field(description="Estimated seconds to download the weights from Hugging Face once.")
     weight_bytes_total: int = Field(description="Bytes of the checkpoint.")
     decode_tokens_per_second: float = Field(description="Estimated output tokens per second per replica at load.")

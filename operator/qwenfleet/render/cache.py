@@ -90,6 +90,7 @@ def render_download_job(inp: DeploymentInput) -> Manifest:
                     "automountServiceAccountToken": False,
                     "securityContext": {
                         "fsGroup": 1000,
+                        "fsGroupChangePolicy": "OnRootMismatch",
                         "runAsNonRoot": True,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from qwenfleet.api.deployment import Qwen3DeploymentSpec
 from qwenfleet.api.plan import Plan
 from qwenfleet.catalog import GPUSpec, get_gpu
-from qwenfleet.render.names import MODEL_DIR, cache_pvc_name, labels
+from qwenfleet.render.names import COMPILE_CACHE_DIR, MODEL_DIR, cache_pvc_name, labels
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,11 @@ class DeploymentInput:
     def cache_pvc(self) -> str | None:
         """The cache PVC of this checkpoint (repository and revision), when the cache is on."""
         return cache_pvc_name(self.owner.name, self.repo, self.revision) if self.cache_enabled else None
+
+    @property
+    def compile_cache_dir(self) -> str | None:
+        """VLLM_CACHE_ROOT on the weight cache volume, when the compile cache is kept there."""
+        return COMPILE_CACHE_DIR if self.spec.cache and self.spec.cache.compiles_once else None
 
     @property
     def token_secret(self) -> tuple[str, str] | None:

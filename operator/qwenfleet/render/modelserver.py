@@ -9,6 +9,7 @@ from typing import Any
 from qwenfleet.catalog.engine import VLLM_IMAGE
 from qwenfleet.render.inputs import DeploymentInput, owned_metadata
 from qwenfleet.render.names import (
+    COMPILE_CACHE_MOUNT,
     HTTP_PORT,
     MODEL_DIR,
     PLAN_ANNOTATION,
@@ -50,6 +51,8 @@ def _env(inp: DeploymentInput) -> list[Manifest]:
     ]
     if inp.weights_volume_claim:
         env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+    if inp.compile_cache_dir:
+        env.append({"name": "VLLM_CACHE_ROOT", "value": inp.compile_cache_dir})
     secret = inp.token_secret
     if secret:
         ref = {"secretKeyRef": {"name": secret[0], "key": secret[1]}}
@@ -76,17 +79,17 @@ def _volumes(inp: DeploymentInput) -> tuple[list[Manifest], list[Manifest]]:
     mounts: list[Manifest] = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}]
     claim = inp.weights_volume_claim
     if claim:
-        volumes.append({"name": "weights", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+        writable = inp.compile_cache_dir is not None  # the weights' mount stays read-only either way
+        volumes.append({"name": "weights", "persistentVolumeClaim": {"claimName": claim, "readOnly": not writable}})
         mounts.append({"name": "weights", "mountPath": MODEL_DIR, "readOnly": True})
+        if inp.compile_cache_dir:
+            mounts.append({"name": "weights", "mountPath": COMPILE_CACHE_MOUNT})
     return volumes, mounts
 
 
 def _startup_budget_seconds(inp: DeploymentInput) -> int:
-    """Twice the planner's cold-start estimate, plus the download when each pod fetches its own weights."""
-    budget = 2 * inp.plan.cold_start_seconds + 120
-    if not inp.weights_volume_claim:
-        budget += 2 * inp.plan.download_seconds
-    return budget
+    """Twice the planner's cold-start estimate (which holds each pod's download when there is no cache)."""
+    return 2 * inp.plan.cold_start_seconds + 120
 
 
 def _probes(inp: DeploymentInput) -> Manifest:
@@ -185,6 +188,7 @@ def _pod_spec(inp: DeploymentInput, containers: list[Manifest]) -> Manifest:
         "securityContext": {
             "runAsNonRoot": True,
             "fsGroup": 1000,
+            "fsGroupChangePolicy": "OnRootMismatch",  # never chown a whole checkpoint on each start
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         **_scheduling(inp),

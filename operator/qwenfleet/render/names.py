@@ -16,6 +16,10 @@ ROLE_LABEL = f"{GROUP}/role"
 """`leader` or `worker` on a LeaderWorkerSet's pods: the leader serves HTTP for the whole replica."""
 MODEL_DIR = "/models"
 CACHE_COMPLETE_MARKER = ".qwenfleet-complete"
+COMPILE_CACHE_MOUNT = "/cache-rw"
+"""The weight cache volume mounted writable (the weights' own mount at MODEL_DIR stays read-only)."""
+COMPILE_CACHE_DIR = f"{COMPILE_CACHE_MOUNT}/.vllm"
+"""vLLM's cache root (VLLM_CACHE_ROOT) on that volume, beside the checkpoints; vLLM creates it."""
 
 
 def labels(name: str, component: str) -> dict[str, str]:
