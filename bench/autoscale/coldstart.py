@@ -2,8 +2,10 @@
 
 The CPU build of the pinned vLLM on the tiny Qwen3 checkpoint, started one at a time on this machine:
 - `cold`: empty compile caches (`VLLM_CACHE_ROOT`, `TORCHINDUCTOR_CACHE_DIR` in a fresh directory);
-- `warm-compile-cache`: the same start again with the caches the first one filled (the compile cache persisted
-  on the weight cache volume);
+- `warm-compile-cache`: the same start again with the vLLM cache root the first one filled, and an empty
+  Inductor directory: exactly what a new replica has when `spec.cache` keeps `VLLM_CACHE_ROOT` on the weight
+  cache volume and everything else in the pod's fresh /tmp;
+- `warm-all-caches`: both directories the first start filled, for comparison;
 - `enforce-eager`: empty caches, `--enforce-eager` (no torch.compile at all), for comparison;
 - `sleep-mode`: `--enable-sleep-mode`, then `POST /sleep` and `POST /wake_up` on the running engine (a standby
   replica that sleeps instead of stopping); whether it works on CPU is recorded, not assumed.
@@ -57,12 +59,15 @@ def _complete(base: str) -> bool:
     return _request(f"{base}/v1/completions", body) == 200
 
 
-def _start(cache: Path, extra: list[str], log: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str, float]:
-    """Spawn an engine with its caches in `cache`; seconds until it answered a completion (inf if it never did)."""
+def _start(
+    cache: Path, extra: list[str], log: Path, env: dict[str, str], inductor: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str, float]:
+    """Spawn an engine with its vLLM cache root in `cache` and Inductor's in `inductor` (default beside it);
+    seconds until it answered a completion (inf if it never did)."""
     port = _port()
     argv = engine.engine_argv(["vllm", "serve"], ["/models/x", "--max-model-len", "2048", *extra], "127.0.0.1", port)
     env_all = engine.engine_env() | env | {"VLLM_CACHE_ROOT": str(cache / "vllm"),
-                                           "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor")}  # fmt: skip
+                                           "TORCHINDUCTOR_CACHE_DIR": str(inductor or cache / "inductor")}  # fmt: skip
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with log.open("ab") as out:
@@ -91,10 +96,15 @@ def measure(work: Path) -> dict[str, Any]:
     """Every variant, one engine at a time."""
     out: dict[str, Any] = {}
     shared = work / "persisted"
-    for name, cache, extra in (("cold", shared, []), ("warm-compile-cache", shared, []),
-                               ("enforce-eager", work / "eager", ["--enforce-eager"])):  # fmt: skip
+    variants = (
+        ("cold", shared, [], None),
+        ("warm-compile-cache", shared, [], work / "fresh-inductor"),
+        ("warm-all-caches", shared, [], None),
+        ("enforce-eager", work / "eager", ["--enforce-eager"], None),
+    )
+    for name, cache, extra, inductor in variants:
         log = work / f"{name}.log"
-        proc, _, seconds = _start(cache, extra, log, {})
+        proc, _, seconds = _start(cache, extra, log, {}, inductor)
         _stop(proc)
         out[name] = {"secondsToFirstCompletion": round(seconds, 1)} if seconds != float("inf") else {
             "secondsToFirstCompletion": None, "error": _tail(log)}  # fmt: skip
