@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.autoscale.bound import blind_bound
 from bench.autoscale.simulate import (
     HPA,
     KEDA,
@@ -19,6 +21,7 @@ from bench.autoscale.simulate import (
     Model,
     Oracle,
     Policy,
+    Reactive,
     Result,
     Spillover,
     Static,
@@ -26,7 +29,7 @@ from bench.autoscale.simulate import (
     needed_replicas,
     simulate,
 )
-from bench.autoscale.traces import DURATION_SECONDS, TRACE_KINDS, Trace, make_trace
+from bench.autoscale.traces import DURATION_SECONDS, TRACE_KINDS, Trace, make_trace, rate_profile
 from qwenfleet.autoscale.forecast import Slo
 from qwenfleet.catalog import Precision
 from qwenfleet.planner import PlanRequest, plan
@@ -35,10 +38,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SLO_TTFT_SECONDS = 2.5
 PEAK_REPLICAS = 6
 MODELS = {
-    "Qwen3-4B": PlanRequest("Qwen3-4B", "L4-24GB"),
-    "Qwen3-30B-A3B": PlanRequest("Qwen3-30B-A3B", "H100-80GB"),
-    "Qwen3-235B-A22B": PlanRequest("Qwen3-235B-A22B", "H100-80GB", Precision.FP8),
+    "Qwen3-4B": PlanRequest("Qwen3-4B", "L4-24GB", compile_cache=True),
+    "Qwen3-30B-A3B": PlanRequest("Qwen3-30B-A3B", "H100-80GB", compile_cache=True),
+    "Qwen3-235B-A22B": PlanRequest("Qwen3-235B-A22B", "H100-80GB", Precision.FP8, compile_cache=True),
 }
+"""Each deployment as `cache: {mode: pvc}` renders it: weights from the cache, vLLM's compile cache beside them."""
+BOUND_TARGETS = (0.95, 0.99)
+"""Attainments the reactive bound is asked the cheapest floor for."""
 
 SPILLOVER_TO = {
     "Qwen3-4B": PlanRequest("Qwen3-1.7B", "L4-24GB"),
@@ -48,7 +54,7 @@ SPILLOVER_TO = {
 """The warm smaller size each model's router spills to (one replica, paid for all along, in the GPU-hours)."""
 SPILL_TRACES = ("bursty", "spike", "random-bursts")
 """The traces whose first surge no forecast sees coming: where serving degraded is the alternative to failing."""
-SPILL_POLICIES = ("hpa", *(f"slo@{a}" for a in (0.9, 0.95, 0.99, 0.999)))
+SPILL_POLICIES = ("hpa", "builtin", *(f"slo@{a}" for a in (0.9, 0.95, 0.99, 0.999)))
 
 HPA_GRID = [(target, window) for target in (1, 2, 4, 8) for window in (0, 60, 300)]
 """HPA targets (waiting requests per pod) and scale-down stabilisation windows (s) searched for the best HPA."""
@@ -106,6 +112,7 @@ def run() -> dict[str, object]:
                 fresh: dict[str, Policy] = {f"slo@{a}": Builtin(model, cap, Slo(SLO_TTFT_SECONDS, a))
                                             for a in SLO_ATTAINMENTS}  # fmt: skip
                 fresh["hpa"] = HPA(cap)
+                fresh["builtin"] = Builtin(model, cap)
                 spilled = {}
                 for name in SPILL_POLICIES:
                     out = simulate(trace, model, fresh[name], DURATION_SECONDS, warm=warm, spill=spill)
@@ -119,6 +126,24 @@ def run() -> dict[str, object]:
             results[key]["sloVsBestHpa"] = _ratios(scored["slo@0.99"], scored[best])
             if kind in SPILL_TRACES:
                 results[key]["withSpillover"] = {"to": SPILLOVER_TO[model_name].model, **spilled}
+                oracle_hours = float(scored["oracle"]["gpuHours"])  # type: ignore[arg-type]
+                results[key]["reactiveReference"] = _reactive_reference(
+                    trace, model, needed, cap, warm, spill, oracle_hours
+                )
+                oracle_plan = Oracle(needed, model.cold_start).plan
+                rate = rate_profile(kind, peak, seed=100 * m_index + t_index)
+                results[key]["blindBound"] = {
+                    str(target): {
+                        side: asdict(blind_bound(trace.arrivals, rate, model, oracle_plan, oracle_hours, target,
+                                                 SLO_TTFT_SECONDS, kind == "bursty", s))
+                        | {"vsOracle": None}
+                        for side, s in (("alone", None), ("withSpillover", spill))
+                    }
+                    for target in BOUND_TARGETS
+                }  # fmt: skip
+                for sides in results[key]["blindBound"].values():
+                    for b in sides.values():  # type: ignore[attr-defined]
+                        b["vsOracle"] = None if b["gpu_hours"] is None else round(b["gpu_hours"] / oracle_hours, 2)
             frontier[model_name][kind] = {
                 "slo": [{"attainmentKnob": a, **_pick(scored[f"slo@{a}"])} for a in SLO_ATTAINMENTS],
                 "hpaGrid": [{"target": t, "window": w, **_pick(scored[f"hpa(target={t},window={w})"])}
@@ -135,7 +160,15 @@ def run() -> dict[str, object]:
     return {
         "sloTtftSeconds": SLO_TTFT_SECONDS,
         "durationSeconds": DURATION_SECONDS,
-        "models": {name: {"gpu": r.gpu, "precision": r.precision.value} for name, r in MODELS.items()},
+        "models": {name: _model_entry(r) for name, r in MODELS.items()},
+        "reactiveReference": "bursty, spike, random-bursts: a policy that knows each second exactly the replicas "
+        "the current load needs, scales at once both ways (flaps allowed) and holds a warm floor; per floor its "
+        "GPU-hours and attainment, alone and with the spillover, and the cheapest floor reaching 0.95 and 0.99. "
+        "A reference, not a bound.",
+        "blindBound": "bursty, spike, random-bursts: a lower bound (bench/autoscale/bound.py) on the GPU-hours "
+        "any policy without foresight of surge onsets pays for 0.95 and 0.99: the warm replicas the requests "
+        "arriving within one cold start of an unforeseeable onset need, held until the last such onset, on top "
+        "of the oracle; alone and with the spillover replica.",
         "degradedServing": "withSpillover (bursty, spike, random-bursts): the router spills requests that arrive "
         "while the target's queue per ready replica is beyond 8 (all while none is ready) to one warm replica of a "
         "smaller size, as far as it has free sequences. gpuHours include that replica all along; sloAttainment "
@@ -144,6 +177,41 @@ def run() -> dict[str, object]:
         "traces": results,
         "frontier": frontier,
     }
+
+
+def _model_entry(request: PlanRequest) -> dict[str, object]:
+    return {"gpu": request.gpu, "precision": request.precision.value,
+            "coldStartSeconds": plan(request).cold_start_seconds,
+            "coldStartOptions": "weights read from the weight cache; vLLM's compile cache persisted on it"}  # fmt: skip
+
+
+def _reactive_reference(
+    trace: Trace, model: Model, needed: np.ndarray, cap: int, warm: int, spill: Spillover, oracle_gpu_hours: float
+) -> dict[str, object]:
+    """What no policy without foresight can beat: `Reactive` with each warm floor, alone and with spillover, and
+    the cheapest floor that reaches each of BOUND_TARGETS (x the oracle's GPU-hours)."""
+    floors: list[dict[str, object]] = []
+    for floor in range(1, cap + 1):
+        alone = _score(trace, simulate(trace, model, Reactive(needed, model.concurrency, floor, cap),
+                                       DURATION_SECONDS, warm=max(warm, floor)))  # fmt: skip
+        spilled = _score(trace, simulate(trace, model, Reactive(needed, model.concurrency, floor, cap),
+                                         DURATION_SECONDS, warm=max(warm, floor), spill=spill))  # fmt: skip
+        kept = ("gpuHours", "sloAttainment", "attainmentWithDegraded", "degradedShare")
+        floors.append({"floor": floor, **_pick(alone), "withSpillover": {k: spilled[k] for k in kept}})
+    cheapest: dict[str, object] = {}
+    for target in BOUND_TARGETS:
+        alone_ok = [f for f in floors if float(f["sloAttainment"]) >= target]  # type: ignore[arg-type]
+        spill_ok = [f for f in floors if float(f["withSpillover"]["attainmentWithDegraded"]) >= target]  # type: ignore[index]
+        first = min(alone_ok, key=lambda f: float(f["gpuHours"]), default=None)  # type: ignore[arg-type]
+        first_spill = min(spill_ok, key=lambda f: float(f["withSpillover"]["gpuHours"]), default=None)  # type: ignore[index]
+        cheapest[str(target)] = {
+            "alone": None if first is None else {"floor": first["floor"], "gpuHours": first["gpuHours"],
+                                                 "vsOracle": round(float(first["gpuHours"]) / oracle_gpu_hours, 2)},  # type: ignore[arg-type]
+            "withSpillover": None if first_spill is None else {
+                "floor": first_spill["floor"], "gpuHours": first_spill["withSpillover"]["gpuHours"],  # type: ignore[index]
+                "vsOracle": round(float(first_spill["withSpillover"]["gpuHours"]) / oracle_gpu_hours, 2)},  # type: ignore[index]
+        }  # fmt: skip
+    return {"floors": floors, "cheapest": cheapest}
 
 
 def _pick(r: dict[str, object]) -> dict[str, object]:

@@ -185,6 +185,23 @@ class Oracle(Policy):
         return max(1, int(self.plan[min(int(t), len(self.plan) - 1)]))
 
 
+class Reactive(Policy):
+    """The best a policy without foresight can do, as a bound: it knows, each second, exactly the replicas the
+    current load needs (no estimate, no noise) plus what clears the queue, asks for them at once and releases
+    them at once (flaps allowed), and holds `floor` replicas warm all the time. Onsets it cannot see coming are
+    met by the floor, or by the spillover, until new replicas finish their cold start."""
+
+    def __init__(self, needed: np.ndarray, concurrency: int, floor: int, max_replicas: int) -> None:
+        self.needed = needed
+        self.concurrency = concurrency
+        self.floor = floor
+        self.max_replicas = max_replicas
+
+    def desired(self, t: float, obs: Observation, live: int, all_pods: int) -> int:
+        now = int(self.needed[min(int(t), len(self.needed) - 1)]) + math.ceil(obs.waiting / self.concurrency)
+        return max(1, self.floor, min(self.max_replicas, now))
+
+
 def needed_replicas(trace: Trace, model: Model, duration: int) -> np.ndarray:
     """Replicas needed each second if requests were served at full-concurrency speed without queueing."""
     step = model.perf.step_seconds(model.concurrency, 0)
