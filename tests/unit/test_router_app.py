@@ -367,3 +367,36 @@ def test_the_queue_signal_is_read_from_load_beyond_the_running_limit() -> None:
     rendered = {"vllmArgs": ["m", "--max-num-seqs", "16", "--enable-server-load-tracking"], "maxNumSeqs": 16}
     assert queue_signal(rendered) == QueueSignal(True, 16)
     assert queue_signal({"vllmArgs": ["m"], "maxNumSeqs": 8}) == QueueSignal(False, 8)
+
+
+async def test_a_ready_pod_counts_only_once_its_address_lists_the_model_it_should_serve() -> None:
+    """A pod IP given out again may still reach the previous pod's server for a moment: the router must not send
+    that server the new pod's requests (it would answer 404 for a model it does not serve)."""
+    from qwenfleet.render.names import HTTP_PORT
+
+    async def serving(model: str, ip: str) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_get("/health", lambda _: web.Response())
+        app.router.add_get("/v1/models", lambda _: web.json_response({"data": [{"id": model}]}))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, ip, HTTP_PORT).start()
+        return runner
+
+    kube = _FakeKube()
+    spec = Qwen3RouterSpec.model_validate(SPEC)
+    discovery = Discovery(kube, "ns", spec)  # type: ignore[arg-type]
+    kube.deployments = [_deployment("medium", "Qwen3-30B-A3B", 1)]
+    kube.pods = [_pod("medium-new", "medium", "127.7.7.1", "Qwen3-30B-A3B")]
+    stale = await serving("Qwen3-8B", "127.7.7.1")  # another deployment's server, still on that address
+    try:
+        async with aiohttp.ClientSession() as session:
+            await discovery.refresh(session)
+            assert discovery.states["medium"].replicas == []
+            await stale.cleanup()
+            stale = await serving("Qwen3-30B-A3B", "127.7.7.1")  # the pod's own server
+            await discovery.refresh(session)
+            assert [r.id for r in discovery.states["medium"].replicas] == ["medium-new"]
+            assert discovery.states["medium"].replicas[0].confirmed
+    finally:
+        await stale.cleanup()

@@ -2,8 +2,9 @@
 they want) and their ready pods (not Services), with each pod's queue depth.
 
 A pod counts only when Kubernetes says it is Ready *and* its server answers /health, so a pod whose model
-is still loading never gets a request. The served model name comes from the deployment's current plan, so an
-edit of `spec.model` is seen without a restart.
+is still loading never gets a request; a new pod also once lists the model it should serve in /v1/models, so an
+address that still reaches another server (a pod IP given out again) never gets one either. The served model
+name comes from the deployment's current plan, so an edit of `spec.model` is seen without a restart.
 """
 
 from __future__ import annotations
@@ -171,13 +172,19 @@ class Discovery:
             async with session.get(f"http://{replica.address}/health", timeout=timeout) as response:
                 if response.status != 200:
                     return False
+            if not replica.confirmed and replica.served_model:
+                async with session.get(f"http://{replica.address}/v1/models", timeout=timeout) as response:
+                    listed = (await response.json(content_type=None)).get("data") or []
+                    if response.status != 200 or replica.served_model not in {m.get("id") for m in listed}:
+                        return False
+                replica.confirmed = True
             if signal.load_tracking:
                 async with session.get(f"http://{replica.address}/load", timeout=timeout) as response:
                     replica.waiting = waiting_from_load(await response.json(content_type=None), signal.max_num_seqs)
             elif self._passes % FULL_SCRAPE_EVERY == 0:
                 async with session.get(f"http://{replica.address}/metrics", timeout=timeout) as response:
                     replica.waiting = waiting_from_metrics(await response.text())
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
             return False
         return True
 

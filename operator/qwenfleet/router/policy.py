@@ -61,6 +61,8 @@ class Replica:
     """Sequences the replica runs at once (the plan's referenceConcurrency); None when unknown."""
     served_model: str = ""
     """The model name this pod serves (from its own plan: during a rollout old and new pods differ)."""
+    confirmed: bool = False
+    """The server at `address` listed `served_model` in its /v1/models: it is this pod's, not a stale one."""
 
     @property
     def load(self) -> float:
