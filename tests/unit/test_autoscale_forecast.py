@@ -13,7 +13,7 @@ from qwenfleet.autoscale.forecast import (
     Forecast,
     Slo,
     detect_period,
-    rise_quantile,
+    rise_headroom,
     slo_replicas,
     staffed,
 )
@@ -46,22 +46,41 @@ def test_detect_period(buckets: tuple[float, ...], period: int | None) -> None:
     assert detect_period(buckets) == period
 
 
+_Z999 = NormalDist().inv_cdf(0.999)
+
+
 @pytest.mark.parametrize(
-    ("buckets", "h", "quantile", "period", "expected"),
+    ("buckets", "h", "attainment", "period", "expected"),
     [
         ((1.0, 1.0, 1.0, 1.0), 1, 0.99, None, 0.0),  # nothing rises
-        ((1.0, 5.0, 1.0, 1.0, 1.0), 1, 0.99, None, 4.0 - _NOISE),  # one jump of 4, less the noise of 1/s
-        ((1.0, 5.0, 1.0, 1.0, 1.0), 1, 0.5, None, 0.0),  # the median rise is nothing
-        ((1.0, 1.0, 5.0, 1.0), 2, 0.99, None, 4.0 - _NOISE),  # seen two buckets ahead
+        # one jump of 4 (less the noise of 1/s) in 9 requests/s of history: all but 1% of 9 must be covered
+        ((1.0, 5.0, 1.0, 1.0, 1.0), 1, 0.99, None, 4.0 - _NOISE - 0.09),
+        ((1.0, 5.0, 1.0, 1.0, 1.0), 1, 0.5, None, 0.0),  # half of all requests may be late: no headroom
+        ((1.0, 1.0, 5.0, 1.0), 2, 0.99, None, 4.0 - _NOISE - 0.08),  # seen against the rate two buckets before
         ((100.0, 103.0, 100.0, 104.0), 1, 0.99, None, 0.0),  # 100/s varies by 3-4/s per minute: noise
-        ((100.0, 140.0, 100.0), 1, 0.99, None, 40.0 - Z99 * (200 / 60) ** 0.5),  # a real rise
+        ((100.0, 140.0, 100.0), 1, 0.99, None, 40.0 - Z99 * (200 / 60) ** 0.5 - 3.4),  # a real rise
         (_square(4, 1, 40), 1, 0.99, 4, 0.0),  # the period's forecast already holds every rise
+        # a rare short surge in a long busy history weighs as its requests do: 0.99 lets 10.2 of them be late
+        ((10.0,) * 99 + (30.0,), 1, 0.99, None, 20.0 - Z99 * (20 / 60) ** 0.5 - 10.2),
+        ((10.0,) * 99 + (30.0,), 1, 0.999, None, 20.0 - _Z999 * (20 / 60) ** 0.5 - 1.02),
     ],
 )
-def test_rise_quantile(
-    buckets: tuple[float, ...], h: int, quantile: float, period: int | None, expected: float
+def test_rise_headroom(
+    buckets: tuple[float, ...], h: int, attainment: float, period: int | None, expected: float
 ) -> None:
-    assert rise_quantile(buckets, h, quantile, period) == pytest.approx(expected)
+    assert rise_headroom(buckets, h, attainment, period) == pytest.approx(expected)
+
+
+def test_rise_headroom_covers_the_larger_rises_first() -> None:
+    # rises of 10 and 2 (noise aside) in a history of 1/s: the headroom is set by the larger, shared by both
+    buckets = (1.0, 11.0, 1.0, 3.0) + (1.0,) * 96
+    total = sum(buckets)
+    big, small = 10.0 - _NOISE, 2.0 - _NOISE
+    h = rise_headroom(buckets, 1, 0.99, None)
+    assert h == pytest.approx(big - 0.01 * total)  # the small rise fits under it
+    assert small < h < big
+    z90 = NormalDist().inv_cdf(0.9) * (2 * 1.0 / 60) ** 0.5
+    assert rise_headroom(buckets, 1, 0.9, None) == pytest.approx((10.0 - z90 + 2.0 - z90 - 0.1 * total) / 2)
 
 
 def _fed(rates: list[float], every: float = 10.0, running: float = 0.0, busy: bool = False) -> Forecast:
@@ -225,17 +244,20 @@ def test_service_time_from_nearly_full_replicas_wins() -> None:
     assert f.service_seconds() == pytest.approx(12.0)
 
 
-def test_keep_covers_rises_seen_within_the_delay_and_a_cold_start() -> None:
-    # a rise of 29/s in one minute out of eight: within one minute (the cold start) it is rarer than the 0.8
-    # quantile, within six (cold start + scale-down delay) it is the common case
-    buckets = tuple(30.0 if i % 8 == 4 else 1.0 for i in range(80))
-    f = Forecast(buckets=buckets, recent=((0.0, 1.0),))
-    slo = Slo(2.5, 0.8)
-    assert f.headroom(60.0, 0.8) == 0.0
-    assert f.headroom(360.0, 0.8) > 25.0
-    sized = slo_replicas(f, slo, 60.0, 16, 10.0, 0.0, keep_horizon=300.0)
-    assert sized.replicas == 1  # not needed one cold start ahead
-    assert sized.keep >= 4  # but a replica released now would likely be asked for again within the delay
+def test_headroom_is_what_the_surges_requests_weigh_in_the_objective() -> None:
+    # a surge from 1/s to 30/s one minute in eight: 80% of the requests arrive in surges, so even 0.8 keeps
+    # most of a surge warm; a surge from 10/s to 40/s once in 80 minutes is 4% of the requests: 0.8 needs no
+    # headroom, 0.99 most of it. Either way the keep holds what the sizing holds (no rise arrives within the
+    # delay that the sizing's own horizon did not price)
+    frequent = tuple(30.0 if i % 8 == 4 else 1.0 for i in range(80))
+    rare = tuple(40.0 if i == 40 else 10.0 for i in range(80))
+    assert Forecast(buckets=frequent).headroom(60.0, 0.8) > 20.0
+    assert Forecast(buckets=rare).headroom(60.0, 0.8) == 0.0
+    assert Forecast(buckets=rare).headroom(60.0, 0.99) > 15.0
+    for buckets in (frequent, rare):
+        f = Forecast(buckets=buckets, recent=((0.0, 1.0),))
+        sized = slo_replicas(f, Slo(2.5, 0.8), 60.0, 16, 10.0, 0.0, keep_horizon=300.0)
+        assert sized.keep <= sized.replicas + 1  # the rate's own error, nothing for rises beyond a cold start
 
 
 @pytest.mark.parametrize(

@@ -6,19 +6,25 @@
   found by autocorrelation of the minute-to-minute changes, which ignores slow trends and catches sharp edges;
   it counts only after two full periods were seen. With a period, the rate one period ago, from now to one cold
   start ahead, is a forecast: replicas are warm before the load recurs.
-- Headroom is sized from what was observed: without a period, the `attainment` quantile of how much the rate
-  rose within one cold start; with a period, that quantile of how far the rate differed from one period earlier.
-  A rise within the Poisson noise of two minute counts is not a rise, and a trend counts only beyond its
-  standard error: noise is what the staffing below covers.
+- Headroom is sized from what was observed, in requests: a fleet sized one cold start ago for the rate then
+  (or, with a period, for the period's forecast) meets every later minute's arrivals beyond that rate plus the
+  headroom too late. The headroom is the least for which those requests, over the whole history, stay within
+  1 - `attainment` of all requests. Erratic load buys warm headroom, calm or predictable load none, and a rare
+  surge only as much as its requests weigh in the objective (a quantile of rises over time would buy a whole
+  surge whenever surges start in more than 1 - `attainment` of the minutes). A rise within the Poisson noise of
+  two minute counts is not a rise, and a trend counts only beyond its standard error: noise is what the
+  staffing below covers.
 - Replicas = enough concurrency for what the forecast rate keeps in flight (the larger of now-plus-trend and of
   the current or recurring rate plus headroom: trend and headroom both answer how far the rate may rise), plus
   `z` standard deviations of that Poisson count, z the normal quantile of `attainment` (square-root staffing);
   and enough to clear the waiting requests within `ttftSeconds`.
   A replica's capacity is its concurrency over the service time observed while replicas were nearly full, or
   else busy (running / finished per second, Little's law), or the plan's estimate until then.
-- Keep (scale-down hysteresis): the same staffing for the forecast one cold start plus the scale-down delay
-  ahead, with the headroom for rises within that longer horizon and the measured rate's own error on top: a
-  replica goes only when it is unlikely to be asked for again within the delay.
+- Keep (scale-down hysteresis): the same staffing with the trend and the recurring load over one cold start
+  plus the scale-down delay, the same headroom, and the measured rate's own error on top: a replica goes only
+  when neither a trend, nor the period, nor noise would ask for it again within the delay. Rises that no
+  forecast sees are the headroom's business, sized for the objective; holding a whole surge's replicas through
+  every quiet spell because surges happen is what `minReplicas` is for.
 """
 
 from __future__ import annotations
@@ -146,41 +152,52 @@ class Forecast:
         past = [self.buckets[i] for back in (p, 2 * p) for i in range(n - back, n - back + h + 1) if 0 <= i < n]
         return max(past, default=0.0)
 
-    def headroom(self, horizon: float, quantile: float) -> float:
-        """Rate headroom: the `quantile` of rises within `horizon` (or of misses of the period's forecast)."""
+    def headroom(self, horizon: float, attainment: float) -> float:
+        """Rate headroom for `attainment` against rises within `horizon` (see `rise_headroom`)."""
         h = max(1, math.ceil(horizon / BUCKET_SECONDS))
         for hh, q, value in self.headroom_by_horizon:
-            if hh == h and q == quantile:
+            if hh == h and q == attainment:
                 return value
-        return rise_quantile(self.buckets, h, quantile, self.period)
+        return rise_headroom(self.buckets, h, attainment, self.period)
 
-    def with_headroom_cached(self, horizon: float, quantile: float) -> Forecast:
-        """The same forecast with the headroom for (horizon, quantile) remembered until the next bucket closes."""
+    def with_headroom_cached(self, horizon: float, attainment: float) -> Forecast:
+        """The same forecast with the headroom for (horizon, attainment) remembered until the next bucket closes."""
         h = max(1, math.ceil(horizon / BUCKET_SECONDS))
-        if any(hh == h and q == quantile for hh, q, _ in self.headroom_by_horizon):
+        if any(hh == h and q == attainment for hh, q, _ in self.headroom_by_horizon):
             return self
-        value = rise_quantile(self.buckets, h, quantile, self.period)
-        return replace(self, headroom_by_horizon=(*self.headroom_by_horizon, (h, quantile, value)))
+        value = rise_headroom(self.buckets, h, attainment, self.period)
+        return replace(self, headroom_by_horizon=(*self.headroom_by_horizon, (h, attainment, value)))
 
 
-def rise_quantile(buckets: tuple[float, ...], h: int, quantile: float, period: int | None) -> float:
-    """The `quantile` of the rise within `h` buckets (max of the next h minus now); with a period, of the
-    amount by which the rate exceeded the same window one period earlier. A rise no larger than the Poisson
-    noise of two minute counts (z at `quantile`) is noise, which the staffing covers already, not a rise."""
-    n = len(buckets)
-    z = NormalDist().inv_cdf(min(max(quantile, 0.5), 0.9999))
-    rises: list[float] = []
-    for i in range(n - h):
-        if period is not None and i + 1 - period < 0:
+def rise_headroom(buckets: tuple[float, ...], h: int, attainment: float, period: int | None) -> float:
+    """The least rate headroom H for which the arrivals a fleet sized `h` buckets earlier would meet too late
+    stay within 1 - `attainment` of all arrivals in `buckets`.
+
+    A minute's excess is its rate beyond the rate `h` buckets before it (with a period: beyond the larger of
+    that and the same window one period earlier, the recurring forecast then), less the Poisson noise of two
+    minute counts (z at `attainment`), which the staffing covers already. H absorbs up to H of each minute's
+    excess; the rest is late: sum(max(0, excess - H)) <= (1 - attainment) x sum(rates).
+    """
+    z = NormalDist().inv_cdf(min(max(attainment, 0.5), 0.9999))
+    excess: list[float] = []
+    for j in range(h, len(buckets)):
+        if period is not None and j - h - period + 1 < 0:
             continue
-        ahead = max(buckets[i + 1 : i + h + 1])
-        base = buckets[i] if period is None else max(buckets[i + 1 - period : i + h + 2 - period])
-        noise = z * math.sqrt(2 * max(base, 0.0) / BUCKET_SECONDS)
-        rises.append(max(0.0, ahead - base - noise))
-    if not rises:
-        return 0.0
-    rises.sort()
-    return rises[min(len(rises) - 1, math.ceil(quantile * len(rises)) - 1)]
+        base = buckets[j - h]
+        if period is not None:
+            base = max(base, *buckets[j - h - period + 1 : j - period + 2])
+        rise = buckets[j] - base - z * math.sqrt(2 * max(base, 0.0) / BUCKET_SECONDS)
+        if rise > 0:
+            excess.append(rise)
+    allowed = (1.0 - attainment) * sum(buckets)
+    excess.sort(reverse=True)
+    total = 0.0
+    for k, value in enumerate(excess):
+        total += value
+        below = excess[k + 1] if k + 1 < len(excess) else 0.0
+        if total - (k + 1) * below > allowed:  # H lies between `below` and `value`
+            return max(0.0, (total - allowed) / (k + 1))
+    return 0.0
 
 
 def detect_period(buckets: tuple[float, ...]) -> int | None:
@@ -234,9 +251,9 @@ def slo_replicas(
     waiting: float,
     keep_horizon: float = 0.0,
 ) -> Sized:
-    """Replicas that meet `slo` one cold start from now; `keep` also covers the trend, the recurring load and the
-    rises seen within `keep_horizon` seconds further on, and the rate's measurement error (a replica released now
-    and needed within the scale-down delay would flap)."""
+    """Replicas that meet `slo` one cold start from now; `keep` also covers the trend and the recurring load
+    `keep_horizon` seconds further on, and the rate's measurement error (a replica released now and needed
+    again within the scale-down delay would flap)."""
     service = forecast.service_seconds()
     capacity = concurrency / service if service else replica_rate
     if capacity <= 0:
@@ -255,8 +272,7 @@ def slo_replicas(
     why = (f"{source} {base:.2f}/s + headroom {headroom:.2f}/s, or trend {trend:.2f}/s, at "
            f"{capacity:.2f}/s per replica")  # fmt: skip
     ahead = cold_start + keep_horizon
-    later = forecast.headroom(ahead, slo.attainment)  # rises within the delay and a cold start
-    kept = max(expected, forecast.trend_rate(ahead), max(forecast.rate(), forecast.recurring_rate(ahead)) + later)
+    kept = max(expected, forecast.trend_rate(ahead), max(forecast.rate(), forecast.recurring_rate(ahead)) + headroom)
     kept += z * math.sqrt(kept / TREND_SECONDS)  # the measured rate's own Poisson error: hysteresis
     keep = staffed(kept, concurrency / capacity, concurrency, z)
     return Sized(max(by_rate, by_backlog), why, keep)

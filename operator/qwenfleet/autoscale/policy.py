@@ -13,10 +13,11 @@
 - SLO mode (`Settings.slo`): the replicas `forecast.slo_replicas` sizes for the latency objective one cold start
   ahead (arrival rate, trend, a recurring pattern, headroom from observed variability) raise the queue-depth
   count whenever they are higher. Scale-down keeps the same delay and steps, never goes to zero while the SLO
-  sizing asks for a replica, and waits until the SLO sizing `forecast.slo_replicas(...).keep` (the load and the
-  rises the scale-down delay may bring, and the rate's measurement error) allows it; that keep replaces queue
-  mode's 70% floor. Within the scale-down delay of a scale-down, SLO mode scales up again only for requests
-  actually waiting (or a wake): a forecast moved by noise does not undo a scale-down (no flap).
+  sizing asks for a replica, and waits until the SLO sizing `forecast.slo_replicas(...).keep` (the trend and
+  recurring load the scale-down delay may bring, the headroom, and the rate's measurement error) allows it;
+  that keep replaces queue mode's 70% floor. Within the scale-down delay of a scale-down, SLO mode scales up
+  again only for requests actually waiting (or a wake): a forecast moved by noise does not undo a scale-down
+  (no flap).
   The service time is learnt from replicas at `FULL_OCCUPANCY` or more once enough requests finished there
   (a fuller batch decodes each request more slowly), else from busy ones.
 - Scale to zero after `idle_to_zero` seconds without any request, when minReplicas is 0; a wake request
@@ -127,7 +128,6 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
         full = obs.running >= FULL_OCCUPANCY * obs.ready * max(1, s.concurrency) > 0
         forecast = forecast.observe(now, obs.arrivals, obs.finished, obs.running, busy, full)
         forecast = forecast.with_headroom_cached(s.cold_start, s.slo.attainment)
-        forecast = forecast.with_headroom_cached(s.cold_start + s.scale_down_delay, s.slo.attainment)
         sized = slo_replicas(forecast, s.slo, s.cold_start, s.concurrency, s.replica_rate, obs.waiting,
                              keep_horizon=s.scale_down_delay)  # fmt: skip
         slo_keep = sized.keep
