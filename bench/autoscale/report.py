@@ -26,16 +26,23 @@ def _spilled(r: Row, oracle: Row) -> str:
             f"{r['attainmentWithDegraded']:.3f}, {100 * r['degradedShare']:.1f}%")  # fmt: skip
 
 
+def _header(*columns: str) -> list[str]:
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
+def _each(traces: dict[str, Row], kinds: tuple[str, ...]) -> list[tuple[str, str, Row]]:
+    """(model, trace kind, results) in table order: by model, then by trace."""
+    return [(model, kind, traces[f"{kind}/{model}"]) for model in MODELS for kind in kinds]
+
+
 def main_table(traces: dict[str, Row]) -> list[str]:
     """Every policy per trace and model."""
-    out = ["| trace / model | static | HPA (shipped) | KEDA (shipped) | best HPA of grid | builtin (queue) | "
-           "**SLO mode 0.99** | oracle | SLO / oracle | SLO / best HPA | SLO flaps |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for model in MODELS:
-        for kind in TRACES:
-            r = traces[f"{kind}/{model}"]
-            best = r["hpaBestOfGrid"]
-            out.append(f"| {kind}/{model} | {_cell(r['static'])} | {_cell(r['hpa'])} | {_cell(r['keda'])} | "
+    out = _header("trace / model", "static", "HPA (shipped)", "KEDA (shipped)", "best HPA of grid",
+                  "builtin (queue)", "**SLO mode 0.99**", "oracle", "SLO / oracle", "SLO / best HPA",
+                  "SLO flaps")  # fmt: skip
+    for model, kind, r in _each(traces, TRACES):
+        best = r["hpaBestOfGrid"]
+        out.append(f"| {kind}/{model} | {_cell(r['static'])} | {_cell(r['hpa'])} | {_cell(r['keda'])} | "
                        f"{_cell(best)} ({best['setting'].removeprefix('hpa')}) | {_cell(r['builtin'])} | "
                        f"**{_cell(r['slo'])}** | {_cell(r['oracle'])} | {r['sloVsOracle']['gpuHours']}x | "
                        f"{r['sloVsBestHpa']['gpuHours']}x | {r['slo']['flaps']} |")  # fmt: skip
@@ -57,14 +64,11 @@ def frontier_table(frontier: dict[str, Any]) -> list[str]:
 
 def spill_table(traces: dict[str, Row]) -> list[str]:
     """Surge traces behind the router's spillover to a warm smaller size."""
-    out = ["| trace / model | spills to | SLO mode 0.99 alone | SLO 0.9 + spillover | SLO 0.99 + spillover | "
-           "builtin (queue) + spillover | HPA (shipped) + spillover |",
-           "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for model in MODELS:
-        for kind in SURGES:
-            r = traces[f"{kind}/{model}"]
-            w, o = r["withSpillover"], r["oracle"]
-            out.append(f"| {kind}/{model} | {w['to']} | {r['slo']['gpuHours']} h "
+    out = _header("trace / model", "spills to", "SLO mode 0.99 alone", "SLO 0.9 + spillover", "SLO 0.99 + spillover",
+                  "builtin (queue) + spillover", "HPA (shipped) + spillover")  # fmt: skip
+    for model, kind, r in _each(traces, SURGES):
+        w, o = r["withSpillover"], r["oracle"]
+        out.append(f"| {kind}/{model} | {w['to']} | {r['slo']['gpuHours']} h "
                        f"({_x(r['slo']['gpuHours'], o)}), {r['slo']['sloAttainment']:.3f} | "
                        f"{_spilled(w['slo@0.9'], o)} | {_spilled(w['slo@0.99'], o)} | {_spilled(w['builtin'], o)} | "
                        f"{_spilled(w['hpa'], o)} |")  # fmt: skip
@@ -77,13 +81,11 @@ def _cheapest(c: Row | None) -> str:
 
 def reference_table(traces: dict[str, Row]) -> list[str]:
     """The reactive reference: the cheapest warm floor that reaches 0.95 and 0.99, alone and with the spillover."""
-    out = ["| trace / model | oracle | 0.95 alone | 0.95 with spillover | 0.99 alone | 0.99 with spillover | "
-           "SLO mode 0.99 + spillover |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for model in MODELS:
-        for kind in SURGES:
-            r = traces[f"{kind}/{model}"]
-            c, o = r["reactiveReference"]["cheapest"], r["oracle"]
-            out.append(f"| {kind}/{model} | {o['gpuHours']} h | {_cheapest(c['0.95']['alone'])} | "
+    out = _header("trace / model", "oracle", "0.95 alone", "0.95 with spillover", "0.99 alone",
+                  "0.99 with spillover", "SLO mode 0.99 + spillover")  # fmt: skip
+    for model, kind, r in _each(traces, SURGES):
+        c, o = r["reactiveReference"]["cheapest"], r["oracle"]
+        out.append(f"| {kind}/{model} | {o['gpuHours']} h | {_cheapest(c['0.95']['alone'])} | "
                        f"{_cheapest(c['0.95']['withSpillover'])} | {_cheapest(c['0.99']['alone'])} | "
                        f"{_cheapest(c['0.99']['withSpillover'])} | "
                        f"{_spilled(r['withSpillover']['slo@0.99'], o)} |")  # fmt: skip
@@ -96,13 +98,11 @@ def _bound(b: Row) -> str:
 
 def blind_table(traces: dict[str, Row]) -> list[str]:
     """The lower bound for a policy without foresight of onsets, x the oracle's GPU-hours."""
-    out = ["| trace / model | 0.95 alone | 0.95 with spillover | 0.99 alone | 0.99 with spillover |",
-           "|---|---|---|---|---|"]  # fmt: skip
-    for model in MODELS:
-        for kind in SURGES:
-            b = traces[f"{kind}/{model}"]["blindBound"]
-            cells = [_bound(b[t][side]) for t in ("0.95", "0.99") for side in ("alone", "withSpillover")]
-            out.append(f"| {kind}/{model} | " + " | ".join(cells) + " |")
+    out = _header("trace / model", "0.95 alone", "0.95 with spillover", "0.99 alone", "0.99 with spillover")
+    for model, kind, r in _each(traces, SURGES):
+        b = r["blindBound"]
+        cells = [_bound(b[t][side]) for t in ("0.95", "0.99") for side in ("alone", "withSpillover")]
+        out.append(f"| {kind}/{model} | " + " | ".join(cells) + " |")
     return out
 
 
