@@ -139,8 +139,12 @@ async def test_changing_the_gpu_rolls_the_workload(kube: Kube, namespace: str, o
         return await _node_product(kube, pods[0]["spec"]["nodeName"]) == "NVIDIA-H100-80GB-HBM3"
 
     await wait_for(rolled, 90, "pod moved to an H100 node")
-    obj = await kube.get(API, KIND, name, namespace)
-    assert obj is not None and obj["status"]["plan"]["gpu"] == "H100-80GB"
+
+    async def replanned() -> bool:  # the status is written after the children, so it may trail the pod
+        obj = await kube.get(API, KIND, name, namespace)
+        return obj is not None and obj["status"]["plan"]["gpu"] == "H100-80GB"
+
+    await wait_for(replanned, 30, "status.plan on H100")
     await _wait_ready(kube, namespace, name)
 
 
