@@ -208,12 +208,15 @@ async def test_real_engine_behind_operator_router_and_autoscaler(
         for task in clients[4:]:
             task.cancel()
         await wait_for(lambda: _ready_pods(kube, namespace, "real", 2), ENGINE_START, "two Ready real replicas")
+        # A scale-down within the restart below (a minute or more on 2 cores) would remove the very pod under
+        # test: the delay is lengthened for it, and shortened again once it is over.
+        await kube.merge_patch(API, KIND, "real", namespace, {"spec": {"autoscaling": {"scaleDownDelaySeconds": 3600}}})
         stop.set()
         await asyncio.gather(*clients, return_exceptions=True)
 
         # An engine killed: its pod turns unready at once, the router stops using it, the kubelet-like restart.
         pods = await _pods(kube, namespace, "real")
-        victim = pods[0]
+        victim = next(p for p in pods if p["status"]["podIP"] != ip)
         victim_ip = victim["status"]["podIP"]
         vpid, _ = _engine_processes()[victim_ip]
         with contextlib.suppress(ProcessLookupError):
@@ -224,6 +227,7 @@ async def test_real_engine_behind_operator_router_and_autoscaler(
         assert statuses == [200] * 10
         await wait_for(lambda: _pod_state(kube, namespace, victim, ready=True, restarts=1), ENGINE_START,
                        "the killed engine restarted and Ready")  # fmt: skip
+        await kube.merge_patch(API, KIND, "real", namespace, {"spec": {"autoscaling": {"scaleDownDelaySeconds": 60}}})
 
         # Idle again: back down to one replica.
         await wait_for(lambda: _desired_at_most(kube, namespace, "real", 1), 180, "scaled back down to 1")
