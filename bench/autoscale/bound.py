@@ -25,6 +25,12 @@ class Bound:
 
     warm_replicas: int | None
     gpu_hours: float | None
+    vs_oracle: float | None = None
+    """`gpu_hours` over the oracle's."""
+
+    def to_json(self) -> dict[str, object]:
+        """As bench/results/autoscale.json records it."""
+        return {"warm_replicas": self.warm_replicas, "gpu_hours": self.gpu_hours, "vsOracle": self.vs_oracle}
 
 
 def onsets(rate: np.ndarray, periodic: bool) -> list[int]:
@@ -60,5 +66,6 @@ def blind_bound(
         if missed <= allowed:
             lacking = np.maximum(0, warm - oracle_plan[:last]).sum() * model.plan.gpus_per_replica
             spill_seconds = 0 if spill is None else len(rate) * spill.replicas * spill.model.plan.gpus_per_replica
-            return Bound(warm, round(oracle_gpu_hours + (lacking + spill_seconds) / 3600, 2))
+            hours = round(oracle_gpu_hours + (lacking + spill_seconds) / 3600, 2)
+            return Bound(warm, hours, round(hours / oracle_gpu_hours, 2))
     return Bound(None, None)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -134,16 +133,12 @@ def run() -> dict[str, object]:
                 rate = rate_profile(kind, peak, seed=100 * m_index + t_index)
                 results[key]["blindBound"] = {
                     str(target): {
-                        side: asdict(blind_bound(trace.arrivals, rate, model, oracle_plan, oracle_hours, target,
-                                                 SLO_TTFT_SECONDS, kind == "bursty", s))
-                        | {"vsOracle": None}
+                        side: blind_bound(trace.arrivals, rate, model, oracle_plan, oracle_hours, target,
+                                          SLO_TTFT_SECONDS, kind == "bursty", s).to_json()
                         for side, s in (("alone", None), ("withSpillover", spill))
                     }
                     for target in BOUND_TARGETS
                 }  # fmt: skip
-                for sides in results[key]["blindBound"].values():
-                    for b in sides.values():  # type: ignore[attr-defined]
-                        b["vsOracle"] = None if b["gpu_hours"] is None else round(b["gpu_hours"] / oracle_hours, 2)
             frontier[model_name][kind] = {
                 "slo": [{"attainmentKnob": a, **_pick(scored[f"slo@{a}"])} for a in SLO_ATTAINMENTS],
                 "hpaGrid": [{"target": t, "window": w, **_pick(scored[f"hpa(target={t},window={w})"])}

@@ -37,8 +37,8 @@ ENGINE_START_SECONDS = 25
 COMPILE_SECONDS = 35
 """vLLM's torch.compile of the model on a start with no compile cache (third-party: about 39 s for a 35B MoE)."""
 COMPILE_FROM_CACHE_SECONDS = 8
-"""Loading the compiled graphs from a persisted compile cache (third-party: 5-20 s; on this project's CPU engine
-the cache took 57% off the whole start, bench/results/coldstart.json)."""
+"""Loading the compiled graphs from a persisted compile cache (third-party: 5-20 s; on the CPU engine, measured
+by `make bench-coldstart` in bench/results/coldstart.json, the cache takes most of the whole start away)."""
 MULTI_NODE_START_SECONDS = 60
 """Extra time for a multi-node group to form."""
 

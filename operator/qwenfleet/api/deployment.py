@@ -404,6 +404,16 @@ class Qwen3DeploymentSpec(ApiModel):
     scheduling: Scheduling | None = Field(default=None, description="Extra tolerations and node selectors.")
     pricing: Pricing | None = Field(default=None, description="Cost estimate overrides.")
 
+    @property
+    def caches_weights(self) -> bool:
+        """One Job fills a shared cache volume that the pods read the weights from."""
+        return self.cache is not None and self.cache.mode == "pvc"
+
+    @property
+    def weights_on_volume(self) -> bool:
+        """The pods read the weights from a volume (the cache or the user's) instead of each downloading them."""
+        return self.caches_weights or bool(self.weights and self.weights.pvc)
+
     @model_validator(mode="after")
     def _cross_field(self) -> Qwen3DeploymentSpec:
         mode = self.autoscaling.mode if self.autoscaling else AutoscalingMode.NONE

@@ -95,7 +95,7 @@ def plan_request(spec: Qwen3DeploymentSpec) -> PlanRequest:
         thinking_default=spec.thinking_by_default,
         price_per_gpu_hour_usd=spec.pricing.gpu_hour_usd if spec.pricing else None,
         compile_cache=bool(spec.cache and spec.cache.compiles_once),
-        download_per_pod=not (spec.weights and spec.weights.pvc) and not (spec.cache and spec.cache.mode == "pvc"),
+        download_per_pod=not spec.weights_on_volume,
         **tuning,
     )
 

@@ -61,7 +61,7 @@ class DeploymentInput:
     @property
     def cache_enabled(self) -> bool:
         """True when one Job fills a shared PVC that the pods read."""
-        return self.spec.cache is not None and self.spec.cache.mode == "pvc"
+        return self.spec.caches_weights
 
     @property
     def user_pvc(self) -> str | None:

@@ -79,10 +79,10 @@ def _volumes(inp: DeploymentInput) -> tuple[list[Manifest], list[Manifest]]:
     mounts: list[Manifest] = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "tmp", "mountPath": "/tmp"}]
     claim = inp.weights_volume_claim
     if claim:
-        writable = inp.compile_cache_dir is not None  # the weights' mount stays read-only either way
+        writable = inp.compile_cache_dir is not None  # for the compile cache; the weights stay read-only
         volumes.append({"name": "weights", "persistentVolumeClaim": {"claimName": claim, "readOnly": not writable}})
         mounts.append({"name": "weights", "mountPath": MODEL_DIR, "readOnly": True})
-        if inp.compile_cache_dir:
+        if writable:
             mounts.append({"name": "weights", "mountPath": COMPILE_CACHE_MOUNT})
     return volumes, mounts
 
