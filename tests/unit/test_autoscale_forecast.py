@@ -18,7 +18,7 @@ from qwenfleet.autoscale.forecast import (
     staffed,
 )
 from qwenfleet.autoscale.loop import arrivals_since
-from qwenfleet.autoscale.policy import Observation, Settings, State, decide
+from qwenfleet.autoscale.policy import Observation, Settings, State, decide, level_dropped
 from qwenfleet.autoscale.signals import parse_metrics
 
 SLO = Slo(ttft=2.5, attainment=0.99)
@@ -191,6 +191,45 @@ def test_slo_mode_prewarms_a_recurring_burst_and_scales_down_after() -> None:
     burst = 4 * 1800  # the fifth burst starts here
     assert desired_at[burst - 10] >= 12  # warm before the load arrives (12/s at 1/s per replica, plus noise)
     assert desired_at[burst - 600] <= 3  # and not kept warm all the quiet time
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "dropped"),
+    [
+        (12.0, 0.5, True),  # a burst's end
+        (12.0, 11.0, False),  # within the noise of two 2-minute estimates (sd 0.45/s)
+        (12.0, 9.0, True),  # 6.7 standard errors
+        (0.1, 0.0, False),  # too few requests to tell
+        (5.0, 6.0, False),  # a rise is never a drop
+    ],
+)
+def test_a_level_drop_is_beyond_the_noise(before: float, now: float, dropped: bool) -> None:
+    assert level_dropped(before, now) is dropped
+
+
+def _after_burst(settings: Settings) -> dict[int, int]:
+    """Desired replicas, per second after the burst's end, of a fleet that served 12/s for 10 minutes."""
+    state = State(desired=1)
+    desired_at: dict[int, int] = {}
+    for tick in range(180):  # 10 minutes at 12/s, then 20 at 0.5/s
+        t = 10.0 * tick
+        rate = 12.0 if tick < 60 else 0.5
+        in_flight, slots = rate * 4, 16.0 * state.desired
+        obs = Observation(ready=state.desired, waiting=max(0.0, in_flight - slots), running=min(slots, in_flight),
+                          kv_usage=0.5, active=True, arrivals=rate * 10)  # fmt: skip
+        state = decide(t, obs, settings, state).state
+        desired_at[int(t) - 600] = state.desired
+    return desired_at
+
+
+def test_slo_mode_releases_a_finished_burst_without_waiting_out_the_delay() -> None:
+    # the burst's rate is far beyond what is left: SLO mode's keep decides at once (two minutes for the measured
+    # rate to fall, one replica per decision); queue mode holds the burst's recommendation for the whole delay
+    slo_mode = _after_burst(S)
+    queue_mode = _after_burst(Settings(**{**S.__dict__, "slo": None}))
+    assert slo_mode[-10] >= 12 and queue_mode[-10] >= 2
+    assert slo_mode[240] <= 2
+    assert queue_mode[240] == queue_mode[-10]  # still held 4 minutes after the burst
 
 
 def test_arrivals_from_pod_counters() -> None:

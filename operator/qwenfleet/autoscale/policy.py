@@ -15,11 +15,12 @@
   count whenever they are higher. Scale-down keeps the same delay and steps, never goes to zero while the SLO
   sizing asks for a replica, and waits until the SLO sizing `forecast.slo_replicas(...).keep` (the trend and
   recurring load the scale-down delay may bring, the headroom, and the rate's measurement error) allows it;
-  that keep replaces queue mode's 70% floor. Within the scale-down delay of a scale-down, SLO mode scales up
-  again only for requests actually waiting (or a wake): a forecast moved by noise does not undo a scale-down
-  (no flap).
-  The service time is learnt from replicas at `FULL_OCCUPANCY` or more once enough requests finished there
-  (a fuller batch decodes each request more slowly), else from busy ones.
+  that keep replaces queue mode's 70% floor. SLO mode also knows the arrival rate each recommendation in the window
+  was made at: one made before the rate fell far beyond its noise (a burst's end, `level_dropped`) is not held, since
+  the keep already prices what the delay may bring back. Within the scale-down delay of a scale-down, SLO mode scales
+  up again only for requests actually waiting (or a wake): a forecast moved by noise does not undo a scale-down (no
+  flap). The service time is learnt from replicas at `FULL_OCCUPANCY` or more once enough requests finished there (a
+  fuller batch decodes each request more slowly), else from busy ones.
 - Scale to zero after `idle_to_zero` seconds without any request, when minReplicas is 0; a wake request
   (from the router) or any queued request brings one replica back.
 """
@@ -29,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from qwenfleet.autoscale.forecast import Forecast, Slo, slo_replicas
+from qwenfleet.autoscale.forecast import TREND_SECONDS, Forecast, Slo, slo_replicas
 
 KV_PRESSURE = 0.9
 BUSY_OCCUPANCY = 0.3
@@ -85,7 +86,8 @@ class State:
     last_scale_up: float | None = None
     last_scale_down: float | None = None
     last_active: float = 0.0
-    recommendations: tuple[tuple[float, int], ...] = ()
+    recommendations: tuple[tuple[float, int, float], ...] = ()
+    """(time, replicas to keep, arrival rate then) of each decision within the scale-down delay."""
     started: float | None = None
     """The first decision's time: nothing scales down before a whole scale-down delay has been observed."""
     forecast: Forecast = field(default_factory=Forecast)
@@ -115,6 +117,17 @@ def sufficient_replicas(obs: Observation, s: Settings) -> int:
     return math.ceil(demand / (SCALE_DOWN_UTILIZATION * max(1, s.concurrency))) if demand > 0 else 0
 
 
+LEVEL_DROP_SIGMAS = 4.0
+"""A rate this many standard errors below an earlier one (two independent `TREND_SECONDS` Poisson estimates)
+is a new level of load, not noise."""
+
+
+def level_dropped(before: float, now: float) -> bool:
+    """Whether the arrival rate fell from `before` to `now` (per second, each measured over TREND_SECONDS) by
+    more than LEVEL_DROP_SIGMAS standard errors."""
+    return before - now > LEVEL_DROP_SIGMAS * math.sqrt((before + now) / TREND_SECONDS)
+
+
 def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
     """The next replica count."""
     demand = obs.running + obs.waiting
@@ -135,7 +148,8 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
             raw, slo_reason = sized.replicas, f" for the SLO ({sized.why})"
     # SLO mode's own keep replaces queue mode's 70% floor: it knows the rate, its noise and what is coming
     keep = max(raw, slo_keep) if s.slo is not None else max(raw, sufficient_replicas(obs, s))
-    window = (*tuple((t, r) for t, r in state.recommendations if now - t < s.scale_down_delay), (now, keep))
+    rate = forecast.rate()
+    window = (*((t, r, q) for t, r, q in state.recommendations if now - t < s.scale_down_delay), (now, keep, rate))
     current = state.desired
     started = now if state.started is None else state.started
 
@@ -174,7 +188,10 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
         return result(0, f"scale to zero: idle for {now - last_active:.0f}s")
     if current < floor:
         return result(floor, "raised to minReplicas")
-    stable = max(*(r for _, r in window), floor)
+    # SLO mode knows the rate each recommendation was made at: one made before a drop far beyond noise (a
+    # burst's end) belongs to a load that is gone, and holding it would only delay what the keep allows
+    held = window if s.slo is None else tuple(w for w in window if not level_dropped(w[2], rate))
+    stable = max(*(r for _, r, _ in held), floor)
     cooling = (state.last_scale_up is not None and now - state.last_scale_up < s.scale_down_delay) or (
         now - started < s.scale_down_delay
     )
