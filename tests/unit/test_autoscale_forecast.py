@@ -193,6 +193,15 @@ def test_slo_mode_prewarms_a_recurring_burst_and_scales_down_after() -> None:
     assert desired_at[burst - 600] <= 3  # and not kept warm all the quiet time
 
 
+@pytest.mark.parametrize(("into", "expected"), [(10.0, 1.0), (30.0, 50.0)])
+def test_the_recurring_load_is_read_as_far_ahead_as_the_horizon_reaches(into: float, expected: float) -> None:
+    # one period (10 minutes) ago, the minute after this one was busy: a 39 s cold start 10 s into this minute
+    # ends within it (nothing to warm yet), 30 s into it the cold start reaches the next minute
+    buckets = tuple(50.0 if i == 21 else 1.0 for i in range(30))
+    f = Forecast(buckets=buckets, period=10, bucket_start=1800.0, last_time=1800.0 + into)
+    assert f.recurring_rate(39.0) == expected
+
+
 @pytest.mark.parametrize(
     ("before", "now", "dropped"),
     [

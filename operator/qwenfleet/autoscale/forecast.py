@@ -145,10 +145,15 @@ class Forecast:
         return now_rate + min(max(0.0, significant) * horizon, TREND_CAP * now_rate)
 
     def recurring_rate(self, horizon: float) -> float:
-        """The highest rate seen one (and two) periods ago, from now to `horizon` ahead; 0 without a period."""
+        """The highest rate seen one (and two) periods ago in the minutes from now to `horizon` ahead; 0 without a
+        period."""
         if self.period is None:
             return 0.0
-        n, p, h = len(self.buckets), self.period, math.ceil(horizon / BUCKET_SECONDS) + 1
+        into = (
+            self.last_time - self.bucket_start if self.last_time is not None and self.bucket_start is not None else 0.0
+        )
+        n, p = len(self.buckets), self.period
+        h = math.floor((into + horizon) / BUCKET_SECONDS)  # the buckets `horizon` reaches from where we are in this one
         past = [self.buckets[i] for back in (p, 2 * p) for i in range(n - back, n - back + h + 1) if 0 <= i < n]
         return max(past, default=0.0)
 
