@@ -115,38 +115,55 @@ def _unreachable(r: Row, target: str, goal: float) -> str:
     return f"; unreachable (bound >= {least}x)" if least is None or least > goal else f" (bound {least}x)"
 
 
-def goals_table(traces: dict[str, Row]) -> list[str]:
-    """The goals, cell by cell, from SLO mode 0.99 (with the spillover on the surge traces where it counts)."""
+def _settings(frontier: dict[str, Any], model: str, kind: str, spill: bool) -> list[Row]:
+    """SLO mode's settings on one trace, alone (and behind the spillover): knob, GPU-hours, attainment (counting
+    degraded answers behind the spillover), degraded share, flaps."""
+    f = frontier[model][kind]
+    out = [{"setting": f"knob {p['attainmentKnob']}", "gpuHours": p["gpuHours"], "attainment": p["sloAttainment"],
+            "degraded": 0.0, "flaps": p["flaps"]} for p in f["slo"]]  # fmt: skip
+    if spill:
+        out += [{"setting": f"knob {p['attainmentKnob']} + spillover", "gpuHours": p["gpuHours"],
+                 "attainment": p["attainmentWithDegraded"], "degraded": p["degradedShare"], "flaps": p["flaps"]}
+                for p in f.get("sloWithSpillover", [])]  # fmt: skip
+    return out
+
+
+def _cheapest_setting(settings: list[Row], attainment: float) -> tuple[Row, bool]:
+    """The cheapest flap-free setting reaching `attainment`, else the one reaching the most."""
+    ok = [s for s in settings if s["attainment"] >= attainment and s["flaps"] == 0]
+    if ok:
+        return min(ok, key=lambda s: s["gpuHours"]), True
+    return max(settings, key=lambda s: (s["attainment"], -s["gpuHours"])), False
+
+
+def goals_table(traces: dict[str, Row], frontier: dict[str, Any]) -> list[str]:
+    """The goals, cell by cell, each from SLO mode's cheapest flap-free setting (of the four `attainment` knobs,
+    and on the surge traces with or without the spillover) that reaches the goal's attainment: what a user who
+    sets the knob for that goal gets. The "policies" table holds knob 0.99 everywhere."""
     out = ["| goal | trace | Qwen3-4B | Qwen3-30B-A3B | Qwen3-235B-A22B |", "|---|---|---|---|---|"]
-    for kind in ("steady", "diurnal", "spike"):
+    goals = [(kind, 0.99, 1.2, False) for kind in ("steady", "diurnal", "spike")]
+    goals += [(kind, 0.95, 1.3, True) for kind in ("bursty", "random-bursts")]
+    for kind, target, cost, spill in goals:
         cells = []
         for model in MODELS:
             r = traces[f"{kind}/{model}"]
-            ok = r["slo"]["sloAttainment"] >= 0.99 and r["sloVsOracle"]["gpuHours"] <= 1.2
-            verdict = "met" if ok else "missed" + _unreachable(r, "0.99", 1.2)
-            cells.append(f"{r['slo']['sloAttainment']:.4f}, {r['sloVsOracle']['gpuHours']}x {verdict}")
-        out.append(f"| >= 0.99, <= 1.2x oracle | {kind} | " + " | ".join(cells) + " |")
-    for kind in ("bursty", "random-bursts"):
-        cells = []
-        for model in MODELS:
-            r = traces[f"{kind}/{model}"]
-            w = r["withSpillover"]["slo@0.99"]
-            x = w["gpuHours"] / r["oracle"]["gpuHours"]
-            ok = w["attainmentWithDegraded"] >= 0.95 and x <= 1.3
-            verdict = "met" if ok else "missed" + _unreachable(r, "0.95", 1.3)
-            cells.append(f"{w['attainmentWithDegraded']:.4f} ({100 * w['degradedShare']:.1f}% degraded), {x:.2f}x "
-                         f"{verdict}")  # fmt: skip
-        out.append(f"| >= 0.95 with degraded, <= 1.3x oracle | {kind} | " + " | ".join(cells) + " |")
+            best, reached = _cheapest_setting(_settings(frontier, model, kind, spill), target)
+            x = best["gpuHours"] / r["oracle"]["gpuHours"]
+            verdict = "met" if reached and x <= cost else "missed" + _unreachable(r, str(target), cost)
+            degraded = f" ({100 * best['degraded']:.1f}% degraded)" if spill and best["degraded"] else ""
+            cells.append(f"{best['setting']}: {best['attainment']:.4f}{degraded}, {x:.2f}x {verdict}")
+        label = f">= {target}{' with degraded' if spill else ''}, <= {cost}x oracle"
+        out.append(f"| {label} | {kind} | " + " | ".join(cells) + " |")
     cells = [str(sum(traces[f"{k}/{m}"]["slo"]["flaps"] for k in TRACES)) for m in MODELS]
-    out.append("| zero flaps | all five | " + " | ".join(cells) + " |")
+    out.append("| zero flaps (knob 0.99) | all five | " + " | ".join(cells) + " |")
     for kind in TRACES:
         cells = []
         for model in MODELS:
-            r = traces[f"{kind}/{model}"]
-            ratio, best = r["sloVsBestHpa"]["gpuHours"], r["hpaBestOfGrid"]
-            ok = ratio <= 0.7 and r["slo"]["sloAttainment"] >= best["sloAttainment"]
-            cells.append(f"{ratio}x ({r['slo']['sloAttainment']:.3f} vs {best['sloAttainment']:.3f}) "
-                         f"{'met' if ok else 'missed'}")  # fmt: skip
+            hpa = traces[f"{kind}/{model}"]["hpaBestOfGrid"]
+            best, reached = _cheapest_setting(_settings(frontier, model, kind, False), hpa["sloAttainment"])
+            ratio = best["gpuHours"] / hpa["gpuHours"]
+            cells.append(f"{best['setting']}: {ratio:.2f}x ({best['attainment']:.3f} vs {hpa['sloAttainment']:.3f}) "
+                         f"{'met' if reached and ratio <= 0.7 else 'missed'}")  # fmt: skip
         out.append(f"| <= 0.7x best HPA at >= its attainment | {kind} | " + " | ".join(cells) + " |")
     return out
 
@@ -158,7 +175,7 @@ def main() -> None:
     for title, lines in (("policies", main_table(traces)), ("frontier", frontier_table(results["frontier"])),
                          ("spillover", spill_table(traces)), ("reactive reference", reference_table(traces)),
                          ("blind bound", blind_table(traces)),
-                         ("goals", goals_table(traces))):  # fmt: skip
+                         ("goals", goals_table(traces, results["frontier"]))):  # fmt: skip
         print(f"### {title}\n")
         print("\n".join(lines) + "\n")
 
