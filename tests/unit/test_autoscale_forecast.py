@@ -37,6 +37,8 @@ def _square(period: int, on: int, n: int, low: float = 1.0, high: float = 30.0) 
         (_square(30, 10, 61), 30),  # two full periods of 10 on / 20 off
         (_square(30, 10, 59), None),  # not yet seen twice
         (_square(12, 3, 100), 12),
+        (_square(8, 2, 27), None),  # seen three times, but over 18 pairs of changes: two surges may line up
+        (_square(8, 2, 29), 8),
         (tuple(5.0 for _ in range(200)), None),  # steady
         (tuple(float(i) for i in range(200)), None),  # a ramp is a trend, not a period
         (tuple(5.0 + random.Random(7).random() for _ in range(200)), None),  # noise without a pattern
@@ -147,6 +149,19 @@ def test_trend_and_headroom_are_alternatives_not_added() -> None:
     assert sized.replicas < staffed(trend + headroom, 16.0, 16, Z99)
 
 
+def test_a_recurring_rise_is_not_extrapolated_beyond_what_recurs() -> None:
+    # the load recurs every 30 minutes at 30/s, and a burst's first minute is under way: the two-minute mean
+    # climbs steeply, a trend that would double it; the period says the rise ends at 30/s
+    recent = tuple((float(t), 1.0 if t < 60 else 30.0) for t in range(0, 120, 10))
+    f = Forecast(buckets=(*_square(30, 10, 89, low=1.0, high=30.0)[1:], 1.0), recent=recent, period=30,
+                 bucket_start=5340.0, last_time=5399.0)  # fmt: skip
+    assert f.trend_rate(120.0) > 30.0 and f.recurring_rate(120.0) == 30.0
+    sized = slo_replicas(f, SLO, 120.0, 16, 10.0, 0.0)
+    assert sized.replicas == staffed(30.0 + f.headroom(120.0, SLO.attainment), 1.6, 16, Z99)
+    without_period = slo_replicas(replace(f, period=None), SLO, 120.0, 16, 10.0, 0.0)
+    assert without_period.replicas > sized.replicas  # no period: the trend is all there is to go on
+
+
 def test_higher_attainment_keeps_more_headroom() -> None:
     spiky = (1.0,) * 20 + (20.0,) + (1.0,) * 13 + (20.0,) + (1.0,) * 27  # two rises in 62 minutes, not periodic
     f = Forecast(buckets=spiky, recent=((0.0, 1.0),))
@@ -239,6 +254,23 @@ def test_slo_mode_releases_a_finished_burst_without_waiting_out_the_delay() -> N
     assert slo_mode[-10] >= 12 and queue_mode[-10] >= 2
     assert slo_mode[240] <= 2
     assert queue_mode[240] == queue_mode[-10]  # still held 4 minutes after the burst
+
+
+@pytest.mark.parametrize(("now", "expected"), [(3595.0, 4), (3600.0, 3)])
+def test_recommendations_made_before_a_period_was_found_are_not_held(now: float, expected: int) -> None:
+    # 30/s for 10 minutes in every 30, 1/s otherwise; 59 minutes seen, and the next burst is 10 minutes away.
+    # Without a period, the headroom held a burst's worth of replicas (4) through the last five minutes. The
+    # observation at 3600 s closes the 60th minute: the period is found, the burst is foreseen rather than held
+    # for, and the old recommendations go with the old forecast (scale-down starts); at 3595 s nothing changed
+    pattern = tuple(30.0 if 10 <= i % 30 < 20 else 1.0 for i in range(59))
+    recent = tuple((3480.0 + 10 * k, 1.0) for k in range(12))
+    f = Forecast(buckets=pattern, bucket_start=3540.0, bucket_count=50.0, recent=recent, last_time=3590.0)
+    window = tuple((3590.0 - 10 * k, 4, 1.0) for k in range(29))
+    state = State(desired=4, started=0.0, recommendations=window, forecast=f)
+    obs = Observation(ready=4, waiting=0.0, running=2.0, kv_usage=0.1, active=True, arrivals=now - 3590.0)
+    d = decide(now, obs, Settings(**{**S.__dict__, "replica_rate": 10.0}), state)
+    assert (d.state.forecast.period is not None) is (now == 3600.0)
+    assert d.desired == expected
 
 
 def test_arrivals_from_pod_counters() -> None:

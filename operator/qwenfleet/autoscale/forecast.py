@@ -3,9 +3,9 @@
 - The arrival rate is kept per minute (up to two days) and, for the trend, per observation over the last two
   minutes.
 - A recurring pattern (an hourly cycle, a daily one, anything from 5 minutes to 2 hours, or exactly a day) is
-  found by autocorrelation of the minute-to-minute changes, which ignores slow trends and catches sharp edges;
-  it counts only after two full periods were seen. With a period, the rate one period ago, from now to one cold
-  start ahead, is a forecast: replicas are warm before the load recurs.
+  found by autocorrelation of the minute-to-minute changes, which ignores slow trends and catches sharp edges; it
+  counts only after two full periods were seen, over at least 20 pairs of changes. With a period, the rate one
+  period ago, from now to one cold start ahead, is a forecast: replicas are warm before the load recurs.
 - Headroom is sized from what was observed, in requests: a fleet sized one cold start ago for the rate then
   (or, with a period, for the period's forecast) meets every later minute's arrivals beyond that rate plus the
   headroom too late. The headroom is the least for which those requests, over the whole history, stay within
@@ -15,7 +15,8 @@
   two minute counts is not a rise, and a trend counts only beyond its standard error: noise is what the
   staffing below covers.
 - Replicas = enough concurrency for what the forecast rate keeps in flight (the larger of now-plus-trend and of
-  the current or recurring rate plus headroom: trend and headroom both answer how far the rate may rise), plus
+  the current or recurring rate plus headroom: trend and headroom both answer how far the rate may rise; during a
+  rise the period foresees, the trend goes no further than the recurring rate plus headroom), plus
   `z` standard deviations of that Poisson count, z the normal quantile of `attainment` (square-root staffing);
   and enough to clear the waiting requests within `ttftSeconds`.
   A replica's capacity is its concurrency over the service time observed while replicas were nearly full, or
@@ -45,6 +46,9 @@ is not a trend (its slope's error, stretched over a 218 s cold start, is worth a
 PERIOD_LAGS = (*range(5, 121), 1440)
 """Candidate periods in minutes: 5 minutes to 2 hours, and a day."""
 PERIOD_MIN_CORRELATION = 0.6
+PERIOD_MIN_PAIRS = 20
+"""Pairs of minute-to-minute changes a lag's correlation needs to count: over fewer, its standard error (about
+one over the square root of the pairs) lets two random surges line up as a period."""
 SERVICE_DECAY = 0.99
 SERVICE_MIN_FINISHED = 200.0
 """Requests that must have finished on busy replicas before their service time replaces the plan's estimate
@@ -206,12 +210,15 @@ def rise_headroom(buckets: tuple[float, ...], h: int, attainment: float, period:
 
 
 def detect_period(buckets: tuple[float, ...]) -> int | None:
-    """The shortest lag (in buckets) at which the changes correlate above `PERIOD_MIN_CORRELATION`, seen twice."""
+    """The shortest lag (in buckets) at which the changes correlate above `PERIOD_MIN_CORRELATION`, seen twice and
+    over at least `PERIOD_MIN_PAIRS` pairs."""
     diffs = [b - a for a, b in itertools.pairwise(buckets)]
     best: tuple[float, int] | None = None
     for lag in PERIOD_LAGS:
         if 2 * lag > len(buckets):
             break
+        if len(diffs) - lag < PERIOD_MIN_PAIRS:
+            continue
         corr = _correlation(diffs[lag:], diffs[: len(diffs) - lag])
         if corr >= PERIOD_MIN_CORRELATION and (best is None or corr > best[0] + 0.05):
             best = (corr, lag)
@@ -269,6 +276,10 @@ def slo_replicas(
     # the trend and the headroom are two answers to the same question (how far may the rate rise within a cold
     # start): the rises the headroom was sized on include the trends of the past, so they are not added up
     base = max(forecast.rate(), recurring)
+    if recurring >= forecast.rate():
+        # a rise the period foresees: the period says where it ends, and the trend of a step's first minute
+        # (the two-minute mean still climbing) would carry it on to double
+        trend = min(trend, base + headroom)
     expected = max(trend, base + headroom)
     z = NormalDist().inv_cdf(min(max(slo.attainment, 0.5), 0.9999))
     by_rate = staffed(expected, concurrency / capacity, concurrency, z)

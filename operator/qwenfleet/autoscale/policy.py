@@ -17,10 +17,11 @@
   recurring load the scale-down delay may bring, the headroom, and the rate's measurement error) allows it;
   that keep replaces queue mode's 70% floor. SLO mode also knows the arrival rate each recommendation in the window
   was made at: one made before the rate fell far beyond its noise (a burst's end, `level_dropped`) is not held, since
-  the keep already prices what the delay may bring back. Within the scale-down delay of a scale-down, SLO mode scales
-  up again only for requests actually waiting (or a wake): a forecast moved by noise does not undo a scale-down (no
-  flap). The service time is learnt from replicas at `FULL_OCCUPANCY` or more once enough requests finished there (a
-  fuller batch decodes each request more slowly), else from busy ones.
+  the keep already prices what the delay may bring back; nor is any made before the forecast found (or lost) a period.
+  Within the scale-down delay of a scale-down, SLO mode scales up again only for requests actually waiting (or a
+  wake): a forecast moved by noise does not undo a scale-down (no flap). The service time is learnt from replicas at
+  `FULL_OCCUPANCY` or more once enough requests finished there (a fuller batch decodes each request more slowly), else
+  from busy ones.
 - Scale to zero after `idle_to_zero` seconds without any request, when minReplicas is 0; a wake request
   (from the router) or any queued request brings one replica back.
 """
@@ -150,6 +151,8 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
     keep = max(raw, slo_keep) if s.slo is not None else max(raw, sufficient_replicas(obs, s))
     rate = forecast.rate()
     window = (*((t, r, q) for t, r, q in state.recommendations if now - t < s.scale_down_delay), (now, keep, rate))
+    if forecast.period != state.forecast.period:
+        window = ((now, keep, rate),)  # made under a forecast that no longer holds: a period found, or lost
     current = state.desired
     started = now if state.started is None else state.started
 
