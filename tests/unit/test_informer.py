@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from qwenfleet.controller.events import EventPoster, event_manifest
 from qwenfleet.controller.informer import Informer
 from qwenfleet.kube import KubeError, WatchExpired
@@ -77,9 +79,11 @@ async def test_an_expired_version_lists_again_and_reports_what_vanished_meanwhil
         [[_svc("a", "1"), _svc("b", "2")], [_svc("a", "7"), _svc("c", "8")]],
         [[WatchExpired("list-1")]],
     )
+    before = REGISTRY.get_sample_value("qwenfleet_informer_relists_total", {"kind": "Service"}) or 0.0
     seen = await _run(kube)
     assert seen == [("ADDED", "a"), ("ADDED", "b"), ("MODIFIED", "a"), ("ADDED", "c"), ("DELETED", "b")]
     assert kube.listed == 2 and kube.watched_from == ["list-1", "list-2"]
+    assert REGISTRY.get_sample_value("qwenfleet_informer_relists_total", {"kind": "Service"}) == before + 1
 
 
 async def test_a_failed_watch_is_retried_from_the_same_version_and_a_handler_bug_ends_nothing() -> None:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from qwenfleet.controller.metrics import RELISTS
 from qwenfleet.kube import Kube, KubeError, WatchExpired
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,6 @@ class Informer:
         self.synced = asyncio.Event()
         """Set once the first list has been handed to the handler."""
         self._known: dict[tuple[str, str], dict[str, str]] = {}  # (namespace, name) -> labels
-        self.relists = 0
 
     def __repr__(self) -> str:
         return f"Informer({self.kind} in {self.namespace or 'all namespaces'})"
@@ -101,7 +101,7 @@ class Informer:
             except WatchExpired:
                 log.info("%r: resourceVersion %s expired; listing again", self, version)
                 version = None
-                self.relists += 1
+                RELISTS.labels(self.kind).inc()
             except KubeError as exc:
                 log.warning("%r: %s; retrying in %.0fs", self, exc, backoff)
                 await asyncio.sleep(backoff)
