@@ -61,7 +61,7 @@ SLO_ATTAINMENTS = (0.9, 0.95, 0.99, 0.999)
 """SLO mode's `attainment` knob along the frontier; 0.99 is the headline `slo` row."""
 
 
-def _score(trace: Trace, out: Result) -> dict[str, object]:
+def score(trace: Trace, out: Result) -> dict[str, object]:
     ttft = np.where(np.isnan(out.ttft), np.inf, out.ttft)
     met = ttft <= SLO_TTFT_SECONDS
     degraded = out.degraded if len(out.degraded) else np.zeros(len(ttft), dtype=bool)
@@ -81,6 +81,20 @@ def _score(trace: Trace, out: Result) -> dict[str, object]:
     }
 
 
+def policies_for(model: Model, needed: np.ndarray, cap: int) -> dict[str, Policy]:
+    """Every policy the benchmark compares, fresh, for one model on one trace (`needed`: replicas per second)."""
+    slo = {f"slo@{a}": Builtin(model, cap, Slo(SLO_TTFT_SECONDS, a)) for a in SLO_ATTAINMENTS}
+    grid = {f"hpa(target={t},window={w})": HPA(cap, t, w) for t, w in HPA_GRID}
+    return {"static": Static(int(needed.max())), "hpa": HPA(cap), "keda": KEDA(cap), "builtin": Builtin(model, cap),
+            **slo, **grid, "oracle": Oracle(needed, model.cold_start)}  # fmt: skip
+
+
+def best_of_grid(scored: dict[str, dict[str, object]]) -> str:
+    """The HPA grid point with the highest attainment (ties: fewer GPU-hours)."""
+    grid = [name for name in scored if name.startswith("hpa(")]
+    return max(grid, key=lambda n: (scored[n]["sloAttainment"], -float(scored[n]["gpuHours"])))  # type: ignore[arg-type]
+
+
 def run() -> dict[str, object]:
     """Every (trace, model, policy) combination, the HPA grid and SLO mode's frontier."""
     results: dict[str, dict[str, dict[str, object]]] = {}
@@ -95,16 +109,12 @@ def run() -> dict[str, object]:
             needed = needed_replicas(trace, model, DURATION_SECONDS)
             cap = int(needed.max()) + 2
             warm = int(needed[: int(model.cold_start) + 60].max())  # the fleet has been serving this load already
-            slo = {f"slo@{a}": Builtin(model, cap, Slo(SLO_TTFT_SECONDS, a)) for a in SLO_ATTAINMENTS}
-            grid = {f"hpa(target={t},window={w})": HPA(cap, t, w) for t, w in HPA_GRID}
-            policies: dict[str, Policy] = {"static": Static(int(needed.max())), "hpa": HPA(cap), "keda": KEDA(cap),
-                                           "builtin": Builtin(model, cap), **slo, **grid,
-                                           "oracle": Oracle(needed, model.cold_start)}  # fmt: skip
+            policies = policies_for(model, needed, cap)
             key = f"{kind}/{model_name}"
             scored: dict[str, dict[str, object]] = {}
             for name, policy in policies.items():
                 out = simulate(trace, model, policy, DURATION_SECONDS, warm=warm)
-                scored[name] = _score(trace, out)
+                scored[name] = score(trace, out)
                 series[f"{key}/{name}"] = out.replicas_over_time
             if kind in SPILL_TRACES:
                 spill = Spillover(Model.of(plan(SPILLOVER_TO[model_name])))
@@ -115,8 +125,8 @@ def run() -> dict[str, object]:
                 spilled = {}
                 for name in SPILL_POLICIES:
                     out = simulate(trace, model, fresh[name], DURATION_SECONDS, warm=warm, spill=spill)
-                    spilled[name] = _score(trace, out)
-            best = max(grid, key=lambda n: (scored[n]["sloAttainment"], -float(scored[n]["gpuHours"])))  # type: ignore[arg-type]
+                    spilled[name] = score(trace, out)
+            best = best_of_grid(scored)
             results[key] = {name: scored[name] for name in ("static", "hpa", "keda", "builtin")}
             results[key]["slo"] = scored["slo@0.99"]
             results[key]["hpaBestOfGrid"] = {"setting": best, **scored[best]}
@@ -187,9 +197,9 @@ def _reactive_reference(
     the cheapest floor that reaches each of BOUND_TARGETS (x the oracle's GPU-hours)."""
     floors: list[dict[str, object]] = []
     for floor in range(1, cap + 1):
-        alone = _score(trace, simulate(trace, model, Reactive(needed, model.concurrency, floor, cap),
+        alone = score(trace, simulate(trace, model, Reactive(needed, model.concurrency, floor, cap),
                                        DURATION_SECONDS, warm=max(warm, floor)))  # fmt: skip
-        spilled = _score(trace, simulate(trace, model, Reactive(needed, model.concurrency, floor, cap),
+        spilled = score(trace, simulate(trace, model, Reactive(needed, model.concurrency, floor, cap),
                                          DURATION_SECONDS, warm=max(warm, floor), spill=spill))  # fmt: skip
         kept = ("gpuHours", "sloAttainment", "attainmentWithDegraded", "degradedShare")
         floors.append({"floor": floor, **_pick(alone), "withSpillover": {k: spilled[k] for k in kept}})

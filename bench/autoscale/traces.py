@@ -65,12 +65,23 @@ def _random_bursts(peak: float, duration: int, rng: np.random.Generator) -> np.n
 
 def make_trace(kind: str, peak: float, seed: int) -> Trace:
     """One trace: Poisson arrivals shaped by `kind`, log-normal prompts, geometric outputs."""
+    return trace_from_rate(kind, rate_profile(kind, peak, seed=seed), seed)
+
+
+def trace_from_rate(
+    name: str, rate: np.ndarray, seed: int, logged: tuple[np.ndarray, np.ndarray] | None = None
+) -> Trace:
+    """Poisson arrivals at `rate` (requests per second, second by second); each request's prompt and output
+    tokens drawn from the `logged` pairs, else log-normal prompts and geometric outputs (mean 256)."""
     rng = np.random.default_rng(seed)
-    arrivals = _poisson_times(rate_profile(kind, peak, seed=seed), rng)
+    arrivals = _poisson_times(rate, rng)
     n = len(arrivals)
+    if logged is not None:
+        pick = rng.integers(0, len(logged[0]), size=n)
+        return Trace(name, arrivals, np.maximum(logged[0][pick], 1), np.maximum(logged[1][pick], 1))
     prompts = np.clip(rng.lognormal(mean=6.5, sigma=0.8, size=n), 16, 16_000).astype(int)
     outputs = np.clip(rng.geometric(1 / 256, size=n), 1, 4096)
-    return Trace(kind, arrivals, prompts, outputs)
+    return Trace(name, arrivals, prompts, outputs)
 
 
 TRACE_KINDS = ("steady", "diurnal", "bursty", "spike", "random-bursts")
