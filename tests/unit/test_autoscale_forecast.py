@@ -55,16 +55,20 @@ _Z999 = NormalDist().inv_cdf(0.999)
     ("buckets", "h", "attainment", "period", "expected"),
     [
         ((1.0, 1.0, 1.0, 1.0), 1, 0.99, None, 0.0),  # nothing rises
-        # one jump of 4 (less the noise of 1/s) in 9 requests/s of history: all but 1% of 9 must be covered
-        ((1.0, 5.0, 1.0, 1.0, 1.0), 1, 0.99, None, 4.0 - _NOISE - 0.09),
+        # one jump of 4 (less the noise of 1/s) in 46 requests/s of history: all but 1% of 46 must be covered
+        ((1.0, 5.0) + (1.0,) * 40, 1, 0.99, None, 4.0 - _NOISE - 0.46),
+        # five minutes are too few to judge which 1% may be late (30 are needed at 0.99): the largest rise
+        ((1.0, 5.0, 1.0, 1.0, 1.0), 1, 0.99, None, 4.0 - _NOISE),
         ((1.0, 5.0, 1.0, 1.0, 1.0), 1, 0.5, None, 0.0),  # half of all requests may be late: no headroom
-        ((1.0, 1.0, 5.0, 1.0), 2, 0.99, None, 4.0 - _NOISE - 0.08),  # seen against the rate two buckets before
+        ((1.0, 1.0, 5.0) + (1.0,) * 40, 2, 0.99, None, 4.0 - _NOISE - 0.47),  # against the rate two buckets before
         ((100.0, 103.0, 100.0, 104.0), 1, 0.99, None, 0.0),  # 100/s varies by 3-4/s per minute: noise
-        ((100.0, 140.0, 100.0), 1, 0.99, None, 40.0 - Z99 * (200 / 60) ** 0.5 - 3.4),  # a real rise
+        ((100.0, 140.0) + (100.0,) * 30, 1, 0.99, None, 40.0 - Z99 * (200 / 60) ** 0.5 - 32.4),  # a real rise
         (_square(4, 1, 40), 1, 0.99, 4, 0.0),  # the period's forecast already holds every rise
         # a rare short surge in a long busy history weighs as its requests do: 0.99 lets 10.2 of them be late
         ((10.0,) * 99 + (30.0,), 1, 0.99, None, 20.0 - Z99 * (20 / 60) ** 0.5 - 10.2),
-        ((10.0,) * 99 + (30.0,), 1, 0.999, None, 20.0 - _Z999 * (20 / 60) ** 0.5 - 1.02),
+        # 0.999 judges a 0.1% tail only from 300 minutes on: until then, the largest rise
+        ((10.0,) * 99 + (30.0,), 1, 0.999, None, 20.0 - _Z999 * (20 / 60) ** 0.5),
+        ((10.0,) * 399 + (30.0,), 1, 0.999, None, 20.0 - _Z999 * (20 / 60) ** 0.5 - 4.02),
     ],
 )
 def test_rise_headroom(

@@ -6,14 +6,15 @@
   found by autocorrelation of the minute-to-minute changes, which ignores slow trends and catches sharp edges; it
   counts only after two full periods were seen, over at least 20 pairs of changes. With a period, the rate one
   period ago, from now to one cold start ahead, is a forecast: replicas are warm before the load recurs.
-- Headroom is sized from what was observed, in requests: a fleet sized one cold start ago for the rate then
-  (or, with a period, for the period's forecast) meets every later minute's arrivals beyond that rate plus the
-  headroom too late. The headroom is the least for which those requests, over the whole history, stay within
-  1 - `attainment` of all requests. Erratic load buys warm headroom, calm or predictable load none, and a rare
-  surge only as much as its requests weigh in the objective (a quantile of rises over time would buy a whole
-  surge whenever surges start in more than 1 - `attainment` of the minutes). A rise within the Poisson noise of
-  two minute counts is not a rise, and a trend counts only beyond its standard error: noise is what the
-  staffing below covers.
+- Headroom is sized from what was observed, in requests: a fleet sized one cold start ago for the rate then (or,
+  with a period, for the period's forecast) meets every later minute's arrivals beyond that rate plus the headroom
+  too late. The headroom is the least for which those requests, over the whole history, stay within 1 -
+  `attainment` of all requests, once the history is long enough to judge that tail (30 minutes at 0.99; until
+  then, after a deployment's start or an operator's restart, the largest rise seen). Erratic load buys warm
+  headroom, calm or predictable load none, and a rare surge only as much as its requests weigh in the objective (a
+  quantile of rises over time would buy a whole surge whenever surges start in more than 1 - `attainment` of the
+  minutes). A rise within the Poisson noise of two minute counts is not a rise, and a trend counts only beyond its
+  standard error: noise is what the staffing below covers.
 - Replicas = enough concurrency for what the forecast rate keeps in flight (the larger of now-plus-trend and of
   the current or recurring rate plus headroom: trend and headroom both answer how far the rate may rise; during a
   rise the period foresees, the trend goes no further than the recurring rate plus headroom), plus
@@ -45,6 +46,10 @@ TREND_SIGNIFICANCE = 1.0
 is not a trend (its slope's error, stretched over a 218 s cold start, is worth a replica)."""
 PERIOD_LAGS = (*range(5, 121), 1440)
 """Candidate periods in minutes: 5 minutes to 2 hours, and a day."""
+HEADROOM_MIN_TAIL = 0.3
+"""The headroom lets 1 - attainment of the requests be late only once the history holds HEADROOM_MIN_TAIL / (1 -
+attainment) minutes of rises (30 at 0.99); before that (a new deployment, a restarted operator) a few minutes of
+calm would price the tail at nothing, and the headroom is the largest rise seen."""
 PERIOD_MIN_CORRELATION = 0.6
 PERIOD_MIN_PAIRS = 20
 """Pairs of minute-to-minute changes a lag's correlation needs to count: over fewer, its standard error (about
@@ -200,6 +205,8 @@ def rise_headroom(buckets: tuple[float, ...], h: int, attainment: float, period:
             excess.append(rise)
     allowed = (1.0 - attainment) * sum(buckets)
     excess.sort(reverse=True)
+    if len(buckets) - h < HEADROOM_MIN_TAIL / (1.0 - attainment):
+        return excess[0] if excess else 0.0  # too short a history to know its tail: the largest rise seen
     total = 0.0
     for k, value in enumerate(excess):
         total += value
