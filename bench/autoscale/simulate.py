@@ -155,14 +155,16 @@ class KEDA(HPA):
 
 
 class Builtin(Policy):
-    """qwenfleet's policy, called exactly as the operator calls it; `slo` turns on SLO mode."""
+    """qwenfleet's policy, called exactly as the operator calls it (the plan's reference concurrency and rate, and
+    each replica's KV cache use); `slo` turns on SLO mode."""
 
     every = BUILTIN_INTERVAL
 
     def __init__(self, model: Model, max_replicas: int, slo: Slo | None = None) -> None:
         self.settings = Settings(min_replicas=1, max_replicas=max_replicas, target_queue=TARGET_QUEUE,
                                  scale_down_delay=SCALE_DOWN_DELAY, idle_to_zero=900,
-                                 concurrency=model.concurrency, slo=slo, cold_start=model.cold_start,
+                                 concurrency=model.plan.reference_concurrency, slo=slo,
+                                 cold_start=model.cold_start, max_num_seqs=model.plan.max_num_seqs,
                                  replica_rate=plan_replica_rate(model.plan.decode_tokens_per_second))  # fmt: skip
         self.state = State(desired=1)
 
@@ -302,6 +304,7 @@ def simulate(
                 waiting=float(len(queue)),
                 running=float(running),
                 kv_usage=max((len(r.remaining) / model.concurrency for r in ready_live), default=0.0),
+                kv_total=sum(len(r.remaining) / model.concurrency for r in ready_live),
                 active=produced > last_tokens or bool(queue),
                 arrivals=float(arrived),
                 finished=float(finished),

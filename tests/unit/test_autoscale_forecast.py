@@ -18,7 +18,7 @@ from qwenfleet.autoscale.forecast import (
     staffed,
 )
 from qwenfleet.autoscale.loop import arrivals_since
-from qwenfleet.autoscale.policy import Observation, Settings, State, decide, level_dropped
+from qwenfleet.autoscale.policy import Observation, Settings, State, decide, level_dropped, slo_concurrency
 from qwenfleet.autoscale.signals import parse_metrics
 
 SLO = Slo(ttft=2.5, attainment=0.99)
@@ -275,6 +275,21 @@ def test_recommendations_made_before_a_period_was_found_are_not_held(now: float,
     d = decide(now, obs, Settings(**{**S.__dict__, "replica_rate": 10.0}), state)
     assert (d.state.forecast.period is not None) is (now == 3600.0)
     assert d.desired == expected
+
+
+def test_slo_mode_learns_what_a_kv_cache_holds_at_the_actual_lengths() -> None:
+    # the plan says 16 sequences per replica (2,048-token requests); these requests are shorter: 40 run on two
+    # replicas whose caches are each 62.5% used, so a cache holds 32. The staffing and the queue rule use 32
+    settings = Settings(**{**S.__dict__, "max_num_seqs": 256})
+    state = State(desired=2, started=0.0)
+    for tick in range(12):
+        obs = Observation(ready=2, waiting=0.0, running=40.0, kv_usage=0.625, active=True, arrivals=20.0,
+                          finished=20.0, kv_total=1.25)  # fmt: skip
+        state = decide(10.0 * tick, obs, settings, state).state
+    assert state.forecast.sequences_per_replica() == pytest.approx(32.0)
+    assert slo_concurrency(state.forecast, settings) == 32
+    assert slo_concurrency(state.forecast, Settings(**{**S.__dict__, "max_num_seqs": 24})) == 24  # vLLM's cap
+    assert slo_concurrency(Forecast(), settings) == 16  # nothing seen yet: the plan's figure
 
 
 def test_arrivals_from_pod_counters() -> None:

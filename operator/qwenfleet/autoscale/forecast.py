@@ -55,6 +55,10 @@ PERIOD_MIN_PAIRS = 20
 """Pairs of minute-to-minute changes a lag's correlation needs to count: over fewer, its standard error (about
 one over the square root of the pairs) lets two random surges line up as a period."""
 SERVICE_DECAY = 0.99
+KV_MIN_IN_USE = 0.05
+"""An observation tells how many sequences a KV cache holds only while this much of a cache is in use."""
+KV_MIN_SEEN = 5.0
+"""KV cache use (in whole caches, summed over observations) after which the learnt sequences per replica count."""
 SERVICE_MIN_FINISHED = 200.0
 """Requests that must have finished on busy replicas before their service time replaces the plan's estimate
 (fewer are a transient: the short answers finish first, and Little's law needs a steady state)."""
@@ -87,13 +91,24 @@ class Forecast:
     full_finished: float = 0.0
     """The same while the replicas were nearly full (the policy's `FULL_OCCUPANCY`): a fuller replica decodes
     a bigger batch, each request more slowly, and capacity is planned for full replicas."""
+    kv_sums: tuple[float, float] = (0.0, 0.0)
+    """Sequences running and KV cache in use (summed over replicas, 1.0 = one replica's cache), decayed by
+    `SERVICE_DECAY` per observation while the caches were in use: their ratio is the sequences one replica's KV
+    cache holds at the requests' actual lengths."""
     period: int | None = None
     """The recurring pattern's period in buckets, if one was found."""
     headroom_by_horizon: tuple[tuple[int, float, float], ...] = ()
     """(horizon in buckets, quantile, headroom in requests/s), recomputed when a bucket closes."""
 
     def observe(
-        self, now: float, arrivals: float | None, finished: float, running: float, busy: bool, full: bool = False
+        self,
+        now: float,
+        arrivals: float | None,
+        finished: float,
+        running: float,
+        busy: bool,
+        full: bool = False,
+        kv_total: float | None = None,
     ) -> Forecast:
         """The forecast after one more observation (arrivals and finished since the previous one).
 
@@ -112,8 +127,11 @@ class Forecast:
         full_seconds, full_done = self.full_request_seconds, self.full_finished
         if full:
             full_seconds, full_done = full_seconds * SERVICE_DECAY + running * dt, full_done * SERVICE_DECAY + finished
+        kv_sums = self.kv_sums
+        if kv_total is not None and kv_total >= KV_MIN_IN_USE and running > 0:
+            kv_sums = (kv_sums[0] * SERVICE_DECAY + running, kv_sums[1] * SERVICE_DECAY + kv_total)
         new = replace(self, last_time=now, recent=recent, busy_request_seconds=seconds, busy_finished=done,
-                      full_request_seconds=full_seconds, full_finished=full_done)  # fmt: skip
+                      full_request_seconds=full_seconds, full_finished=full_done, kv_sums=kv_sums)  # fmt: skip
         if self.bucket_start is None:
             return replace(new, bucket_start=now - dt, bucket_count=arrivals)
         count = self.bucket_count + arrivals
@@ -132,6 +150,12 @@ class Forecast:
         if self.busy_finished < SERVICE_MIN_FINISHED:
             return None
         return self.busy_request_seconds / self.busy_finished
+
+    def sequences_per_replica(self) -> float | None:
+        """Sequences one replica's KV cache holds at the lengths its requests actually have (running over KV cache
+        in use), once the caches were used enough to tell; None before."""
+        running, used = self.kv_sums
+        return running / used if used >= KV_MIN_SEEN else None
 
     def rate(self) -> float:
         """Arrivals per second over the trend window."""

@@ -48,6 +48,7 @@ def settings_for(spec: Qwen3DeploymentSpec, plan: dict[str, Any]) -> Settings:
         slo=None if scaling.slo is None else Slo(scaling.slo.ttft_seconds, scaling.slo.attainment),
         cold_start=float(plan["coldStartSeconds"]),
         replica_rate=plan_replica_rate(float(plan["decodeTokensPerSecond"])),
+        max_num_seqs=int(plan.get("maxNumSeqs") or 0),
     )
 
 
@@ -94,6 +95,7 @@ async def tick(
         waiting=sum(s.waiting for s in samples),
         running=sum(s.running for s in samples),
         kv_usage=max((s.kv for s in samples), default=0.0),
+        kv_total=sum(s.kv for s in samples),
         active=tokens > memory.tokens,
         wake=wake,
         arrivals=None if first_tick else arrived,

@@ -19,9 +19,10 @@
   was made at: one made before the rate fell far beyond its noise (a burst's end, `level_dropped`) is not held, since
   the keep already prices what the delay may bring back; nor is any made before the forecast found (or lost) a period.
   Within the scale-down delay of a scale-down, SLO mode scales up again only for requests actually waiting (or a
-  wake): a forecast moved by noise does not undo a scale-down (no flap). The service time is learnt from replicas at
-  `FULL_OCCUPANCY` or more once enough requests finished there (a fuller batch decodes each request more slowly), else
-  from busy ones.
+  wake): a forecast moved by noise does not undo a scale-down (no flap). SLO mode's concurrency is what a replica's KV
+  cache was seen to hold (running over KV cache in use, capped at maxNumSeqs; the plan's figure until then), and the
+  queue rule uses it too in SLO mode. The service time is learnt from replicas at `FULL_OCCUPANCY` or more once enough
+  requests finished there (a fuller batch decodes each request more slowly), else from busy ones.
 - Scale to zero after `idle_to_zero` seconds without any request, when minReplicas is 0; a wake request
   (from the router) or any queued request brings one replica back.
 """
@@ -60,6 +61,8 @@ class Settings:
     """The plan's seconds from a new replica's start to ready: how far ahead SLO mode must look."""
     replica_rate: float = 0.0
     """Requests per second one replica serves (the plan's estimate), until the replicas' own figures say otherwise."""
+    max_num_seqs: int = 0
+    """vLLM's cap on sequences per replica (0: none known): SLO mode's learnt concurrency never exceeds it."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,8 @@ class Observation:
     """Requests that arrived since the previous observation (None: not known; SLO mode then sizes on demand)."""
     finished: float = 0.0
     """Requests that finished since the previous observation."""
+    kv_total: float | None = None
+    """vllm:kv_cache_usage_perc summed over the ready replicas (None: not known)."""
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,15 @@ def level_dropped(before: float, now: float) -> bool:
     return before - now > LEVEL_DROP_SIGMAS * math.sqrt((before + now) / TREND_SECONDS)
 
 
+def slo_concurrency(forecast: Forecast, s: Settings) -> int:
+    """Sequences one replica runs at once, for SLO mode's staffing: what its KV cache was seen to hold at the
+    requests' actual lengths (capped at maxNumSeqs), else the plan's figure at 2,048-token requests."""
+    learnt = forecast.sequences_per_replica()
+    if learnt is None:
+        return max(1, s.concurrency)
+    return max(1, min(int(learnt), s.max_num_seqs or int(learnt)))
+
+
 def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
     """The next replica count."""
     demand = obs.running + obs.waiting
@@ -138,11 +152,16 @@ def decide(now: float, obs: Observation, s: Settings, state: State) -> Decision:
     slo_reason = ""
     slo_keep = 0
     if s.slo is not None:
-        busy = obs.running >= BUSY_OCCUPANCY * obs.ready * max(1, s.concurrency) > 0
-        full = obs.running >= FULL_OCCUPANCY * obs.ready * max(1, s.concurrency) > 0
-        forecast = forecast.observe(now, obs.arrivals, obs.finished, obs.running, busy, full)
+        concurrency = slo_concurrency(forecast, s)
+        busy = obs.running >= BUSY_OCCUPANCY * obs.ready * concurrency > 0
+        full = obs.running >= FULL_OCCUPANCY * obs.ready * concurrency > 0
+        forecast = forecast.observe(now, obs.arrivals, obs.finished, obs.running, busy, full, obs.kv_total)
         forecast = forecast.with_headroom_cached(s.cold_start, s.slo.attainment)
-        sized = slo_replicas(forecast, s.slo, s.cold_start, s.concurrency, s.replica_rate, obs.waiting,
+        concurrency = slo_concurrency(forecast, s)
+        raw = wanted_replicas(obs, replace(s, concurrency=concurrency))  # the queue rule, at the same concurrency
+        # the plan's rate per replica belongs to the plan's concurrency: scaled, it keeps the plan's service time
+        prior_rate = s.replica_rate * concurrency / max(1, s.concurrency)
+        sized = slo_replicas(forecast, s.slo, s.cold_start, concurrency, prior_rate, obs.waiting,
                              keep_horizon=s.scale_down_delay)  # fmt: skip
         slo_keep = sized.keep
         if sized.replicas > raw:
