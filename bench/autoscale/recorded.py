@@ -1,4 +1,4 @@
-"""Recorded request logs as load shapes for the autoscaling benchmark (`python -m bench.autoscale.replay`). Pure.
+"""Recorded request logs as load shapes for the autoscaling benchmark (`python -m bench.autoscale.replay`).
 
 A log is a CSV file with a header row: a column of arrival times (its name says timestamp, time or arrival;
 ISO 8601 date-times or seconds), and optionally each request's prompt and output tokens (names that say

@@ -399,3 +399,34 @@ def test_a_client_disconnect_aborts_the_request_and_counts_as_vllm_counts_it(rea
         assert _sample(side, "vllm:generation_tokens_total") - generated < 100, side  # no more tokens for it
         # vLLM 0.32 records a finished reason only for requests that finish inside the engine: an abort is not one
         assert _sample(side, "vllm:request_success_total", finished_reason="abort") == aborted, side
+
+
+# ------------------------------------------------------------------------------------------ KV cache use
+
+
+def _open_stream(base: str, word: str) -> Any:
+    """A long stream with its own prompt (no shared prefix), left open after its first chunk."""
+    body = {"model": M, "messages": [{"role": "user", "content": f"{word} " * 40}], "max_tokens": 3000,
+            "ignore_eos": True, "stream": True, "chat_template_kwargs": NO_THINK}  # fmt: skip
+    req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(), method="POST")
+    req.add_header("Content-Type", "application/json")
+    response = urllib.request.urlopen(req, timeout=60)
+    response.readline()
+    return response
+
+
+def test_kv_cache_use_is_a_fraction_that_grows_with_the_sequences_held(real: str, sim: str) -> None:
+    # SLO mode learns a replica's concurrency as num_requests_running over kv_cache_usage_perc: that holds only if
+    # the usage is a share of the whole cache (0 to 1) that grows with each sequence the engine holds
+    for side in (real, sim):
+        streams = [_open_stream(side, "apple")]
+        try:
+            one = _sample(side, "vllm:kv_cache_usage_perc")
+            assert _sample(side, "vllm:num_requests_running") >= 1, side
+            streams.append(_open_stream(side, "river"))
+            two = _sample(side, "vllm:kv_cache_usage_perc")
+            assert _sample(side, "vllm:num_requests_running") >= 2, side
+            assert 0 < one < two <= 1, (side, one, two)
+        finally:
+            for stream in streams:
+                stream.close()
