@@ -1,10 +1,13 @@
-"""Queue-depth autoscaling on the simulated fleet: up under load, down when idle, to zero, and awake again."""
+"""Autoscaling on the simulated fleet: up under load, down when idle, to zero and awake again, and in SLO mode
+ahead of the load (its rate, or the recurring burst a checkpoint remembers)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -216,3 +219,85 @@ async def test_slo_mode_scales_for_the_latency_objective(kube: Kube, namespace: 
         return len(await _running(kube, namespace, name)) == 1 and await _desired(kube, namespace, name) == 1
 
     await wait_for(back_to_min, 240, "scale back down to minReplicas when the load stops")
+
+
+BURST_RATE = 200.0
+"""Arrivals per second in the recorded bursts: far beyond what one replica serves (maxReplicas then)."""
+
+
+def _recorded(saved_at: float, bucket_start: float, burst_phase: int) -> dict[str, Any]:
+    """A checkpoint as an operator writes it: 40 minutes of a 10-minute cycle with one burst minute (at
+    `burst_phase`) and nothing learnt of the replicas."""
+    minutes = [BURST_RATE if i % 10 == burst_phase else 0.5 for i in range(40)]
+    return {"format": 1, "plan": "", "savedAt": saved_at, "bucketSeconds": 60.0, "bucketStart": bucket_start,
+            "bucketArrivals": 0.0, "arrivalsPerSecond": minutes, "busy": [0, 0], "full": [0, 0],
+            "kv": [0, 0]}  # fmt: skip
+
+
+async def _checkpoint(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
+    found = await kube.get("v1", "ConfigMap", f"{name}-autoscaler", namespace)
+    return None if found is None else dict(json.loads(found["data"]["forecast.json"]))
+
+
+async def test_slo_mode_prewarms_for_the_recurring_burst_its_checkpoint_foresees(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    """An operator restarts with a deployment whose arrivals burst one minute in ten, as its checkpoint recorded.
+    With no request sent at all, SLO mode has the replicas up before the next burst's minute, no earlier than its
+    61 s cold start asks, takes them back down once the minute is over, and checkpoints what it saw since (at once,
+    then on a graceful stop)."""
+    name = "prewarm"
+    doc = _deployment(name)
+    doc["spec"]["autoscaling"] |= {"minReplicas": 1, "targetQueueDepth": 1000,
+                                   "slo": {"ttftSeconds": 2.5, "attainment": 0.99}}  # fmt: skip
+    await _create(kube, namespace, doc)
+    await _wait_ready(kube, namespace, name)
+    body = await kube.get(API, KIND, name, namespace)
+    assert body is not None
+    cold_start = float(body["status"]["plan"]["coldStartSeconds"])
+    await asyncio.to_thread(operator.stop)  # its own memory of this deployment must not overwrite the checkpoint
+    t0 = time.time()
+    # the 41st minute started 20 s ago; the burst recurs in the 43rd, at t0 + 100
+    burst = t0 - 20 + 2 * 60
+    recorded = _recorded(t0, t0 - 20, burst_phase=2)
+    owner = {"apiVersion": API, "kind": KIND, "name": name, "uid": body["metadata"]["uid"]}
+    await kube.apply({"apiVersion": "v1", "kind": "ConfigMap",
+                      "metadata": {"name": f"{name}-autoscaler", "namespace": namespace, "ownerReferences": [owner]},
+                      "data": {"forecast.json": json.dumps(recorded)}})  # fmt: skip
+    await asyncio.to_thread(operator.start)
+    seen: list[object] = []
+
+    async def decided() -> dict[str, Any]:
+        obj = await kube.get(API, KIND, name, namespace)
+        autoscaler = dict(((obj or {}).get("status") or {}).get("autoscaler") or {})
+        seen[:] = [autoscaler]
+        return autoscaler
+
+    async def scaled_up() -> float | None:
+        return time.time() if int((await decided()).get("desiredReplicas", 0)) >= 2 else None
+
+    up_at = await wait_for(scaled_up, burst + 30 - time.time(), "replicas pre-warmed for the burst", lambda: seen)
+    reason = str((await decided()).get("reason"))
+    assert "recurring load" in reason, reason
+    assert up_at < burst, f"scaled up {up_at - burst:.0f}s after the burst began: {reason}"
+    assert up_at >= burst - cold_start - 60 - 3, "pre-warmed earlier than the cold start needs"
+
+    async def warm() -> bool:
+        return len(await _running(kube, namespace, name)) == 3
+
+    await wait_for(warm, burst + 45 - time.time(), "three replicas Running for the burst", lambda: seen)
+
+    async def back_to_min() -> bool:
+        return await _desired(kube, namespace, name) == 1 and len(await _running(kube, namespace, name)) == 1
+
+    await wait_for(back_to_min, burst + 60 + 90 - time.time(), "back to minReplicas after the burst", lambda: seen)
+
+    written = await _checkpoint(kube, namespace, name)
+    assert written is not None and written["savedAt"] > t0, "the operator checkpointed what it saw since"
+    assert written["arrivalsPerSecond"][:40] == recorded["arrivalsPerSecond"]
+    assert len(written["arrivalsPerSecond"]) >= 41
+    await operator.restart()  # a graceful stop checkpoints the minutes since
+    flushed = await _checkpoint(kube, namespace, name)
+    assert flushed is not None and len(flushed["arrivalsPerSecond"]) > len(written["arrivalsPerSecond"])
+    assert flushed["arrivalsPerSecond"][40:] == pytest.approx([0.0] * (len(flushed["arrivalsPerSecond"]) - 40),
+                                                              abs=1.0)  # fmt: skip

@@ -157,6 +157,12 @@ class Forecast:
         running, used = self.kv_sums
         return running / used if used >= KV_MIN_SEEN else None
 
+    def without_replica_learning(self) -> Forecast:
+        """The same arrivals, with what was learnt of a replica (service time, KV cache) forgotten: for a new plan
+        (another model, GPU, parallelism or batch), whose replicas hold and run requests differently."""
+        return replace(self, busy_request_seconds=0.0, busy_finished=0.0, full_request_seconds=0.0,
+                       full_finished=0.0, kv_sums=(0.0, 0.0))  # fmt: skip
+
     def rate(self) -> float:
         """Arrivals per second over the trend window."""
         return sum(r for _, r in self.recent) / len(self.recent) if self.recent else 0.0

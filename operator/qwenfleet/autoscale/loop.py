@@ -1,23 +1,31 @@
-"""One autoscaling step for a Qwen3Deployment: scrape, decide, record the decision in status."""
+"""One autoscaling step for a Qwen3Deployment: scrape, decide, record the decision in status; SLO mode's memory
+is restored from its checkpoint on the first step and checkpointed as it grows (see `autoscale.checkpoint`)."""
 
 from __future__ import annotations
 
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
 from qwenfleet.api.deployment import Qwen3DeploymentSpec
-from qwenfleet.autoscale.forecast import Slo, plan_replica_rate
+from qwenfleet.autoscale import checkpoint
+from qwenfleet.autoscale.forecast import Forecast, Slo, plan_replica_rate
 from qwenfleet.autoscale.policy import Decision, Observation, Settings, State, decide
 from qwenfleet.autoscale.signals import Sample, scrape_all
-from qwenfleet.kube import Kube
+from qwenfleet.kube import Kube, KubeError
 from qwenfleet.render.names import WAKE_ANNOTATION
 
 API_VERSION = "qwenfleet.dev/v1alpha1"
 STATUS_REFRESH_SECONDS = 30.0
+CHECKPOINT_SECONDS = 600.0
+"""How often SLO mode's memory is checkpointed at most (and only when a minute closed since): a crash loses at
+most this much history, a graceful stop none; at 1,000 SLO deployments, under 2 writes a second."""
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -31,6 +39,13 @@ class Memory:
     written_at: float = 0.0
     counters: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Per pod IP: (finished, running + waiting) at the previous tick, to count arrivals for SLO mode."""
+    plan: str | None = None
+    """The plan the forecast's replica learning belongs to (`checkpoint.plan_key`)."""
+    owner: tuple[str, str, str] | None = None
+    """(namespace, name, uid) of the deployment, for its checkpoint."""
+    checkpointed: float | None = None
+    """The forecast's `bucket_start` when it was last checkpointed (or restored): unchanged, nothing new to save."""
+    checkpoint_at: float | None = None
 
 
 def settings_for(spec: Qwen3DeploymentSpec, plan: dict[str, Any]) -> Settings:
@@ -65,7 +80,12 @@ def arrivals_since(previous: dict[str, tuple[float, float]], samples: dict[str, 
 
 
 async def tick(
-    kube: Kube, session: aiohttp.ClientSession, body: dict[str, Any], ready_ips: list[str], memory: Memory
+    kube: Kube,
+    session: aiohttp.ClientSession,
+    body: dict[str, Any],
+    ready_ips: list[str],
+    memory: Memory,
+    checkpoint_every: float = CHECKPOINT_SECONDS,
 ) -> Decision | None:
     """Decide once; write status.autoscaler when the decision or the observed queue changed."""
     meta, status = body["metadata"], body.get("status") or {}
@@ -76,12 +96,19 @@ async def tick(
     settings = settings_for(spec, plan)
     now = time.monotonic()
     first_tick = memory.state is None
+    plan_key = checkpoint.plan_key(plan)
+    memory.owner = (meta["namespace"], meta["name"], str(meta.get("uid", "")))
     if memory.state is None:
         recorded = (status.get("autoscaler") or {}).get("desiredReplicas")
         desired = settings.min_replicas if recorded is None else int(recorded)
-        memory.state = State(desired=desired, last_active=now)
+        forecast = Forecast() if settings.slo is None else await _restore(kube, meta, plan_key, now)
+        memory.state = State(desired=desired, last_active=now, forecast=forecast)
+        memory.checkpointed = forecast.bucket_start
         memory.written = dict(status.get("autoscaler") or {})
         memory.written_at = now
+    elif memory.plan != plan_key:  # another model, GPU or batch: what a replica held and how fast is unknown again
+        memory.state = replace(memory.state, forecast=memory.state.forecast.without_replica_learning())
+    memory.plan = plan_key
     by_ip = await scrape_all(session, ready_ips)
     samples = list(by_ip.values())
     tokens = sum(s.generation_tokens for s in samples)
@@ -115,7 +142,44 @@ async def tick(
     if record != memory.written and (decision.desired != previous or not memory.written or stale):
         await kube.patch_status(API_VERSION, "Qwen3Deployment", meta["namespace"], meta["name"], {"autoscaler": record})
         memory.written, memory.written_at = record, now
+    if settings.slo is not None and (memory.checkpoint_at is None or now - memory.checkpoint_at >= checkpoint_every):
+        await save(kube, memory, now)
     return decision if decision.desired != previous else None
+
+
+async def _restore(kube: Kube, meta: dict[str, Any], plan_key: str, now: float) -> Forecast:
+    """SLO mode's memory from its checkpoint; a fresh one when there is none or it cannot be read."""
+    try:
+        found = await kube.get("v1", "ConfigMap", checkpoint.configmap_name(meta["name"]), meta["namespace"])
+    except KubeError as exc:
+        log.warning("autoscaler %s/%s: no checkpoint read, starting afresh: %s", meta["namespace"], meta["name"], exc)
+        return Forecast()
+    owners = ((found or {}).get("metadata") or {}).get("ownerReferences") or []
+    if found is None or not any(o.get("uid") == meta.get("uid") for o in owners):
+        return Forecast()  # none, or left by an earlier deployment of the same name
+    return checkpoint.from_data(found.get("data"), plan_key, now, time.time())
+
+
+async def save(kube: Kube, memory: Memory, now: float | None = None) -> bool:
+    """Checkpoint SLO mode's memory when a minute closed since the last checkpoint; True when written. A failed
+    write is logged and tried again on a later step."""
+    now = time.monotonic() if now is None else now
+    if memory.state is None or memory.owner is None or memory.plan is None:
+        return False
+    forecast = memory.state.forecast
+    if not forecast.buckets or forecast.bucket_start == memory.checkpointed:
+        return False
+    data = checkpoint.to_data(forecast, memory.plan, now, time.time())
+    if data is None:
+        return False
+    namespace, name, uid = memory.owner
+    try:
+        await kube.apply(checkpoint.configmap(namespace, name, uid, data))
+    except KubeError as exc:
+        log.warning("autoscaler %s/%s: checkpoint not written: %s", namespace, name, exc)
+        return False
+    memory.checkpointed, memory.checkpoint_at = forecast.bucket_start, now
+    return True
 
 
 def _now() -> str:

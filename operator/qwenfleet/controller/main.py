@@ -16,6 +16,7 @@ import socket
 
 from aiohttp import web
 
+from qwenfleet.autoscale.loop import CHECKPOINT_SECONDS
 from qwenfleet.controller import metrics
 from qwenfleet.controller.leader import LeaderElector
 from qwenfleet.controller.operator import Operator, Options
@@ -61,9 +62,11 @@ async def _lead_while_elected(args: argparse.Namespace, options: Options) -> Non
                 break
             metrics.LEADER.set(1)
             lost, stop = asyncio.Event(), asyncio.Event()
-            operator = asyncio.ensure_future((await Operator.connect(options)).run(stop))
+            running = await Operator.connect(options)
+            operator = asyncio.ensure_future(running.run(stop))
             holder = asyncio.ensure_future(elector.hold(lost))
             await first_of(asyncio.shield(operator), lost.wait(), shutdown.wait())
+            running.checkpoint_on_stop = not lost.is_set()  # a lost lease: the new leader owns the checkpoints
             stop.set()
             await operator
             holder.cancel()
@@ -106,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         namespaces=() if args.all_namespaces else tuple(args.namespace or ["default"]),
         prometheus_url=args.prometheus_url,
         autoscale_interval=args.autoscale_interval,
+        checkpoint_interval=args.autoscaler_checkpoint_interval,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args, options))
@@ -123,6 +127,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--health-port", type=int, default=8080, help="liveness /healthz port (0: off)")
     p.add_argument("--prometheus-url", default=None, help="Prometheus the KEDA ScaledObjects query")
     p.add_argument("--autoscale-interval", type=float, default=10.0, help="seconds between autoscaler decisions")
+    p.add_argument("--autoscaler-checkpoint-interval", type=float, default=CHECKPOINT_SECONDS,
+                   help="seconds between checkpoints of SLO mode's memory (a ConfigMap per deployment)")  # fmt: skip
     p.add_argument("--leader-election", action="store_true", help="run handlers only while holding the Lease")
     p.add_argument("--lease-namespace", default="default", help="namespace of the leader-election Lease")
     p.add_argument("--lease-name", default="qwenfleet-operator", help="name of the leader-election Lease")

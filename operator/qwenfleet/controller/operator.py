@@ -23,7 +23,9 @@ from typing import Any
 
 import aiohttp
 
-from qwenfleet.autoscale.loop import Memory
+from qwenfleet.autoscale import checkpoint
+from qwenfleet.autoscale.loop import CHECKPOINT_SECONDS, Memory
+from qwenfleet.autoscale.loop import save as save_checkpoint
 from qwenfleet.autoscale.loop import tick as autoscale_tick
 from qwenfleet.controller import metrics
 from qwenfleet.controller.applied import CachingApplier
@@ -54,6 +56,8 @@ OWNED = {"app.kubernetes.io/managed-by": "qwenfleet"}
 OWNED_SELECTOR = ",".join(f"{k}={v}" for k, v in OWNED.items())
 COMPONENT = "app.kubernetes.io/component"
 POD_SELECTOR = f"{OWNED_SELECTOR},{COMPONENT} in (model-server,router)"
+CHILD_SELECTOR = f"{OWNED_SELECTOR},{COMPONENT}!={checkpoint.COMPONENT}"
+"""The children the watches cache: all we made, but for the autoscaler's checkpoints (read once, never watched)."""
 """The pods the operator reads: model servers (status, autoscaler, cost) and routers (cost)."""
 CHILD_RESOURCES = (
     ("", "v1", "configmaps"),
@@ -86,6 +90,8 @@ MAX_CONCURRENT_RECONCILES = 32
 AUTOSCALE_INTERVAL_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 120.0
 AUTOSCALE_WORKERS = 16
+CHECKPOINT_FLUSH_SECONDS = 10.0
+"""At most this long, of a pod's 30 s grace period, goes to checkpointing the autoscaler's memory on stop."""
 Obj = dict[str, Any]
 Key = tuple[str, str]
 TriggerKey = tuple[str, str, str]
@@ -101,6 +107,7 @@ class Options:
     """Watched namespaces; empty for all."""
     prometheus_url: str | None = None
     autoscale_interval: float = AUTOSCALE_INTERVAL_SECONDS
+    checkpoint_interval: float = CHECKPOINT_SECONDS
     cost_interval: float = 10.0
 
 
@@ -161,6 +168,9 @@ class Operator:
         self.autoscaler: WorkQueue[Key] = WorkQueue(self._autoscale, AUTOSCALE_WORKERS, "autoscaler")
         self.informers: list[Informer] = []
         self.session: aiohttp.ClientSession | None = None
+        self.checkpoint_on_stop = True
+        """Whether stopping checkpoints the autoscaler's memory: yes on a shutdown, no once leadership is lost
+        (the new leader writes them then)."""
 
     @classmethod
     async def connect(cls, options: Options) -> Operator:
@@ -367,7 +377,8 @@ class Operator:
             return None
         assert self.session is not None
         try:
-            decision = await autoscale_tick(self.kube, self.session, body, serving_ips(self.pods_of(key)), memory)
+            decision = await autoscale_tick(self.kube, self.session, body, serving_ips(self.pods_of(key)), memory,
+                                            self.options.checkpoint_interval)  # fmt: skip
             if decision is not None:
                 await self.events.post(body, "Normal", "Scaled", f"{decision.desired} replicas: {decision.reason}")
                 self._trigger(key)
@@ -391,13 +402,13 @@ class Operator:
 
     def _informers(self, children: list[tuple[str, str]]) -> list[Informer]:
         scopes: list[str | None] = [*self.options.namespaces] or [None]
-        made = [Informer(self.watcher, api_version, kind, None, self.child_changed, label_selector=OWNED_SELECTOR)
+        made = [Informer(self.watcher, api_version, kind, None, self.child_changed, label_selector=CHILD_SELECTOR)
                 for api_version, kind in children if not resource_of(api_version, kind).namespaced]  # fmt: skip
         for namespace in scopes:
             for api_version, kind in children:
                 if resource_of(api_version, kind).namespaced:
                     made.append(Informer(self.watcher, api_version, kind, namespace, self.child_changed,
-                                         label_selector=OWNED_SELECTOR))  # fmt: skip
+                                         label_selector=CHILD_SELECTOR))  # fmt: skip
             made.append(Informer(self.watcher, "v1", "Pod", namespace, self.pod_changed, label_selector=POD_SELECTOR))
             made.append(Informer(self.watcher, *DEPLOYMENTS, namespace, self.deployment_changed))
             made.append(Informer(self.watcher, *ROUTERS, namespace, self.router_changed))
@@ -429,6 +440,23 @@ class Operator:
         finally:
             await self._shutdown(tasks)
 
+    async def _checkpoint_all(self) -> None:
+        """Checkpoint every SLO deployment's memory that grew since its last checkpoint, a few at a time, for at
+        most CHECKPOINT_FLUSH_SECONDS (a stop must not wait on an API server that does not answer)."""
+        turns = asyncio.Semaphore(MAX_CONCURRENT_RECONCILES)
+
+        async def one(memory: Memory) -> bool:
+            async with turns:
+                return await save_checkpoint(self.kube, memory)
+
+        flush = asyncio.gather(*(one(m) for m in list(self.memories.values())))
+        try:
+            written = await asyncio.wait_for(flush, CHECKPOINT_FLUSH_SECONDS)
+            if any(written):
+                log.info("autoscaler: %d checkpoints written on stop", sum(written))
+        except TimeoutError:
+            log.warning("autoscaler: checkpoints on stop took over %.0fs; the rest are lost", CHECKPOINT_FLUSH_SECONDS)
+
     async def _discover(self, stop: asyncio.Event) -> bool:
         """Which optional CRDs are installed (capabilities, kinds to watch); retried while the API server cannot
         answer, never a crash. False when stopped first."""
@@ -454,6 +482,8 @@ class Operator:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.queue.stop()
         await self.autoscaler.stop()
+        if self.checkpoint_on_stop:
+            await self._checkpoint_all()
         await self.events.stop()
         if self.session is not None:
             await self.session.close()
