@@ -72,6 +72,7 @@ clean:
 bench-autoscale: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.autoscale.run
+	$(BIN)/python -m bench.autoscale.restart
 
 # Cold start of the real engine: empty against persisted compile cache, --enforce-eager, sleep mode (about 4 minutes).
 bench-coldstart: $(STAMP) engine
