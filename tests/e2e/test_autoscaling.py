@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from qwenfleet.autoscale import checkpoint
 from qwenfleet.kube import Kube
 from tests.e2e.operator_proc import OperatorProcess, wait_for, wait_healthy
 from tests.e2e.test_reconciler import API, KIND, _create, _pods, _wait_ready
@@ -189,11 +190,14 @@ async def test_keda_mode_renders_a_scaled_object(kube: Kube, namespace: str, ope
 async def test_slo_mode_scales_for_the_latency_objective(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
     """targetQueueDepth so high that the queue alone would never add a replica: SLO mode adds them from the
     arrival rate, the measured service time and the backlog a 2.5 s time to first token allows, then removes
-    them when the load stops."""
+    them when the load stops. A ConfigMap of the user's with the name of SLO mode's checkpoint is left alone."""
     name = "slo"
     doc = _deployment(name)
     doc["spec"]["autoscaling"] |= {"minReplicas": 1, "targetQueueDepth": 1000,
                                    "slo": {"ttftSeconds": 2.5, "attainment": 0.5}}  # fmt: skip
+    users = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{name}-autoscaler",
+             "namespace": namespace}, "data": {"notes": "the user's own, of the same name"}}  # fmt: skip
+    await kube.create(users)
     await _create(kube, namespace, doc)
     await _wait_ready(kube, namespace, name)
     base = await _first_replica_url(kube, namespace, name)
@@ -219,6 +223,13 @@ async def test_slo_mode_scales_for_the_latency_objective(kube: Kube, namespace: 
         return len(await _running(kube, namespace, name)) == 1 and await _desired(kube, namespace, name) == 1
 
     await wait_for(back_to_min, 240, "scale back down to minReplicas when the load stops")
+
+    async def declined() -> bool:  # SLO mode's checkpoint would have this name: the user's ConfigMap stays theirs
+        return "is not a qwenfleet checkpoint" in operator.log_path.read_text()
+
+    await wait_for(declined, 90, "the operator declining to checkpoint over the user's ConfigMap")
+    kept = await kube.get("v1", "ConfigMap", f"{name}-autoscaler", namespace)
+    assert kept is not None and kept["data"] == users["data"] and not kept["metadata"].get("ownerReferences")
 
 
 BURST_RATE = 200.0
@@ -260,10 +271,8 @@ async def test_slo_mode_prewarms_for_the_recurring_burst_its_checkpoint_foresees
     # the 41st minute started 20 s ago; the burst recurs in the 43rd, at t0 + 100
     burst = t0 - 20 + 2 * 60
     recorded = _recorded(t0, t0 - 20, burst_phase=2)
-    owner = {"apiVersion": API, "kind": KIND, "name": name, "uid": body["metadata"]["uid"]}
-    await kube.apply({"apiVersion": "v1", "kind": "ConfigMap",
-                      "metadata": {"name": f"{name}-autoscaler", "namespace": namespace, "ownerReferences": [owner]},
-                      "data": {"forecast.json": json.dumps(recorded)}})  # fmt: skip
+    await kube.apply(checkpoint.configmap(namespace, name, body["metadata"]["uid"],
+                                          {"forecast.json": json.dumps(recorded)}))  # fmt: skip
     await asyncio.to_thread(operator.start)
     seen: list[object] = []
 

@@ -92,7 +92,7 @@ def test_another_plan_keeps_the_arrivals_and_forgets_the_replicas() -> None:
 def test_a_checkpoint_older_than_the_history_keeps_only_the_replicas() -> None:
     f = _learnt(_fed(45 * 60))
     back = _round_trip(f, 45 * 60, 45 * 60 + (HISTORY_BUCKETS + 2) * BUCKET_SECONDS)
-    assert back.buckets == ()
+    assert not back.buckets
     assert back.bucket_start is None
     assert back.sequences_per_replica() == 20.0
 
@@ -144,3 +144,12 @@ def test_plan_key_changes_with_what_a_replica_holds() -> None:
     assert checkpoint.plan_key(plan) == checkpoint.plan_key(dict(plan))
     assert checkpoint.plan_key(plan) != checkpoint.plan_key(plan | {"gpu": "H100-80GB"})
     assert checkpoint.plan_key(plan) != checkpoint.plan_key(plan | {"maxNumSeqs": 128})
+
+
+def test_a_configmap_qwenfleet_did_not_make_is_never_taken_over() -> None:
+    ours = checkpoint.configmap("team-a", "chat", "uid-1", {})
+    assert checkpoint.is_ours(None)
+    assert checkpoint.is_ours(ours)
+    assert not checkpoint.is_ours({"metadata": {"name": "chat-autoscaler"}, "data": {"notes": "mine"}})
+    relabelled = {"metadata": {"labels": {**ours["metadata"]["labels"], "app.kubernetes.io/managed-by": "helm"}}}
+    assert not checkpoint.is_ours(relabelled)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import sys
+from array import array
 from dataclasses import replace
 from statistics import NormalDist
 
@@ -41,6 +43,7 @@ def _square(period: int, on: int, n: int, low: float = 1.0, high: float = 30.0) 
         (_square(8, 2, 29), 8),
         (tuple(5.0 for _ in range(200)), None),  # steady
         (tuple(float(i) for i in range(200)), None),  # a ramp is a trend, not a period
+        (tuple(0.1 * i + 0.7 for i in range(2880)), None),  # even where its steps differ by rounding only
         (tuple(5.0 + random.Random(7).random() for _ in range(200)), None),  # noise without a pattern
     ],
 )
@@ -400,3 +403,12 @@ def test_slo_mode_scales_down_to_its_own_sizing_not_the_queue_floor() -> None:
     queue_mode = Settings(**{**slo_mode.__dict__, "slo": None})
     assert run(slo_mode, State(desired=20, started=0.0, forecast=f)) == 13
     assert run(queue_mode, State(desired=20, started=0.0)) == 15
+
+
+def test_the_history_is_kept_compactly() -> None:
+    """Two days of minutes per SLO deployment, at 1,000 deployments: 8 bytes a minute, not a float object each."""
+    f = _fed([1.0 + (i % 7) for i in range(400)], every=30.0)
+    full = Forecast(buckets=[float(i) for i in range(2880)])
+    assert sys.getsizeof(full.buckets) <= 8 * 2880 + 128
+    assert isinstance(f.buckets, array)
+    assert f.observe(f.last_time + 60.0, 60.0, 0.0, 0.0, False).buckets is not f.buckets  # never changed in place

@@ -13,7 +13,8 @@ on its first decision.
 - What was learnt of a replica (KV cache, service time) belongs to one plan (model, GPU, parallelism, batch): a
   checkpoint made under another plan keeps the arrivals only. The loop applies the same rule in memory when the
   plan changes (`Forecast.without_replica_learning`).
-- An unreadable or foreign checkpoint is a fresh start, never an error: it is a cache, not the user's data.
+- An unreadable or foreign checkpoint is a fresh start, never an error: it is a cache, not the user's data. A
+  ConfigMap of that name that qwenfleet did not make is the user's: never read, never written (`is_ours`).
 """
 
 from __future__ import annotations
@@ -129,6 +130,17 @@ def _brought_forward(
     buckets_now = tuple(history)
     return replace(forecast, buckets=buckets_now, bucket_start=mono - (wall - start),
                    bucket_count=known + expected() * unknown, period=detect_period(buckets_now))  # fmt: skip
+
+
+def is_ours(found: Mapping[str, Any] | None) -> bool:
+    """Whether a ConfigMap of the checkpoint's name may be written: absent, or a checkpoint qwenfleet made. A
+    ConfigMap of the user's that happens to have the name is never taken over (it would be owned by the
+    deployment then, and deleted with it)."""
+    if found is None:
+        return True
+    labels = (found.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get("app.kubernetes.io/component") == COMPONENT and labels.get("app.kubernetes.io/managed-by")
+                == MANAGER)  # fmt: skip
 
 
 def configmap(namespace: str, deployment: str, uid: str, data: Mapping[str, str]) -> dict[str, Any]:

@@ -46,6 +46,8 @@ class Memory:
     checkpointed: float | None = None
     """The forecast's `bucket_start` when it was last checkpointed (or restored): unchanged, nothing new to save."""
     checkpoint_at: float | None = None
+    foreign: bool = False
+    """The checkpoint's name is taken by a ConfigMap qwenfleet did not make: never written over."""
 
 
 def settings_for(spec: Qwen3DeploymentSpec, plan: dict[str, Any]) -> Settings:
@@ -155,8 +157,8 @@ async def _restore(kube: Kube, meta: dict[str, Any], plan_key: str, now: float) 
         log.warning("autoscaler %s/%s: no checkpoint read, starting afresh: %s", meta["namespace"], meta["name"], exc)
         return Forecast()
     owners = ((found or {}).get("metadata") or {}).get("ownerReferences") or []
-    if found is None or not any(o.get("uid") == meta.get("uid") for o in owners):
-        return Forecast()  # none, or left by an earlier deployment of the same name
+    if found is None or not checkpoint.is_ours(found) or not any(o.get("uid") == meta.get("uid") for o in owners):
+        return Forecast()  # none, the user's own, or left by an earlier deployment of the same name
     return checkpoint.from_data(found.get("data"), plan_key, now, time.time())
 
 
@@ -174,6 +176,14 @@ async def save(kube: Kube, memory: Memory, now: float | None = None) -> bool:
         return False
     namespace, name, uid = memory.owner
     try:
+        if memory.checkpoint_at is None or memory.foreign:  # the first write: is the name free, or ours?
+            found = await kube.get("v1", "ConfigMap", checkpoint.configmap_name(name), namespace)
+            memory.foreign = not checkpoint.is_ours(found)
+            if memory.foreign:
+                memory.checkpointed, memory.checkpoint_at = forecast.bucket_start, now  # asked again in an interval
+                log.warning("autoscaler %s/%s: ConfigMap %s is not a qwenfleet checkpoint; SLO mode's memory is not "
+                            "saved", namespace, name, checkpoint.configmap_name(name))  # fmt: skip
+                return False
         await kube.apply(checkpoint.configmap(namespace, name, uid, data))
     except KubeError as exc:
         log.warning("autoscaler %s/%s: checkpoint not written: %s", namespace, name, exc)
