@@ -68,11 +68,13 @@ fleet-down: $(STAMP)
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
 
-# Regenerates bench/results/autoscale.json and the plots in docs/ (a few minutes).
+# Regenerates bench/results/autoscale.json and the plots in docs/, the restart figures
+# (autoscale-restart.json) and SLO mode's cost to the operator (slo-footprint.json); a few minutes.
 bench-autoscale: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.autoscale.run
 	$(BIN)/python -m bench.autoscale.restart
+	$(BIN)/python -m bench.autoscale.footprint
 
 # Cold start of the real engine: empty against persisted compile cache, --enforce-eager, sleep mode (about 4 minutes).
 bench-coldstart: $(STAMP) engine

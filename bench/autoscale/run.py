@@ -6,6 +6,7 @@ Writes bench/results/autoscale.json and docs/autoscale-*.png, and prints a table
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -74,11 +75,17 @@ def score(trace: Trace, out: Result) -> dict[str, object]:
         "gpuHours": round(out.gpu_hours, 2),
         "sloAttainment": round(float((met & ~degraded).mean()), 4),
         **spill,
-        "ttftP95Seconds": round(float(np.percentile(ttft, 95)), 2),
-        "ttftP99Seconds": round(float(np.percentile(ttft, 99)), 2),
+        "ttftP95Seconds": _percentile(ttft, 95),
+        "ttftP99Seconds": _percentile(ttft, 99),
         "scaleEvents": len(out.scale_times) - 1,
         "flaps": flaps(out.scale_times),
     }
+
+
+def _percentile(ttft: np.ndarray, q: float) -> float | None:
+    """The q-th percentile of time to first token in seconds; None when it falls on requests never served."""
+    value = float(np.percentile(ttft, q))
+    return round(value, 2) if math.isfinite(value) else None
 
 
 def policies_for(model: Model, needed: np.ndarray, cap: int) -> dict[str, Policy]:
@@ -284,8 +291,10 @@ def main() -> None:
         for name, r in policies.items():
             if "flaps" not in r:
                 continue
-            print(f"{key:34} {name:8} {r['gpuHours']:7.1f} {r['sloAttainment']:7.3f} {r['ttftP95Seconds']:8.2f} "
-                  f"{r['ttftP99Seconds']:8.2f} {r['scaleEvents']:6} {r['flaps']:5}")  # fmt: skip
+            p95, p99 = (f"{v:8.2f}" if v is not None else "   never"
+                        for v in (r["ttftP95Seconds"], r["ttftP99Seconds"]))  # fmt: skip
+            print(f"{key:34} {name:8} {r['gpuHours']:7.1f} {r['sloAttainment']:7.3f} {p95} {p99} "
+                  f"{r['scaleEvents']:6} {r['flaps']:5}")  # fmt: skip
     print(f"wrote {out} in {time.monotonic() - started:.0f}s")
 
 

@@ -337,9 +337,9 @@ def slo_replicas(
     z = NormalDist().inv_cdf(min(max(slo.attainment, 0.5), 0.9999))
     by_rate = staffed(expected, concurrency / capacity, concurrency, z)
     by_backlog = math.ceil((forecast.rate() + waiting / slo.ttft) / capacity) if waiting > 0 else 0
-    source = "recurring load" if recurring > forecast.rate() else "rate"
+    source = f"recurring load (period {forecast.period} min)" if recurring > forecast.rate() else "rate"
     why = (f"{source} {base:.2f}/s + headroom {headroom:.2f}/s, or trend {trend:.2f}/s, at "
-           f"{capacity:.2f}/s per replica")  # fmt: skip
+           f"{capacity:.2f}/s per replica of {concurrency} sequences")  # fmt: skip
     ahead = cold_start + keep_horizon
     kept = max(expected, forecast.trend_rate(ahead), max(forecast.rate(), forecast.recurring_rate(ahead)) + headroom)
     kept += z * math.sqrt(kept / TREND_SECONDS)  # the measured rate's own Poisson error: hysteresis
