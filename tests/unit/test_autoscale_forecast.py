@@ -145,14 +145,49 @@ def test_slo_replicas(forecast: Forecast, waiting: float, replica_rate: float, e
     assert slo_replicas(forecast, SLO, 120.0, 16, replica_rate, waiting).replicas == expected
 
 
+@pytest.mark.parametrize(
+    ("rates", "every", "expected"),
+    [
+        ([2.0] * 12, 10.0, 2.0),  # steady: the window's mean
+        ([2.0, 2.6, 1.5, 2.2, 1.8, 2.4, 1.6, 2.0, 2.3, 1.7, 2.1, 2.9], 10.0, None),  # noise: the window's mean
+        ([1.2] * 11 + [6.0], 10.0, 6.0),  # a 5x step, 10 s ago: its level at once, not the mean's 1.6
+        ([1.2] * 9 + [6.0] * 3, 10.0, 6.0),  # the step 30 s ago: the 30 s since it
+        ([0.1] * 11 + [0.4], 10.0, None),  # 4 requests where 1 was expected: not beyond noise
+        ([0.0] * 11 + [0.3], 10.0, None),  # 3 requests after none: not a level either
+        ([1.2] * 119 + [6.0], 1.0, None),  # one second at 6/s, 6 requests: noise at 1.2/s
+        ([1.2] * 110 + [6.0] * 10, 1.0, 6.0),  # ten seconds at 6/s, observed every second
+    ],
+)
+def test_a_step_up_counts_at_once(rates: list[float], every: float, expected: float | None) -> None:
+    f = _fed(rates, every)
+    assert f.level() == pytest.approx(f.rate() if expected is None else expected, rel=0.02)
+
+
+def test_a_step_up_is_met_at_the_first_decision_after_it() -> None:
+    """A spike from 1.2/s to 6/s: the first decision after it sizes for 6/s (the two-minute mean says 1.6)."""
+    s = replace(S, cold_start=39.0)
+    state = State(desired=2)
+    t = 0.0
+    for k in range(14):
+        t = 10.0 * k
+        rate = 6.0 if k == 13 else 1.2
+        obs = Observation(ready=2, waiting=0.0, running=rate * 10, kv_usage=0.2, active=True, arrivals=rate * 10,
+                          finished=rate * 10)  # fmt: skip
+        decision = decide(t, obs, s, state)
+        state = decision.state
+    assert state.forecast.rate() < 2.0
+    assert decision.desired >= staffed(6.0, 16.0, 16, Z99) > staffed(2.0, 16.0, 16, Z99)  # 16 s per request
+    assert "rate 6.00/s" in decision.reason
+
+
 def test_trend_and_headroom_are_alternatives_not_added() -> None:
     # rises of 4/s within a minute were seen (headroom ~3.6/s), and the rate now climbs by 3/s a minute (trend)
     history = (1.0, 5.0) * 30
     f = replace(_fed([4.0 + i / 2 for i in range(12)]), buckets=history)
     trend, headroom = f.trend_rate(60.0), f.headroom(60.0, 0.99)
-    assert trend > f.rate() + 1 and headroom > 3
+    assert trend > f.level() + 1 and headroom > 3
     sized = slo_replicas(f, SLO, 60.0, 16, 1.0, 0.0)
-    assert sized.replicas == staffed(max(trend, f.rate() + headroom), 16.0, 16, Z99)
+    assert sized.replicas == staffed(max(trend, f.level() + headroom), 16.0, 16, Z99)
     assert sized.replicas < staffed(trend + headroom, 16.0, 16, Z99)
 
 

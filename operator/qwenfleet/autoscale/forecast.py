@@ -1,7 +1,7 @@
 """SLO mode's arithmetic: arrival history, its trend, a recurring pattern, and the replicas an SLO needs. Pure.
 
 - The arrival rate is kept per minute (up to two days) and, for the trend, per observation over the last two
-  minutes.
+  minutes; a step up beyond Poisson noise counts at once (`Forecast.level`), not as the two minutes' mean.
 - A recurring pattern (an hourly cycle, a daily one, anything from 5 minutes to 2 hours, or exactly a day) is
   found by autocorrelation of the minute-to-minute changes, which ignores slow trends and catches sharp edges; it
   counts only after two full periods were seen, over at least 20 pairs of changes. With a period, the rate one
@@ -42,6 +42,9 @@ from statistics import NormalDist
 BUCKET_SECONDS = 60.0
 HISTORY_BUCKETS = 2 * 1440
 TREND_SECONDS = 120.0
+LEVEL_RISE_SIGMAS = 5.0
+"""A step up counts at once when the latest observations' rate exceeds the earlier ones' in the trend window by
+this many standard errors (Poisson): a 5x spike does at the first observation after it, noise about never."""
 TREND_CAP = 1.0
 """The trend may at most double the current rate within one horizon (one noisy sample must not buy a fleet)."""
 TREND_SIGNIFICANCE = 1.0
@@ -180,6 +183,30 @@ class Forecast:
     def rate(self) -> float:
         """Arrivals per second over the trend window."""
         return sum(r for _, r in self.recent) / len(self.recent) if self.recent else 0.0
+
+    def level(self) -> float:
+        """The arrival rate now: over the trend window, unless its latest observations stand above the ones before
+        them by more than `LEVEL_RISE_SIGMAS` Poisson standard errors (a step up, which the window's mean shows
+        only over two minutes); then over those latest observations, from where the step is clearest."""
+        rate = self.rate()
+        times = [t for t, _ in self.recent]
+        if len(times) < 3:
+            return rate
+        counts = [r * (t - before) for (before, _), (t, r) in itertools.pairwise(self.recent)]
+        best, level = LEVEL_RISE_SIGMAS, rate
+        after = 0.0
+        for k in range(1, len(counts)):  # the last k observations against the ones before them
+            after += counts[-k]
+            before = sum(counts[:-k])
+            span_after, span_before = times[-1] - times[-k - 1], times[-k - 1] - times[0]
+            if span_before <= 0 or span_after <= 0:
+                continue
+            now_rate, then_rate = after / span_after, before / span_before
+            error = math.sqrt(max(after, 1.0) / span_after**2 + max(before, 1.0) / span_before**2)
+            z = (now_rate - then_rate) / error
+            if z > best:
+                best, level = z, now_rate
+        return max(rate, level)
 
     def trend_rate(self, horizon: float) -> float:
         """The rate `horizon` seconds ahead if the recent rise continues (never below the current rate)."""
@@ -328,20 +355,21 @@ def slo_replicas(
     headroom = forecast.headroom(cold_start, slo.attainment)
     # the trend and the headroom are two answers to the same question (how far may the rate rise within a cold
     # start): the rises the headroom was sized on include the trends of the past, so they are not added up
-    base = max(forecast.rate(), recurring)
-    if recurring >= forecast.rate():
+    now_rate = forecast.level()
+    base = max(now_rate, recurring)
+    if recurring >= now_rate:
         # a rise the period foresees: the period says where it ends, and the trend of a step's first minute
         # (the two-minute mean still climbing) would carry it on to double
         trend = min(trend, base + headroom)
     expected = max(trend, base + headroom)
     z = NormalDist().inv_cdf(min(max(slo.attainment, 0.5), 0.9999))
     by_rate = staffed(expected, concurrency / capacity, concurrency, z)
-    by_backlog = math.ceil((forecast.rate() + waiting / slo.ttft) / capacity) if waiting > 0 else 0
-    source = f"recurring load (period {forecast.period} min)" if recurring > forecast.rate() else "rate"
+    by_backlog = math.ceil((now_rate + waiting / slo.ttft) / capacity) if waiting > 0 else 0
+    source = f"recurring load (period {forecast.period} min)" if recurring > now_rate else "rate"
     why = (f"{source} {base:.2f}/s + headroom {headroom:.2f}/s, or trend {trend:.2f}/s, at "
            f"{capacity:.2f}/s per replica of {concurrency} sequences")  # fmt: skip
     ahead = cold_start + keep_horizon
-    kept = max(expected, forecast.trend_rate(ahead), max(forecast.rate(), forecast.recurring_rate(ahead)) + headroom)
+    kept = max(expected, forecast.trend_rate(ahead), max(now_rate, forecast.recurring_rate(ahead)) + headroom)
     kept += z * math.sqrt(kept / TREND_SECONDS)  # the measured rate's own Poisson error: hysteresis
     keep = staffed(kept, concurrency / capacity, concurrency, z)
     return Sized(max(by_rate, by_backlog), why, keep)
