@@ -194,10 +194,10 @@ class Forecast:
             return rate
         counts = [r * (t - before) for (before, _), (t, r) in itertools.pairwise(self.recent)]
         best, level = LEVEL_RISE_SIGMAS, rate
-        after = 0.0
+        after, total = 0.0, sum(counts)
         for k in range(1, len(counts)):  # the last k observations against the ones before them
             after += counts[-k]
-            before = sum(counts[:-k])
+            before = total - after
             span_after, span_before = times[-1] - times[-k - 1], times[-k - 1] - times[0]
             if span_before <= 0 or span_after <= 0:
                 continue
