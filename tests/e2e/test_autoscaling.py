@@ -286,6 +286,8 @@ async def test_slo_mode_prewarms_for_the_recurring_burst_its_checkpoint_foresees
         return time.time() if int((await decided()).get("desiredReplicas", 0)) >= 2 else None
 
     up_at = await wait_for(scaled_up, burst + 30 - time.time(), "replicas pre-warmed for the burst", lambda: seen)
+    assert operator.metric("qwenfleet_autoscaler_checkpoints_total", result="restored") >= 1
+    assert operator.metric("qwenfleet_autoscaler_period_minutes", namespace=namespace, name=name) == 10
     reason = str((await decided()).get("reason"))
     assert "recurring load" in reason, reason
     assert up_at < burst, f"scaled up {up_at - burst:.0f}s after the burst began: {reason}"

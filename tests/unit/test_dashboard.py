@@ -52,6 +52,8 @@ def _all_exported() -> set[str]:
     router.inflight.labels("d").inc()
     metrics.observe_reconcile("ns", "d", 0.1, {"readyReplicas": 1})
     metrics.ERRORS.labels("ApplyFailed").inc(0)
+    metrics.observe_slo("ns", "d", 1.0, 30, 73.0)
+    metrics.CHECKPOINTS.labels(result="written").inc(0)
     sim = SimServer(plan(PlanRequest("Qwen3-0.6B", "H100-80GB")))
     try:
         return _exported(REGISTRY) | _exported(cost) | _exported(router.registry) | _exported(sim.metrics.registry)
@@ -73,3 +75,12 @@ def test_the_dashboard_is_valid_json_and_queries_only_exported_series() -> None:
 def test_the_checker_catches_a_series_nobody_exports() -> None:
     assert _series_names('sum by (x) (rate(vllm:made_up_total{a="b"}[5m])) / 1e6') == {"vllm:made_up_total"}
     assert "vllm:made_up_total" not in _all_exported()
+
+
+def test_slo_series_go_with_their_deployment() -> None:
+    metrics.observe_slo("team-a", "gone", 2.5, 30, 73.0)
+    labels = {"namespace": "team-a", "name": "gone"}
+    assert REGISTRY.get_sample_value("qwenfleet_autoscaler_period_minutes", labels) == 30
+    assert REGISTRY.get_sample_value("qwenfleet_autoscaler_sequences_per_replica", labels) == 73.0
+    metrics.forget("team-a", "gone")
+    assert REGISTRY.get_sample_value("qwenfleet_autoscaler_arrival_rate", labels) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +49,8 @@ class Memory:
     checkpoint_at: float | None = None
     foreign: bool = False
     """The checkpoint's name is taken by a ConfigMap qwenfleet did not make: never written over."""
+    checkpoint_events: Counter[str] = field(default_factory=Counter)
+    """Checkpoints restored, fresh, written, failed or declined since the owner last collected them (metrics)."""
 
 
 def settings_for(spec: Qwen3DeploymentSpec, plan: dict[str, Any]) -> Settings:
@@ -104,6 +107,8 @@ async def tick(
         recorded = (status.get("autoscaler") or {}).get("desiredReplicas")
         desired = settings.min_replicas if recorded is None else int(recorded)
         forecast = Forecast() if settings.slo is None else await _restore(kube, meta, plan_key, now)
+        if settings.slo is not None:
+            memory.checkpoint_events["restored" if forecast.bucket_start is not None else "fresh"] += 1
         memory.state = State(desired=desired, last_active=now, forecast=forecast)
         memory.checkpointed = forecast.bucket_start
         memory.written = dict(status.get("autoscaler") or {})
@@ -181,14 +186,17 @@ async def save(kube: Kube, memory: Memory, now: float | None = None) -> bool:
             memory.foreign = not checkpoint.is_ours(found)
             if memory.foreign:
                 memory.checkpointed, memory.checkpoint_at = forecast.bucket_start, now  # asked again in an interval
+                memory.checkpoint_events["declined"] += 1
                 log.warning("autoscaler %s/%s: ConfigMap %s is not a qwenfleet checkpoint; SLO mode's memory is not "
                             "saved", namespace, name, checkpoint.configmap_name(name))  # fmt: skip
                 return False
         await kube.apply(checkpoint.configmap(namespace, name, uid, data))
     except KubeError as exc:
         log.warning("autoscaler %s/%s: checkpoint not written: %s", namespace, name, exc)
+        memory.checkpoint_events["failed"] += 1
         return False
     memory.checkpointed, memory.checkpoint_at = forecast.bucket_start, now
+    memory.checkpoint_events["written"] += 1
     return True
 
 

@@ -142,6 +142,13 @@ def _owner(obj: Obj) -> Key:
     )
 
 
+def _collect(memory: Memory) -> None:
+    """Count the autoscaler's checkpoint events in the metrics."""
+    for result, count in memory.checkpoint_events.items():
+        metrics.CHECKPOINTS.labels(result=result).inc(count)
+    memory.checkpoint_events.clear()
+
+
 def _builtin(spec: Mapping[str, Any]) -> bool:
     return bool((spec.get("autoscaling") or {}).get("mode") == "builtin")
 
@@ -379,6 +386,11 @@ class Operator:
         try:
             decision = await autoscale_tick(self.kube, self.session, body, serving_ips(self.pods_of(key)), memory,
                                             self.options.checkpoint_interval)  # fmt: skip
+            _collect(memory)
+            slo = ((body.get("spec") or {}).get("autoscaling") or {}).get("slo")
+            if slo and memory.state is not None:
+                f = memory.state.forecast
+                metrics.observe_slo(*key, f.level(), f.period, f.sequences_per_replica())
             if decision is not None:
                 await self.events.post(body, "Normal", "Scaled", f"{decision.desired} replicas: {decision.reason}")
                 self._trigger(key)
@@ -449,13 +461,16 @@ class Operator:
             async with turns:
                 return await save_checkpoint(self.kube, memory)
 
-        flush = asyncio.gather(*(one(m) for m in list(self.memories.values())))
+        memories = list(self.memories.values())
+        flush = asyncio.gather(*(one(m) for m in memories))
         try:
             written = await asyncio.wait_for(flush, CHECKPOINT_FLUSH_SECONDS)
             if any(written):
                 log.info("autoscaler: %d checkpoints written on stop", sum(written))
         except TimeoutError:
             log.warning("autoscaler: checkpoints on stop took over %.0fs; the rest are lost", CHECKPOINT_FLUSH_SECONDS)
+        for memory in memories:
+            _collect(memory)
 
     async def _discover(self, stop: asyncio.Event) -> bool:
         """Which optional CRDs are installed (capabilities, kinds to watch); retried while the API server cannot
