@@ -125,12 +125,12 @@ class OperatorProcess:
         except OSError:
             return None
 
-    def metric(self, name: str, **labels: str) -> float:
+    def metric(self, series: str, /, **labels: str) -> float:
         """The value of a metric of the current process, the first series with `labels` (0 when absent)."""
         text = self._metrics() or ""
         wanted = [f'{k}="{v}"' for k, v in labels.items()]
         for line in text.splitlines():
-            if (line.startswith(f"{name} ") or line.startswith(f"{name}{{")) and all(w in line for w in wanted):
+            if (line.startswith(f"{series} ") or line.startswith(f"{series}{{")) and all(w in line for w in wanted):
                 return float(line.split()[-1])
         return 0.0
 
