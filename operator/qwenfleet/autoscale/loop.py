@@ -106,7 +106,7 @@ async def tick(
     if memory.state is None:
         recorded = (status.get("autoscaler") or {}).get("desiredReplicas")
         desired = settings.min_replicas if recorded is None else int(recorded)
-        forecast = Forecast() if settings.slo is None else await _restore(kube, meta, plan_key, now)
+        forecast = Forecast() if settings.slo is None else await restore(kube, meta, plan_key, now)
         if settings.slo is not None:
             memory.checkpoint_events["restored" if forecast.bucket_start is not None else "fresh"] += 1
         memory.state = State(desired=desired, last_active=now, forecast=forecast)
@@ -154,7 +154,7 @@ async def tick(
     return decision if decision.desired != previous else None
 
 
-async def _restore(kube: Kube, meta: dict[str, Any], plan_key: str, now: float) -> Forecast:
+async def restore(kube: Kube, meta: dict[str, Any], plan_key: str, now: float) -> Forecast:
     """SLO mode's memory from its checkpoint; a fresh one when there is none or it cannot be read."""
     try:
         found = await kube.get("v1", "ConfigMap", checkpoint.configmap_name(meta["name"]), meta["namespace"])
