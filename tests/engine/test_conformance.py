@@ -367,7 +367,10 @@ def test_metrics_ignore_the_query_string(real: str, sim: str) -> None:
 
 
 def _sample(base: str, name: str, **labels: str) -> float:
-    text = call(base, "GET", "/metrics").body.decode()
+    return _value(call(base, "GET", "/metrics").body.decode(), name, **labels)
+
+
+def _value(text: str, name: str, **labels: str) -> float:
     total = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -415,17 +418,33 @@ def _open_stream(base: str, word: str) -> Any:
     return response
 
 
+def _running_and_kv(base: str) -> tuple[float, float]:
+    """Requests running and KV cache use, from one scrape."""
+    text = call(base, "GET", "/metrics").body.decode()
+    return _value(text, "vllm:num_requests_running"), _value(text, "vllm:kv_cache_usage_perc")
+
+
+def _running_at_least(base: str, n: int, above: float = 0.0, timeout: float = 30.0) -> float:
+    """The KV cache use once the engine reports `n` requests running and the use is above `above` (the stream's
+    first chunk, the role, can come before the request is scheduled, and the gauges follow the engine's steps)."""
+    deadline = time.monotonic() + timeout
+    running, kv = _running_and_kv(base)
+    while (running < n or kv <= above) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        running, kv = _running_and_kv(base)
+    assert running >= n and kv > above, (base, running, kv, above)
+    return kv
+
+
 def test_kv_cache_use_is_a_fraction_that_grows_with_the_sequences_held(real: str, sim: str) -> None:
     # SLO mode learns a replica's concurrency as num_requests_running over kv_cache_usage_perc: that holds only if
     # the usage is a share of the whole cache (0 to 1) that grows with each sequence the engine holds
     for side in (real, sim):
         streams = [_open_stream(side, "apple")]
         try:
-            one = _sample(side, "vllm:kv_cache_usage_perc")
-            assert _sample(side, "vllm:num_requests_running") >= 1, side
+            one = _running_at_least(side, 1)
             streams.append(_open_stream(side, "river"))
-            two = _sample(side, "vllm:kv_cache_usage_perc")
-            assert _sample(side, "vllm:num_requests_running") >= 2, side
+            two = _running_at_least(side, 2, above=one)
             assert 0 < one < two <= 1, (side, one, two)
         finally:
             for stream in streams:
