@@ -26,7 +26,7 @@ from dataclasses import replace
 from typing import Any
 
 from qwenfleet.autoscale.forecast import BUCKET_SECONDS, HISTORY_BUCKETS, Forecast, detect_period
-from qwenfleet.render.names import GROUP, MANAGER, bounded
+from qwenfleet.render.names import GROUP, MANAGER, bounded, labels
 
 FORMAT = 1
 DATA_KEY = "forecast.json"
@@ -138,8 +138,8 @@ def is_ours(found: Mapping[str, Any] | None) -> bool:
     deployment then, and deleted with it)."""
     if found is None:
         return True
-    labels = (found.get("metadata") or {}).get("labels") or {}
-    return bool(labels.get("app.kubernetes.io/component") == COMPONENT and labels.get("app.kubernetes.io/managed-by")
+    have = (found.get("metadata") or {}).get("labels") or {}
+    return bool(have.get("app.kubernetes.io/component") == COMPONENT and have.get("app.kubernetes.io/managed-by")
                 == MANAGER)  # fmt: skip
 
 
@@ -151,13 +151,7 @@ def configmap(namespace: str, deployment: str, uid: str, data: Mapping[str, str]
         "metadata": {
             "name": configmap_name(deployment),
             "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/name": "qwen3",
-                "app.kubernetes.io/instance": deployment,
-                "app.kubernetes.io/component": COMPONENT,
-                "app.kubernetes.io/managed-by": MANAGER,
-                f"{GROUP}/deployment": deployment,
-            },
+            "labels": labels(deployment, COMPONENT),
             "ownerReferences": [
                 {"apiVersion": f"{GROUP}/v1alpha1", "kind": "Qwen3Deployment", "name": deployment, "uid": uid}
             ],

@@ -47,8 +47,9 @@ class Memory:
     checkpointed: float | None = None
     """The forecast's `bucket_start` when it was last checkpointed (or restored): unchanged, nothing new to save."""
     checkpoint_at: float | None = None
-    foreign: bool = False
-    """The checkpoint's name is taken by a ConfigMap qwenfleet did not make: never written over."""
+    foreign: bool | None = None
+    """Whether the checkpoint's name is taken by a ConfigMap qwenfleet did not make (never written over); None
+    until this process has looked (on the restore, or before its first write)."""
     checkpoint_events: Counter[str] = field(default_factory=Counter)
     """Checkpoints restored, fresh, written, failed or declined since the owner last collected them (metrics)."""
 
@@ -106,7 +107,7 @@ async def tick(
     if memory.state is None:
         recorded = (status.get("autoscaler") or {}).get("desiredReplicas")
         desired = settings.min_replicas if recorded is None else int(recorded)
-        forecast = Forecast() if settings.slo is None else await restore(kube, meta, plan_key, now)
+        forecast = Forecast() if settings.slo is None else await restore(kube, meta, plan_key, now, memory)
         if settings.slo is not None:
             memory.checkpoint_events["restored" if forecast.bucket_start is not None else "fresh"] += 1
         memory.state = State(desired=desired, last_active=now, forecast=forecast)
@@ -154,13 +155,18 @@ async def tick(
     return decision if decision.desired != previous else None
 
 
-async def restore(kube: Kube, meta: dict[str, Any], plan_key: str, now: float) -> Forecast:
-    """SLO mode's memory from its checkpoint; a fresh one when there is none or it cannot be read."""
+async def restore(
+    kube: Kube, meta: dict[str, Any], plan_key: str, now: float, memory: Memory | None = None
+) -> Forecast:
+    """SLO mode's memory from its checkpoint; a fresh one when there is none or it cannot be read. What was found
+    under the checkpoint's name is remembered in `memory` (the first write need not look again)."""
     try:
         found = await kube.get("v1", "ConfigMap", checkpoint.configmap_name(meta["name"]), meta["namespace"])
     except KubeError as exc:
         log.warning("autoscaler %s/%s: no checkpoint read, starting afresh: %s", meta["namespace"], meta["name"], exc)
         return Forecast()
+    if memory is not None:
+        memory.foreign = not checkpoint.is_ours(found)
     owners = ((found or {}).get("metadata") or {}).get("ownerReferences") or []
     if found is None or not checkpoint.is_ours(found) or not any(o.get("uid") == meta.get("uid") for o in owners):
         return Forecast()  # none, the user's own, or left by an earlier deployment of the same name
@@ -181,7 +187,7 @@ async def save(kube: Kube, memory: Memory, now: float | None = None) -> bool:
         return False
     namespace, name, uid = memory.owner
     try:
-        if memory.checkpoint_at is None or memory.foreign:  # the first write: is the name free, or ours?
+        if memory.foreign is not False:  # not known yet, or the user's: is the name free, or ours?
             found = await kube.get("v1", "ConfigMap", checkpoint.configmap_name(name), namespace)
             memory.foreign = not checkpoint.is_ours(found)
             if memory.foreign:
