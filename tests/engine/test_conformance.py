@@ -379,9 +379,14 @@ def _value(text: str, name: str, **labels: str) -> float:
     return total
 
 
+# A stream that outlasts any wait here on both sides: the simulator runs at x100 and would finish 3,000 tokens in half
+# a second; the context is 40,960 tokens, and every such stream is closed (aborted) long before its end.
+LONG = 40_000
+
+
 def _disconnect_after_first_chunk(base: str) -> None:
     """Start a long stream, read one chunk, hang up."""
-    body = {"model": M, "messages": HELLO, "max_tokens": 3000, "ignore_eos": True, "stream": True,
+    body = {"model": M, "messages": HELLO, "max_tokens": LONG, "ignore_eos": True, "stream": True,
             "chat_template_kwargs": NO_THINK}  # fmt: skip
     req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(), method="POST")
     req.add_header("Content-Type", "application/json")
@@ -409,7 +414,7 @@ def test_a_client_disconnect_aborts_the_request_and_counts_as_vllm_counts_it(rea
 
 def _open_stream(base: str, word: str) -> Any:
     """A long stream with its own prompt (no shared prefix), left open after its first chunk."""
-    body = {"model": M, "messages": [{"role": "user", "content": f"{word} " * 40}], "max_tokens": 3000,
+    body = {"model": M, "messages": [{"role": "user", "content": f"{word} " * 40}], "max_tokens": LONG,
             "ignore_eos": True, "stream": True, "chat_template_kwargs": NO_THINK}  # fmt: skip
     req = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(), method="POST")
     req.add_header("Content-Type", "application/json")
