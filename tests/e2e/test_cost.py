@@ -8,6 +8,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -197,3 +198,69 @@ async def test_demo_load_and_qwenfleet_cost_agree_with_what_the_load_received(
     assert float(small[column:].split()[0]) == pytest.approx(
         view["qwen3-small"]["lastDay"]["usdPerMillionOutputTokens"], rel=0.01
     )
+
+
+async def _stream_ttft(session: aiohttp.ClientSession, base: str) -> float:
+    """Seconds from sending a streamed completion to its first text, as the client sees it (the whole answer is
+    read)."""
+    body = {"model": "Qwen3-0.6B", "prompt": "tell me a story", "max_tokens": 8000, "ignore_eos": True,
+            "stream": True}  # fmt: skip
+    start = time.monotonic()
+    first: float | None = None
+    async with session.post(f"{base}/v1/completions", json=body) as r:
+        assert r.status == 200, await r.text()
+        async for line in r.content:
+            if first is None and line.startswith(b"data: {") and json.loads(line[6:])["choices"][0]["text"]:
+                first = time.monotonic() - start
+    assert first is not None
+    return first
+
+
+async def test_slo_attainment_is_measured_from_the_engines_and_shown_in_status(
+    kube: Kube, namespace: str, operator: OperatorProcess, kubeconfig: Path
+) -> None:
+    """A replica that runs two sequences at once gets six streamed requests of about two seconds each (8,000
+    tokens: the dev cluster's engines run faster than real time): the first two get their first token at once, the
+    others wait their turn past a 1 s objective. status.slo counts every request, no more late ones than the client
+    saw late (the engine's clock starts after the client's), and the operator exports the same counts."""
+    name = "timed"
+    doc = {"apiVersion": API, "kind": KIND, "metadata": {"name": name},
+           "spec": {"model": "Qwen3-0.6B", "gpu": "H100-80GB", "overrides": {"maxNumSeqs": 2},
+                    "autoscaling": {"mode": "builtin", "minReplicas": 1, "maxReplicas": 1,
+                                    "slo": {"ttftSeconds": 1.0, "attainment": 0.9}}}}  # fmt: skip
+    await _create(kube, namespace, doc)
+    await _wait_ready(kube, namespace, name, timeout=180)
+    pod = (await _pods(kube, namespace, name))[0]
+    base = f"http://{pod['status']['podIP']}:8000"
+    async with aiohttp.ClientSession() as session:
+        await wait_healthy(session, base, 60, "simulated vLLM loaded")
+        seen = await asyncio.gather(*(_stream_ttft(session, base) for _ in range(6)))
+    client_late = sum(t > 1.0 for t in seen)
+    assert client_late >= 2, seen  # the load did queue past the objective
+
+    async def counted() -> dict[str, Any] | None:
+        obj = await kube.get(API, KIND, name, namespace)
+        slo = ((obj or {}).get("status") or {}).get("slo") or {}
+        return slo if (slo.get("sinceCreation") or {}).get("requests") == 6 else None
+
+    slo = await wait_for(counted, 120, "status.slo counting the six requests")
+    assert (slo["ttftSeconds"], slo["attainmentTarget"], slo["measuredAtSeconds"]) == (1.0, 0.9, 1.0)
+    total = slo["sinceCreation"]
+    late = total["requests"] - total["onTime"]
+    assert 1 <= late <= client_late, (total, seen)
+    assert total["attainment"] == round(total["onTime"] / 6, 4)
+    assert slo["lastHour"] == total
+    cost = await _cost(kube, namespace, name)
+    assert cost["sinceCreation"]["requests"] == 6
+
+    async def exported() -> bool:
+        return operator.metric("qwenfleet_deployment_slo_requests_total", deployment=name, result="late") == late
+
+    await wait_for(exported, 30, "the operator exporting the late requests")
+    assert (
+        operator.metric("qwenfleet_deployment_slo_requests_total", deployment=name, result="on_time") == total["onTime"]
+    )
+    table = subprocess.run(["kubectl", f"--kubeconfig={kubeconfig}", "-n", namespace, "get", "q3d", name, "-o", "wide"],
+                           capture_output=True, text=True, timeout=60, check=True).stdout  # fmt: skip
+    header, row = table.splitlines()
+    assert float(row[header.index("SLO-1H") :].split()[0]) == total["attainment"]

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from qwenfleet.cost.ledger import Counters, parse_counters, slo_bound
+
 M = "Qwen3-0.6B"
 HELLO = [{"role": "user", "content": "Hello there"}]
 NO_THINK = {"enable_thinking": False}
@@ -454,3 +456,35 @@ def test_kv_cache_use_is_a_fraction_that_grows_with_the_sequences_held(real: str
         finally:
             for stream in streams:
                 stream.close()
+
+
+# ------------------------------------------------------------------------------------------ time to first token
+
+
+def _ttft(base: str) -> Counters:
+    return parse_counters(call(base, "GET", "/metrics").body.decode())
+
+
+def test_the_ttft_histogram_counts_each_request_once_at_the_same_buckets(real: str, sim: str) -> None:
+    # status.slo and qwenfleet_deployment_slo_requests are read from this histogram by cost.ledger: a request
+    # with a first token counts once (streamed, whole, or hung up on after its first chunk), and the buckets an
+    # objective is measured at are the engine's
+    buckets = []
+    for side in (real, sim):
+        before = _ttft(side)
+        call(side, "POST", *CASES["completion"])
+        call(side, "POST", *STREAMS["sse chat"][:2])
+        _disconnect_after_first_chunk(side)
+        deadline = time.monotonic() + 30
+        after = _ttft(side)
+        while after.first_tokens() < before.first_tokens() + 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            after = _ttft(side)
+        assert after.first_tokens() - before.first_tokens() == 3, side
+        bound = slo_bound(2.5, [after])
+        assert bound == 2.5, side  # vLLM's bucket at the common 2.5 s objective
+        on_time = after.within(bound)
+        assert on_time is not None and 0 <= on_time - (before.within(bound) or 0.0) <= 3, side
+        buckets.append([le for le, _ in after.ttft])
+    assert buckets[0] == buckets[1]
+    assert slo_bound(2.0, [_ttft(real)]) == 1.0  # between two buckets: measured at the lower one

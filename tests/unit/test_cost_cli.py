@@ -19,13 +19,16 @@ T0 = 1_800_000_000.0
 def _objs() -> dict[str, list[dict[str, Any]]]:
     led = Ledger()
     for step in range(1, 13):
-        led = lg.advance(led, T0 + step * 300, [PodObservation("p", 1, T0, prompt=step * 1000, output=step * 400)])
+        pod = PodObservation("p", 1, T0, prompt=step * 1000, output=step * 400, requests=step * 10, on_time=step * 9)
+        led = lg.advance(led, T0 + step * 300, [pod], bound=2.5)
     cost = lg.report(led, T0 + 3600, 2.0, 0.5)
+    slo = lg.slo_report(led, T0 + 3600, 2.5, 0.99)
     ref = {"name": "ref", "inputPerMillionUSD": 1, "outputPerMillionUSD": 4}
     tokens = {"d/prompt/non_thinking": 12000.0, "d/output/non_thinking": 4800.0}
     router_cost = report(tokens, {"d": BackendPrice(1.0, 1, 2.0)}, ref)
     return {
-        "deployments": [{"metadata": {"namespace": "ns", "name": "d"}, "spec": {}, "status": {"cost": cost}}],
+        "deployments": [{"metadata": {"namespace": "ns", "name": "d"}, "spec": {},
+                         "status": {"cost": cost, "slo": slo}}],
         "routers": [{"metadata": {"namespace": "ns", "name": "r"}, "spec": {"costReference": ref},
                      "status": {"cost": router_cost}}],
     }  # fmt: skip
@@ -42,6 +45,8 @@ def test_json_view_drops_the_ledger_and_tables_show_the_figures() -> None:
         console.print(table)
     text = console.export_text()
     assert "ns/d" in text and "4,800" in text and "at ref" in text and "sinceCreation" in text
+    assert dep["slo"]["sinceCreation"] == {"requests": 120, "onTime": 108, "attainment": 0.9}
+    assert "90.00% (aim 99.00%)" in text and "120" in text
 
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:

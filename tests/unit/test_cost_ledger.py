@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from qwenfleet.api.cost import DeploymentCost
+from qwenfleet.api.cost import DeploymentCost, SloStatus
 from qwenfleet.cost import ledger as lg
-from qwenfleet.cost.ledger import Ledger, PodObservation, Totals
+from qwenfleet.cost.ledger import Counters, Ledger, PodObservation, Totals
 
 T0 = 1_800_000_000.0  # a multiple of 3600: bucket boundaries are easy to reason about
 
@@ -119,4 +119,102 @@ vllm:num_requests_running{engine="0",model_name="m"} 2.0
 vllm:prompt_tokens_created{engine="0",model_name="m"} 1.7e9
 vllm:iteration_tokens_total_sum{engine="0",model_name="m"} 999.0
 """
-    assert lg.parse_counters(text) == (150.0, 45.0, 2.0)
+    counters = lg.parse_counters(text)
+    assert (counters.prompt, counters.output, counters.running) == (150.0, 45.0, 2.0)
+    assert counters.ttft == () and counters.first_tokens() == 0.0
+
+
+TTFT_TEXT = """# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_bucket{engine="0",le="0.5",model_name="m"} 3.0
+vllm:time_to_first_token_seconds_bucket{engine="0",le="1.0",model_name="m"} 5.0
+vllm:time_to_first_token_seconds_bucket{engine="0",le="2.5",model_name="m"} 8.0
+vllm:time_to_first_token_seconds_bucket{engine="0",le="+Inf",model_name="m"} 10.0
+vllm:time_to_first_token_seconds_bucket{engine="1",le="0.5",model_name="m"} 1.0
+vllm:time_to_first_token_seconds_bucket{engine="1",le="1.0",model_name="m"} 1.0
+vllm:time_to_first_token_seconds_bucket{engine="1",le="2.5",model_name="m"} 2.0
+vllm:time_to_first_token_seconds_bucket{engine="1",le="+Inf",model_name="m"} 2.0
+vllm:time_to_first_token_seconds_count{engine="0",model_name="m"} 10.0
+vllm:time_to_first_token_seconds_sum{engine="0",model_name="m"} 17.5
+vllm:inter_token_latency_seconds_bucket{engine="0",le="2.5",model_name="m"} 99.0
+"""
+
+
+def test_parse_counters_reads_the_ttft_histogram_summed_over_engines() -> None:
+    counters = lg.parse_counters(TTFT_TEXT)
+    assert counters.ttft == ((0.5, 4.0), (1.0, 6.0), (2.5, 10.0), (float("inf"), 12.0))
+    assert counters.first_tokens() == 12.0
+    assert counters.within(2.5) == 10.0
+    assert counters.within(2.0) is None  # not a bucket: never guessed
+
+
+@pytest.mark.parametrize(
+    ("objective", "bound"),
+    [(2.5, 2.5), (2.0, 1.0), (1.0, 1.0), (0.4, None), (600.0, 2.5)],
+)
+def test_an_objective_is_measured_at_the_largest_bucket_at_or_below_it(objective: float, bound: float | None) -> None:
+    counters = lg.parse_counters(TTFT_TEXT)
+    assert lg.slo_bound(objective, [Counters(), counters]) == bound  # the first replica with the histogram
+    assert lg.slo_bound(objective, [Counters()]) is None
+
+
+def _timed(name: str, requests: float, on_time: float | None) -> PodObservation:
+    return PodObservation(name, 1, T0, prompt=requests * 10, output=requests, requests=requests, on_time=on_time)
+
+
+def test_requests_and_those_on_time_are_counted_per_pod_with_resets() -> None:
+    led = lg.advance(Ledger(), T0 + 10, [_timed("a", 10, 9), _timed("b", 4, 4)], bound=2.5)
+    assert (led.total.requests, led.total.timed, led.total.on_time) == (14, 14, 13)
+    led = lg.advance(led, T0 + 20, [_timed("a", 30, 19), _timed("b", 4, 4)], bound=2.5)
+    assert (led.total.requests, led.total.timed, led.total.on_time) == (34, 34, 23)
+    # a's engine restarted: its counts now are all new, not a negative change
+    led = lg.advance(led, T0 + 30, [_timed("a", 5, 5), _timed("b", 6, 4)], bound=2.5)
+    assert (led.total.requests, led.total.timed, led.total.on_time) == (41, 41, 28)
+    report = lg.slo_report(led, T0 + 30, 2.5, 0.99)
+    assert report["sinceCreation"] == {"requests": 41, "onTime": 28, "attainment": round(28 / 41, 4)}
+    assert report["lastHour"] == report["sinceCreation"] and report["measuredAtSeconds"] == 2.5
+    SloStatus.model_validate(report)  # the report is what the API (and the CRD schema) says
+
+
+def test_without_an_objective_requests_are_counted_but_not_timed_and_a_new_bucket_starts_afresh() -> None:
+    led = lg.advance(Ledger(), T0 + 10, [_timed("a", 10, None)])
+    assert (led.total.requests, led.total.timed, led.total.on_time) == (10, 0, 0)
+    # the objective is set: this pass takes the counts at its bucket as the baseline, the next one counts
+    led = lg.advance(led, T0 + 20, [_timed("a", 20, 15)], bound=1.0)
+    assert (led.total.requests, led.total.timed, led.total.on_time) == (20, 0, 0)
+    led = lg.advance(led, T0 + 30, [_timed("a", 30, 22), _timed("new", 3, 1)], bound=1.0)
+    assert (led.total.requests, led.total.timed, led.total.on_time) == (33, 13, 8)
+    # changed to another bucket: a baseline pass again (the old bucket's counts are not the new one's)
+    led = lg.advance(led, T0 + 40, [_timed("a", 40, 40), _timed("new", 3, 3)], bound=2.5)
+    assert (led.total.timed, led.total.on_time) == (13, 8)
+    assert lg.slo_report(led, T0 + 40, 2.5, 0.99)["lastHour"]["attainment"] == round(8 / 13, 4)
+
+
+def test_a_scrape_without_the_bucket_times_nothing_and_no_requests_means_no_attainment() -> None:
+    led = lg.advance(Ledger(), T0 + 10, [_timed("a", 10, None)], bound=2.5)
+    assert (led.total.requests, led.total.timed) == (10, 0)
+    assert lg.slo_report(Ledger(), T0, 2.5, 0.99)["lastDay"] == {"requests": 0, "onTime": 0, "attainment": None}
+
+
+def test_observe_reads_the_requests_and_the_objective_bucket() -> None:
+    pod = {
+        "metadata": {"name": "p"},
+        "spec": {"nodeName": "n", "containers": []},
+        "status": {"startTime": "2027-01-15T08:00:00Z"},
+    }
+    seen = lg.observe(pod, lg.parse_counters(TTFT_TEXT), bound=1.0)
+    assert (seen.requests, seen.on_time) == (12.0, 6.0)
+    assert lg.observe(pod, lg.parse_counters(TTFT_TEXT)).on_time is None
+    assert lg.observe(pod, None, bound=1.0).requests is None
+
+
+def test_the_request_counts_survive_a_round_trip_and_an_older_ledger_loads() -> None:
+    led = lg.advance(Ledger(), T0 + 10, [_timed("a", 10, 9)], bound=2.5)
+    stored = lg.report(led, T0 + 10, 1.0, None)["ledger"]
+    assert lg.load(stored) == led
+    DeploymentCost.model_validate(lg.report(led, T0 + 10, 1.0, None))
+    old = {"updated": T0, "total": [60.0, 0.0, 100.0, 40.0], "buckets": [[T0, 60.0, 0.0, 100.0, 40.0]],
+           "pods": [{"name": "a", "accountedUntil": T0, "prompt": 100.0, "output": 40.0}]}  # fmt: skip
+    loaded = lg.load(old)
+    assert loaded.total == Totals(60.0, 0.0, 100.0, 40.0) and loaded.bound is None
+    later = lg.advance(loaded, T0 + 10, [_timed("a", 10, 9)], bound=2.5)  # a pod first timed: a baseline pass
+    assert (later.total.requests, later.total.timed) == (10, 0)

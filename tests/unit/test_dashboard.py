@@ -40,7 +40,7 @@ def _series_names(expr: str) -> set[str]:
 
 def _all_exported() -> set[str]:
     loop = CostLoop(kube=None, namespaces=None)  # type: ignore[arg-type]
-    loop.books[("ns", "d")] = Book("u", lg.Ledger(total=lg.Totals(10, 5, 100, 50)), price=2.0)
+    loop.books[("ns", "d")] = Book("u", lg.Ledger(total=lg.Totals(10, 5, 100, 50, 20, 20, 19)), price=2.0)
     written = {"backends": [{"name": "d", "usd": 1.0}], "onLargestUSD": 2.0, "referenceUSD": 3.0}
     loop.routers[("ns", "r")] = RouterBook("u", {}, {}, written)
     cost = CollectorRegistry()

@@ -26,6 +26,7 @@ class CostWindow(ApiModel):
     utilization: float | None = Field(
         default=None, description="Share of the paid GPU time in which a replica was serving (0 to 1)."
     )
+    requests: int = Field(default=0, description="Requests that got their first token (vLLM's TTFT histogram).")
 
 
 class CostPod(ApiModel):
@@ -35,6 +36,8 @@ class CostPod(ApiModel):
     accounted_until: float = Field(description="Epoch seconds up to which its GPU time is counted.")
     prompt: float = Field(default=0.0, description="Its vllm:prompt_tokens_total when last scraped.")
     output: float = Field(default=0.0, description="Its vllm:generation_tokens_total when last scraped.")
+    requests: float = Field(default=0.0, description="Its vllm:time_to_first_token_seconds_count when last scraped.")
+    on_time: float = Field(default=0.0, description="Its TTFT histogram's count at ttftBound when last scraped.")
 
 
 class CostLedger(ApiModel):
@@ -42,12 +45,16 @@ class CostLedger(ApiModel):
 
     updated: float = Field(description="Epoch seconds of the last accounting.")
     total: list[float] = Field(
-        description="[gpuSeconds, servingGpuSeconds, promptTokens, outputTokens] since creation."
+        description="[gpuSeconds, servingGpuSeconds, promptTokens, outputTokens, requests, timed, onTime] since "
+        "creation (timed: requests counted under a latency objective; onTime: those within it)."
     )
     buckets: list[list[float]] = Field(
-        default_factory=list, description="[start, gpuSeconds, servingGpuSeconds, promptTokens, outputTokens] buckets."
+        default_factory=list, description="[start, followed by the same seven figures] buckets."
     )
     pods: list[CostPod] = Field(default_factory=list, description="What was already counted of each live pod.")
+    ttft_bound: float | None = Field(
+        default=None, description="The TTFT histogram bucket (seconds) the pods' onTime counts were read at."
+    )
 
 
 class DeploymentCost(ApiModel):
@@ -140,3 +147,29 @@ class RouterCost(ApiModel):
         default=None, alias="savedVsReferenceUSD", description="referenceUSD minus usd."
     )
     ledger: RouterCostLedger | None = Field(default=None, description="The counters the figures come from.")
+
+
+class SloWindow(ApiModel):
+    """The latency objective over one window, as the replicas' engines measured it."""
+
+    requests: int = Field(description="Requests that got their first token while the objective was set.")
+    on_time: int = Field(description="Of those, the ones whose first token came within the objective.")
+    attainment: float | None = Field(default=None, description="onTime / requests; none without requests.")
+
+
+class SloStatus(ApiModel):
+    """Whether spec.autoscaling.slo is met, measured from vLLM's time-to-first-token histogram (qwenfleet.cost).
+
+    vLLM times a request from its arrival at the engine, so time queued there counts; time held at a router while
+    a replica wakes, and requests given up before their first token, are not in it."""
+
+    ttft_seconds: float = Field(description="The objective's time to first token (spec.autoscaling.slo).")
+    attainment_target: float = Field(description="The share of requests that should meet it (the spec's attainment).")
+    measured_at_seconds: float | None = Field(
+        default=None,
+        description="The histogram bucket the objective is measured at: vLLM's largest bucket at or below "
+        "ttftSeconds (an objective between two buckets is measured at the lower one, which can only understate).",
+    )
+    last_hour: SloWindow = Field(description="The last hour (to 5-minute resolution).")
+    last_day: SloWindow = Field(description="The last 24 hours (to 1-hour resolution beyond the last hour).")
+    since_creation: SloWindow = Field(description="Since the deployment was created (or the objective was set).")

@@ -140,6 +140,7 @@ KINDS: tuple[Kind, ...] = (
             {"name": "GPUs", "type": "integer", "priority": 1, "jsonPath": ".status.plan.gpusPerReplica"},
             {"name": "Replicas", "type": "string", "jsonPath": ".status.readySummary"},
             {"name": "Queue", "type": "number", "jsonPath": ".status.autoscaler.queuePerReplica"},
+            {"name": "SLO-1h", "type": "number", "priority": 1, "jsonPath": ".status.slo.lastHour.attainment"},
             *_ready_columns()[:-1],
             {"name": "USD/1M-Out", "type": "number", "jsonPath": ".status.cost.lastDay.usdPerMillionOutputTokens"},
             {

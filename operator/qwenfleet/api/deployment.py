@@ -18,7 +18,7 @@ from qwenfleet.api.common import (
     SecretKeyRef,
     Toleration,
 )
-from qwenfleet.api.cost import DeploymentCost
+from qwenfleet.api.cost import DeploymentCost, SloStatus
 from qwenfleet.api.plan import Plan
 from qwenfleet.catalog import GPU_NAMES, MODEL_NAMES, MODELS, Precision
 from qwenfleet.catalog.engine import EXTRA_ARG_FLAGS
@@ -467,6 +467,9 @@ class Qwen3DeploymentStatus(ApiModel):
     cache: CacheStatus | None = Field(default=None, description="Weight cache progress.")
     autoscaler: AutoscalerStatus | None = Field(default=None, description="Builtin autoscaler state.")
     cost: DeploymentCost | None = Field(default=None, description="Measured cost (qwenfleet.cost).")
+    slo: SloStatus | None = Field(
+        default=None, description="The latency objective's measured attainment, with spec.autoscaling.slo."
+    )
 
 
 class Qwen3Deployment(ApiModel):

@@ -30,12 +30,14 @@ async def fetch(kubeconfig: str | None, namespace: str | None) -> dict[str, list
 
 
 def summarise(objs: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
-    """The cost view `-o json` prints: name, namespace and status.cost without the ledger."""
+    """The cost view `-o json` prints: name, namespace, status.cost without the ledger, and status.slo if any."""
 
     def one(obj: dict[str, Any]) -> dict[str, Any]:
         cost = {k: v for k, v in ((obj.get("status") or {}).get("cost") or {}).items() if k != "ledger"}
         meta = obj["metadata"]
         out = {"namespace": meta["namespace"], "name": meta["name"], "cost": cost}
+        if (obj.get("status") or {}).get("slo"):
+            out["slo"] = obj["status"]["slo"]
         if "costReference" in (obj.get("spec") or {}):
             out["costReference"] = obj["spec"]["costReference"]
         return out
@@ -51,18 +53,20 @@ def tables(view: dict[str, list[dict[str, Any]]]) -> list[Table]:
     """One table of deployments (per window) and one of routers."""
     dep = Table(title="Qwen3Deployments: measured cost (idle and starting replicas included)")
     for col in ("namespace/name", "window", "GPU-h", "USD", "prompt tok", "output tok", "USD/1M out", "USD/1M all",
-                "util", "est USD/1M out"):  # fmt: skip
+                "util", "est USD/1M out", "requests", "TTFT SLO met"):  # fmt: skip
         dep.add_column(col, justify="left" if col in ("namespace/name", "window") else "right")
     for d in view["deployments"]:
-        cost = d["cost"]
+        cost, slo = d["cost"], d.get("slo") or {}
         for window in ("lastHour", "lastDay", "sinceCreation"):
             w = cost.get(window) or {}
+            met = (slo.get(window) or {}).get("attainment")
             dep.add_row(
                 f"{d['namespace']}/{d['name']}" if window == "lastHour" else "", window, _num(w.get("gpuHours")),
                 _num(w.get("usd"), 2), f"{w.get('promptTokens', 0):,}", f"{w.get('outputTokens', 0):,}",
                 _num(w.get("usdPerMillionOutputTokens")), _num(w.get("usdPerMillionTokens")),
                 _num(w.get("utilization"), 2),
                 _num(cost.get("estimatedUSDPerMillionOutputTokens")) if window == "lastHour" else "",
+                f"{w.get('requests', 0):,}", "-" if met is None else f"{met:.2%} (aim {slo['attainmentTarget']:.2%})",
             )  # fmt: skip
     rt = Table(title="Qwen3Routers: what routing saved (since creation)")
     for col in ("namespace/name", "backend/mode", "prompt tok", "output tok", "reasoning tok", "USD", "share"):

@@ -10,13 +10,19 @@ scrapes vLLM's counters and persists the ledger in `status.cost.ledger`, so the 
 - Serving GPU-seconds: a pod's interval counts as serving when it generated tokens in it or had a running
   request when scraped (sampled at the loop's interval).
 - Buckets: 5 minutes wide for the last hour, merged into hour buckets up to a day back, dropped after.
+- Requests and the latency objective: the increase of `vllm:time_to_first_token_seconds_count` per pod counts
+  the requests that got a first token; with `spec.autoscaling.slo`, the increase of its bucket at the objective
+  counts those that got it in time. vLLM measures from the request's arrival at the engine, so time queued in the
+  engine counts; time held at a router while a replica wakes, and requests given up before their first token, are
+  not in it. The histogram's buckets are vLLM's: an objective between two boundaries is measured at the lower one
+  (`slo_bound`), which can only understate attainment, and status says which.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -35,25 +41,60 @@ class Totals:
     serving_gpu_seconds: float = 0.0
     prompt_tokens: float = 0.0
     output_tokens: float = 0.0
+    requests: float = 0.0
+    """Requests that got their first token."""
+    timed: float = 0.0
+    """Of those, the ones counted while the deployment had a latency objective."""
+    on_time: float = 0.0
+    """Of those, the ones whose first token came within the objective (at `slo_bound`)."""
 
     def __add__(self, other: Totals) -> Totals:
-        return Totals(
-            self.gpu_seconds + other.gpu_seconds,
-            self.serving_gpu_seconds + other.serving_gpu_seconds,
-            self.prompt_tokens + other.prompt_tokens,
-            self.output_tokens + other.output_tokens,
-        )
+        return Totals(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     def as_list(self) -> list[float]:
-        """[gpuSeconds, servingGpuSeconds, promptTokens, outputTokens], rounded for status."""
+        """[gpuSeconds, servingGpuSeconds, promptTokens, outputTokens, requests, timed, onTime], rounded for
+        status."""
         return [round(self.gpu_seconds, 1), round(self.serving_gpu_seconds, 1),
-                float(round(self.prompt_tokens)), float(round(self.output_tokens))]  # fmt: skip
+                *(float(round(v)) for v in astuple(self)[2:])]  # fmt: skip
 
     @staticmethod
     def from_list(values: Iterable[float]) -> Totals:
-        """The inverse of `as_list` (missing trailing values are zero)."""
-        v = [*list(values)[:4], 0.0, 0.0, 0.0, 0.0]
-        return Totals(float(v[0]), float(v[1]), float(v[2]), float(v[3]))
+        """The inverse of `as_list` (missing trailing values, as in a ledger written before they existed, are
+        zero)."""
+        v = [*list(values)[:FIELDS], *[0.0] * FIELDS]
+        return Totals(*(float(x) for x in v[:FIELDS]))
+
+
+FIELDS = len(fields(Totals))
+
+
+@dataclass(frozen=True)
+class Counters:
+    """What the ledger reads from one replica's /metrics, summed over its engines."""
+
+    prompt: float = 0.0
+    output: float = 0.0
+    running: float = 0.0
+    ttft: tuple[tuple[float, float], ...] = ()
+    """vllm:time_to_first_token_seconds as (upper bound, cumulative count) pairs, ascending; +Inf last."""
+
+    def first_tokens(self) -> float:
+        """Requests that got their first token (the histogram's count)."""
+        return self.ttft[-1][1] if self.ttft else 0.0
+
+    def within(self, bound: float) -> float | None:
+        """Requests whose first token came within `bound` seconds; None if `bound` is not one of the buckets."""
+        return next((count for le, count in self.ttft if math.isclose(le, bound)), None)
+
+
+def slo_bound(ttft_seconds: float, counters: Iterable[Counters]) -> float | None:
+    """The largest histogram boundary at or below the objective's `ttft_seconds` (what is measurable of it), from
+    the first replica that reports the histogram; None when none does, or the objective is below every bucket."""
+    for c in counters:
+        if c.ttft:
+            below = [le for le, _ in c.ttft if le <= ttft_seconds * (1 + 1e-9)]
+            return max(below) if below else None
+    return None
 
 
 @dataclass(frozen=True)
@@ -64,11 +105,14 @@ class PodSeen:
     accounted_until: float
     prompt: float
     output: float
+    requests: float = 0.0
+    on_time: float = 0.0
 
 
 @dataclass(frozen=True)
 class PodObservation:
-    """One pod as listed and scraped now. `prompt`/`output` are None when the scrape failed."""
+    """One pod as listed and scraped now. `prompt`/`output` are None when the scrape failed; `on_time` is None
+    without an objective (or when the pod's histogram lacks its bucket)."""
 
     name: str
     gpus: int
@@ -76,6 +120,8 @@ class PodObservation:
     prompt: float | None = None
     output: float | None = None
     running: float = 0.0
+    requests: float | None = None
+    on_time: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +132,8 @@ class Ledger:
     buckets: tuple[tuple[int, Totals], ...] = ()
     pods: tuple[PodSeen, ...] = ()
     updated: float = 0.0
+    bound: float | None = None
+    """The TTFT bucket (seconds) the pods' `on_time` counters were read at; None without an objective."""
 
 
 def counter_delta(previous: float | None, current: float) -> float:
@@ -113,9 +161,12 @@ def compact(buckets: Iterable[tuple[int, Totals]], now: float) -> tuple[tuple[in
     return tuple(sorted(merged.items()))
 
 
-def advance(ledger: Ledger, now: float, pods: Iterable[PodObservation]) -> Ledger:
-    """Account every pod's GPU time and counter increase up to `now`; forget pods that are gone."""
+def advance(ledger: Ledger, now: float, pods: Iterable[PodObservation], bound: float | None = None) -> Ledger:
+    """Account every pod's GPU time and counter increase up to `now`; forget pods that are gone. `bound` is the
+    TTFT bucket the pods' `on_time` was read at: when it differs from the ledger's (an objective set, changed or
+    removed), this pass only takes the pods' counts as the new baseline."""
     seen = {p.name: p for p in ledger.pods}
+    rebase = bound != ledger.bound
     added = Totals()
     kept: list[PodSeen] = []
     for pod in pods:
@@ -124,18 +175,25 @@ def advance(ledger: Ledger, now: float, pods: Iterable[PodObservation]) -> Ledge
         old = seen.get(pod.name)
         start = pod.holds_from if old is None else max(pod.holds_from, old.accounted_until)
         gpu_seconds = max(0.0, now - start) * pod.gpus
-        prompt = old.prompt if old else 0.0
-        output = old.output if old else 0.0
-        new_prompt = new_output = 0.0
+        last = old or PodSeen(pod.name, start, 0.0, 0.0)
+        prompt, output, requests, on_time = last.prompt, last.output, last.requests, last.on_time
+        new_prompt = new_output = new_requests = timed = new_on_time = 0.0
         if pod.prompt is not None and pod.output is not None:
             new_prompt = counter_delta(old.prompt if old else None, pod.prompt)
             new_output = counter_delta(old.output if old else None, pod.output)
             prompt, output = pod.prompt, pod.output
+        if pod.requests is not None:
+            new_requests = counter_delta(old.requests if old else None, pod.requests)
+            reset = old is not None and pod.requests < old.requests  # the engine restarted: all of it is new
+            if pod.on_time is not None and bound is not None and not (rebase and old is not None and not reset):
+                timed = new_requests
+                new_on_time = min(timed, counter_delta(None if old is None or reset else old.on_time, pod.on_time))
+            requests, on_time = pod.requests, last.on_time if pod.on_time is None else pod.on_time
         serving = gpu_seconds if (new_output > 0 or new_prompt > 0 or pod.running > 0) else 0.0
-        added += Totals(gpu_seconds, serving, new_prompt, new_output)
-        kept.append(PodSeen(pod.name, max(now, start), prompt, output))
+        added += Totals(gpu_seconds, serving, new_prompt, new_output, new_requests, timed, new_on_time)
+        kept.append(PodSeen(pod.name, max(now, start), prompt, output, requests, on_time))
     buckets = [*ledger.buckets, (bucket_key(now, now), added)]
-    return Ledger(ledger.total + added, compact(buckets, now), tuple(sorted(kept, key=lambda p: p.name)), now)
+    return Ledger(ledger.total + added, compact(buckets, now), tuple(sorted(kept, key=lambda p: p.name)), now, bound)
 
 
 def window(ledger: Ledger, now: float, seconds: int) -> Totals:
@@ -163,7 +221,23 @@ def summary(totals: Totals, gpu_hour_usd: float) -> dict[str, Any]:
         "usdPerMillionOutputTokens": usd_per_million(usd, totals.output_tokens),
         "usdPerMillionTokens": usd_per_million(usd, totals.prompt_tokens + totals.output_tokens),
         "utilization": round(totals.serving_gpu_seconds / totals.gpu_seconds, 4) if totals.gpu_seconds else None,
+        "requests": int(totals.requests),
     }
+
+
+def attainment(totals: Totals) -> dict[str, Any]:
+    """One window of status.slo: requests timed against the objective, those on time, and their share."""
+    share = round(totals.on_time / totals.timed, 4) if totals.timed else None
+    return {"requests": int(totals.timed), "onTime": int(totals.on_time), "attainment": share}
+
+
+def slo_report(ledger: Ledger, now: float, ttft_seconds: float, target: float) -> dict[str, Any]:
+    """The whole of status.slo: the objective, the bucket it is measured at, and each window's attainment."""
+    out: dict[str, Any] = {"ttftSeconds": ttft_seconds, "attainmentTarget": target, "measuredAtSeconds": ledger.bound}
+    for name, seconds in WINDOWS:
+        out[name] = attainment(window(ledger, now, seconds))
+    out["sinceCreation"] = attainment(ledger.total)
+    return out
 
 
 def report(ledger: Ledger, now: float, gpu_hour_usd: float, estimate: float | None) -> dict[str, Any]:
@@ -181,15 +255,25 @@ def report(ledger: Ledger, now: float, gpu_hour_usd: float, estimate: float | No
 
 def dump(ledger: Ledger) -> dict[str, Any]:
     """The ledger as status stores it (compact lists, so it stays small)."""
-    return {
+    out: dict[str, Any] = {
         "updated": round(ledger.updated, 3),
         "total": ledger.total.as_list(),
         "buckets": [[float(start), *totals.as_list()] for start, totals in ledger.buckets],
         "pods": [
-            {"name": p.name, "accountedUntil": round(p.accounted_until, 3), "prompt": p.prompt, "output": p.output}
+            {
+                "name": p.name,
+                "accountedUntil": round(p.accounted_until, 3),
+                "prompt": p.prompt,
+                "output": p.output,
+                "requests": p.requests,
+                "onTime": p.on_time,
+            }
             for p in ledger.pods
         ],
     }
+    if ledger.bound is not None:
+        out["ttftBound"] = ledger.bound
+    return out
 
 
 def load(stored: Mapping[str, Any] | None) -> Ledger:
@@ -200,10 +284,18 @@ def load(stored: Mapping[str, Any] | None) -> Ledger:
         total=Totals.from_list(stored.get("total") or []),
         buckets=tuple((int(b[0]), Totals.from_list(b[1:])) for b in stored.get("buckets") or [] if b),
         pods=tuple(
-            PodSeen(str(p["name"]), float(p["accountedUntil"]), float(p.get("prompt", 0)), float(p.get("output", 0)))
+            PodSeen(
+                str(p["name"]),
+                float(p["accountedUntil"]),
+                float(p.get("prompt", 0)),
+                float(p.get("output", 0)),
+                float(p.get("requests", 0)),
+                float(p.get("onTime", 0)),
+            )
             for p in stored.get("pods") or []
         ),
         updated=float(stored.get("updated") or 0.0),
+        bound=None if stored.get("ttftBound") is None else float(stored["ttftBound"]),
     )
 
 
@@ -234,9 +326,14 @@ def holds_gpus_since(pod: Mapping[str, Any]) -> float | None:
     return parse_time(status.get("startTime")) if (pod.get("spec") or {}).get("nodeName") else None
 
 
-def parse_counters(text: str) -> tuple[float, float, float]:
-    """(prompt tokens, generation tokens, running requests) from vLLM's Prometheus text, summed over engines."""
+TTFT = "vllm:time_to_first_token_seconds"
+
+
+def parse_counters(text: str) -> Counters:
+    """Prompt and generation tokens, running requests and the time-to-first-token histogram from vLLM's
+    Prometheus text, summed over engines."""
     prompt = output = running = 0.0
+    ttft: dict[float, float] = {}
     for line in text.splitlines():
         if not line.startswith("vllm:"):
             continue
@@ -253,19 +350,37 @@ def parse_counters(text: str) -> tuple[float, float, float]:
             output += value
         elif name == "vllm:num_requests_running":
             running += value
-    return prompt, output, running
+        elif name == TTFT + "_bucket" and (le := _label(line, "le")) is not None:
+            try:
+                bound = float(le)
+            except ValueError:
+                continue
+            ttft[bound] = ttft.get(bound, 0.0) + value
+    return Counters(prompt, output, running, tuple(sorted(ttft.items())))
 
 
-def observe(pod: Mapping[str, Any], counters: tuple[float, float, float] | None) -> PodObservation:
-    """A pod and its scraped counters as the ledger takes them."""
-    prompt, output, running = counters if counters else (None, None, 0.0)
+def _label(line: str, name: str) -> str | None:
+    """A label's value in one sample line of the Prometheus text format (vLLM's values hold no quotes)."""
+    key = f'{name}="'
+    at = line.find(key, 0, line.find("}"))
+    if at < 0:
+        return None
+    start = at + len(key)
+    return line[start : line.index('"', start)]
+
+
+def observe(pod: Mapping[str, Any], counters: Counters | None, bound: float | None = None) -> PodObservation:
+    """A pod and its scraped counters as the ledger takes them; `bound`: the TTFT bucket the objective is
+    measured at (`slo_bound`), None without an objective."""
     return PodObservation(
         name=str((pod.get("metadata") or {}).get("name", "")),
         gpus=pod_gpus(pod),
         holds_from=holds_gpus_since(pod),
-        prompt=prompt,
-        output=output,
-        running=running or 0.0,
+        prompt=None if counters is None else counters.prompt,
+        output=None if counters is None else counters.output,
+        running=0.0 if counters is None else counters.running,
+        requests=None if counters is None or not counters.ttft else counters.first_tokens(),
+        on_time=None if counters is None or bound is None else counters.within(bound),
     )
 
 

@@ -117,8 +117,8 @@ def gpu_hour_price(body: dict[str, Any]) -> float:
         return 0.0
 
 
-async def scrape_counters(session: aiohttp.ClientSession, ip: str) -> tuple[float, float, float] | None:
-    """A pod's (prompt tokens, generation tokens, running) or None if it did not answer."""
+async def scrape_counters(session: aiohttp.ClientSession, ip: str) -> lg.Counters | None:
+    """A pod's counters, or None if it did not answer."""
     try:
         timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_SECONDS)
         async with session.get(f"http://{ip}:{HTTP_PORT}/metrics", timeout=timeout) as response:
@@ -262,7 +262,7 @@ class CostLoop(Collector):
             now = time.time()
             if book.written and now - book.written_at < WRITE_EVERY_SECONDS:
                 continue
-            if _without_ledger(record) == _without_ledger(book.written) and book.written_at:
+            if _strip_ledger(record) == _strip_ledger(book.written) and book.written_at:
                 continue
             await self.kube.patch_status(API_VERSION, "Qwen3Router", key[0], key[1], {"cost": record})
             book.written, book.written_at = record, now
@@ -277,18 +277,28 @@ class CostLoop(Collector):
             ledger = lg.load(stored.get("ledger"))
             # After a restart the stored ledger says when it was last written: keep that cadence, so a restart
             # does not add a write of its own.
-            book = Book(uid=str(meta.get("uid")), ledger=ledger, written=stored, written_at=ledger.updated)
+            written = {"cost": stored, "slo": status.get("slo")} if stored else {}
+            book = Book(uid=str(meta.get("uid")), ledger=ledger, written=written, written_at=ledger.updated)
             self.books[key] = book
         now = time.time()
-        observations = [lg.observe(p, counters.get(p["metadata"]["name"])) for p in pods]
-        book.ledger = lg.advance(book.ledger, now, observations)
+        mine = list(pods)
+        scraped = [c for p in mine if (c := counters.get(p["metadata"]["name"])) is not None]
+        objective = slo_objective(body)
+        bound = None if objective is None else lg.slo_bound(objective[0], scraped)
+        if objective is not None and bound is None:
+            bound = book.ledger.bound  # no replica answered with the histogram now: keep the bucket in use
+        observations = [lg.observe(p, counters.get(p["metadata"]["name"]), bound) for p in mine]
+        book.ledger = lg.advance(book.ledger, now, observations, bound)
         book.price = gpu_hour_price(body)
         estimate = ((status.get("plan") or {}).get("costPerMillionOutputTokensUSD")) or None
-        record = lg.report(book.ledger, now, book.price, estimate)
-        if not write_due(record, book.written, now - book.written_at):
+        patch: dict[str, Any] = {"cost": lg.report(book.ledger, now, book.price, estimate)}
+        patch["slo"] = None if objective is None else lg.slo_report(book.ledger, now, *objective)
+        if not write_due(patch, book.written, now - book.written_at):
             return
-        await self.kube.patch_status(API_VERSION, "Qwen3Deployment", key[0], key[1], {"cost": record})
-        book.written, book.written_at = record, now
+        if patch["slo"] is None and not status.get("slo"):
+            del patch["slo"]  # nothing to remove
+        await self.kube.patch_status(API_VERSION, "Qwen3Deployment", key[0], key[1], patch)
+        book.written, book.written_at = patch, now
 
     def collect(self) -> Iterable[Metric]:
         """Prometheus series of the ledgers (collected at scrape time)."""
@@ -302,8 +312,22 @@ class CostLoop(Collector):
         )
         usd = CounterMetricFamily("qwenfleet_deployment_cost_usd", "Cost of the GPU time held, USD.", labels=labels)
         price = GaugeMetricFamily("qwenfleet_deployment_gpu_hour_usd", "Price of one GPU-hour, USD.", labels=labels)
+        requests = CounterMetricFamily(
+            "qwenfleet_deployment_requests",
+            "Requests that got their first token (vLLM's TTFT histogram).",
+            labels=labels,
+        )
+        timed = CounterMetricFamily(
+            "qwenfleet_deployment_slo_requests",
+            "Requests timed against spec.autoscaling.slo, by whether their first token came within ttftSeconds.",
+            labels=[*labels, "result"],
+        )
         for (namespace, name), book in sorted(self.books.items()):
             total = book.ledger.total
+            requests.add_metric([namespace, name], total.requests)
+            if total.timed:
+                timed.add_metric([namespace, name, "on_time"], total.on_time)
+                timed.add_metric([namespace, name, "late"], total.timed - total.on_time)
             gpu.add_metric([namespace, name], total.gpu_seconds)
             serving.add_metric([namespace, name], total.serving_gpu_seconds)
             tokens.add_metric([namespace, name, "prompt"], total.prompt_tokens)
@@ -332,29 +356,50 @@ class CostLoop(Collector):
                 largest.add_metric([namespace, name], rbook.written["onLargestUSD"])
             if rbook.written.get("referenceUSD") is not None:
                 reference.add_metric([namespace, name], rbook.written["referenceUSD"])
-        yield from (gpu, serving, tokens, usd, price, routed, largest, reference)
+        yield from (gpu, serving, tokens, usd, price, requests, timed, routed, largest, reference)
 
 
-def _without_ledger(record: dict[str, Any]) -> dict[str, Any]:
+def slo_objective(body: dict[str, Any]) -> tuple[float, float] | None:
+    """(ttftSeconds, attainment) of the deployment's latency objective, or None without one."""
+    slo = (((body.get("spec") or {}).get("autoscaling")) or {}).get("slo") or {}
+    if slo.get("ttftSeconds") is None:
+        return None
+    return float(slo["ttftSeconds"]), float(slo.get("attainment", 0.99))
+
+
+def _strip_ledger(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "ledger"}
 
 
-def _activity(record: dict[str, Any]) -> tuple[Any, ...]:
-    """What moves only when the deployment serves or its replicas change: tokens, and the pods in the ledger."""
-    total = record.get("sinceCreation") or {}
-    pods = ((record.get("ledger") or {}).get("pods")) or []
-    return total.get("promptTokens"), total.get("outputTokens"), tuple(sorted(p.get("name", "") for p in pods))
+def _without_ledger(patch: dict[str, Any]) -> dict[str, Any]:
+    return {"cost": _strip_ledger(patch.get("cost") or {}), "slo": patch.get("slo")}
 
 
-def write_due(record: dict[str, Any], written: dict[str, Any], since_write: float) -> bool:
-    """Whether a deployment's new status.cost is worth a write: not before it has held a GPU or served a token,
-    never within WRITE_EVERY_SECONDS of the last one, never when nothing changed, and when only the clock moved,
-    every IDLE_WRITE_EVERY_SECONDS."""
+def _activity(patch: dict[str, Any]) -> tuple[Any, ...]:
+    """What moves only when the deployment serves, its replicas change or its objective does: tokens, the pods in
+    the ledger, the objective."""
+    cost, slo = patch.get("cost") or {}, patch.get("slo") or {}
+    total = cost.get("sinceCreation") or {}
+    pods = tuple(sorted(p.get("name", "") for p in ((cost.get("ledger") or {}).get("pods")) or []))
+    return (
+        total.get("promptTokens"),
+        total.get("outputTokens"),
+        pods,
+        slo.get("ttftSeconds"),
+        slo.get("attainmentTarget"),
+    )
+
+
+def write_due(patch: dict[str, Any], written: dict[str, Any], since_write: float) -> bool:
+    """Whether a deployment's new status.cost and status.slo are worth a write: not before it has held a GPU or
+    served a token, never within WRITE_EVERY_SECONDS of the last one, never when nothing changed, and when only
+    the clock moved, every IDLE_WRITE_EVERY_SECONDS."""
     if not written:  # the first record, once there is something to report (a deployment at zero has nothing)
-        return bool((record.get("sinceCreation") or {}).get("gpuHours")) or any(_activity(record))
-    if since_write < WRITE_EVERY_SECONDS or _without_ledger(record) == _without_ledger(written):
+        served = any(_activity(patch)[:3])  # tokens or pods, not merely an objective
+        return bool(((patch.get("cost") or {}).get("sinceCreation") or {}).get("gpuHours")) or served
+    if since_write < WRITE_EVERY_SECONDS or _without_ledger(patch) == _without_ledger(written):
         return False
-    return _activity(record) != _activity(written) or since_write >= IDLE_WRITE_EVERY_SECONDS
+    return _activity(patch) != _activity(written) or since_write >= IDLE_WRITE_EVERY_SECONDS
 
 
 _registered: list[Collector] = []
