@@ -218,3 +218,9 @@ def test_the_request_counts_survive_a_round_trip_and_an_older_ledger_loads() -> 
     assert loaded.total == Totals(60.0, 0.0, 100.0, 40.0) and loaded.bound is None
     later = lg.advance(loaded, T0 + 10, [_timed("a", 10, 9)], bound=2.5)  # a pod first timed: a baseline pass
     assert (later.total.requests, later.total.timed) == (10, 0)
+
+
+def test_totals_add_every_figure() -> None:
+    one = Totals(*range(1, lg.FIELDS + 1))
+    assert len(one.values()) == lg.FIELDS  # a new field must be added to values() too
+    assert (one + one).values() == tuple(2.0 * v for v in one.values())

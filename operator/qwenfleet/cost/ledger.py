@@ -21,8 +21,9 @@ scrapes vLLM's counters and persists the ledger in `status.cost.ledger`, so the 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -48,14 +49,20 @@ class Totals:
     on_time: float = 0.0
     """Of those, the ones whose first token came within the objective (at `slo_bound`)."""
 
+    def values(self) -> tuple[float, ...]:
+        """The figures in field order (what `as_list` rounds); not `dataclasses.astuple`, which deep-copies each
+        and is ten times slower on a path taken for every bucket of every deployment every 10 s."""
+        return (self.gpu_seconds, self.serving_gpu_seconds, self.prompt_tokens, self.output_tokens, self.requests,
+                self.timed, self.on_time)  # fmt: skip
+
     def __add__(self, other: Totals) -> Totals:
-        return Totals(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+        return Totals(*map(operator.add, self.values(), other.values()))
 
     def as_list(self) -> list[float]:
         """[gpuSeconds, servingGpuSeconds, promptTokens, outputTokens, requests, timed, onTime], rounded for
         status."""
         return [round(self.gpu_seconds, 1), round(self.serving_gpu_seconds, 1),
-                *(float(round(v)) for v in astuple(self)[2:])]  # fmt: skip
+                *(float(round(v)) for v in self.values()[2:])]  # fmt: skip
 
     @staticmethod
     def from_list(values: Iterable[float]) -> Totals:
