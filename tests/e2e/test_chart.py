@@ -47,6 +47,18 @@ def test_values_schema_rejects_two_replicas_without_leader_election(helm: Path) 
     assert "--leader-election" in install.helm_template(helm, values=["replicaCount=2", "leaderElection.enabled=true"])
 
 
+def test_the_slo_alerts_render_as_a_prometheus_rule_with_their_selector_labels(helm: Path) -> None:
+    assert "PrometheusRule" not in install.helm_template(helm)  # off by default: it needs the CRD
+    on = ["metrics.prometheusRule.enabled=true", "metrics.prometheusRule.labels.release=kube-prometheus-stack"]
+    rendered = install.helm_template(helm, values=on)
+    rule = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # the rules file verbatim: Helm must not template Prometheus's own {{ $labels.* }}
+    assert rule["spec"] == yaml.safe_load((install.CHART / "files" / "slo-alerts.yaml").read_text())
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    assert all("{{ $labels.deployment }}" in a["annotations"]["summary"] for a in alerts)
+
+
 def test_install_manifests_match_the_chart(helm: Path) -> None:
     committed = (install.INSTALL / "qwenfleet.yaml").read_text()
     assert committed == install.render_install(helm), "manifests/install drifted from the chart: make manifests"

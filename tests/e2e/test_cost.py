@@ -257,6 +257,7 @@ async def test_slo_attainment_is_measured_from_the_engines_and_shown_in_status(
         return operator.metric("qwenfleet_deployment_slo_requests_total", deployment=name, result="late") == late
 
     await wait_for(exported, 30, "the operator exporting the late requests")
+    assert operator.metric("qwenfleet_deployment_slo_target", deployment=name) == 0.9  # the alerts' error budget
     assert (
         operator.metric("qwenfleet_deployment_slo_requests_total", deployment=name, result="on_time") == total["onTime"]
     )

@@ -1,5 +1,6 @@
-"""The chart's Grafana dashboard: valid JSON, and every query names only series the operator, the router or vLLM
-(its stand-in, kept equal to vLLM by the conformance suite) export."""
+"""The chart's Grafana dashboard and its Prometheus alert rules: valid JSON and YAML, every query valid PromQL
+(parsed with Prometheus's grammar), and every query names only series the operator, the router or vLLM (its
+stand-in, kept equal to vLLM by the conformance suite) export, or a rule records."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import json
 import re
 from pathlib import Path
 
+import promql_parser
+import pytest
+import yaml
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 
 from qwenfleet.controller import metrics
@@ -17,9 +21,9 @@ from qwenfleet.router.app import RouterMetrics
 from qwenfleet.router.usage import Usage
 from qwenfleet.sim.server import SimServer
 
-DASHBOARD = Path(__file__).parents[2] / "charts/qwenfleet/files/dashboard.json"
-PROMQL_WORDS = {"sum", "by", "rate", "increase", "histogram_quantile", "avg", "max", "min", "without", "le", "on",
-                "ignoring", "and", "or", "unless", "count", "e6", "1e6"}  # fmt: skip
+CHART_FILES = Path(__file__).parents[2] / "charts/qwenfleet/files"
+DASHBOARD = CHART_FILES / "dashboard.json"
+ALERTS = CHART_FILES / "slo-alerts.yaml"
 
 
 def _exported(registry: CollectorRegistry) -> set[str]:
@@ -31,16 +35,21 @@ def _exported(registry: CollectorRegistry) -> set[str]:
 
 
 def _series_names(expr: str) -> set[str]:
-    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
-    expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr)  # grouping labels
-    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges
-    words = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", expr))
-    return {w for w in words if w not in PROMQL_WORDS and not re.fullmatch(r"\d+e\d+", w)}
+    """The series a PromQL query reads (from its syntax tree; a query Prometheus would refuse raises)."""
+    names: set[str] = set()
+
+    def visit(node: object) -> None:
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            names.add(node.name)
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return names
 
 
 def _all_exported() -> set[str]:
     loop = CostLoop(kube=None, namespaces=None)  # type: ignore[arg-type]
-    loop.books[("ns", "d")] = Book("u", lg.Ledger(total=lg.Totals(10, 5, 100, 50, 20, 20, 19)), price=2.0)
+    ledger = lg.Ledger(total=lg.Totals(10, 5, 100, 50, 20, 20, 19))
+    loop.books[("ns", "d")] = Book("u", ledger, price=2.0, objective=(2.5, 0.99))
     written = {"backends": [{"name": "d", "usd": 1.0}], "onLargestUSD": 2.0, "referenceUSD": 3.0}
     loop.routers[("ns", "r")] = RouterBook("u", {}, {}, written)
     cost = CollectorRegistry()
@@ -72,9 +81,27 @@ def test_the_dashboard_is_valid_json_and_queries_only_exported_series() -> None:
         assert names <= exported, f"{expr}: {sorted(names - exported)} not exported"
 
 
-def test_the_checker_catches_a_series_nobody_exports() -> None:
+def test_the_checker_catches_a_series_nobody_exports_and_a_query_prometheus_refuses() -> None:
     assert _series_names('sum by (x) (rate(vllm:made_up_total{a="b"}[5m])) / 1e6') == {"vllm:made_up_total"}
     assert "vllm:made_up_total" not in _all_exported()
+    with pytest.raises(ValueError):
+        _series_names("sum by (x (rate(a[5m]))")
+
+
+def test_the_slo_alert_rules_parse_and_read_only_exported_or_recorded_series() -> None:
+    rules = [r for group in yaml.safe_load(ALERTS.read_text())["groups"] for r in group["rules"]]
+    available = _all_exported()
+    for rule in rules:  # in order: a recording rule's series is available to the rules after it
+        names = _series_names(rule["expr"])
+        assert names and names <= available, f"{rule}: {sorted(names - available)}"
+        if "record" in rule:
+            assert re.fullmatch(r"qwenfleet:[a-z_]+:?[a-z0-9]*", rule["record"]), rule["record"]
+            available.add(rule["record"])
+    alerts = {r["alert"]: r for r in rules if "alert" in r}
+    assert set(alerts) == {"Qwen3DeploymentSLOFastBurn", "Qwen3DeploymentSLOSlowBurn"}
+    for alert in alerts.values():
+        assert alert["labels"]["severity"] in {"page", "ticket"} and alert["for"]
+        assert {"summary", "description"} <= set(alert["annotations"])
 
 
 def test_slo_series_go_with_their_deployment() -> None:

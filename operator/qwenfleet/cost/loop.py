@@ -100,6 +100,8 @@ class Book:
     written: dict[str, Any] = field(default_factory=dict)
     written_at: float = 0.0
     price: float = 0.0
+    objective: tuple[float, float] | None = None
+    """(ttftSeconds, attainment) of spec.autoscaling.slo, when set."""
 
 
 def gpu_hour_price(body: dict[str, Any]) -> float:
@@ -283,7 +285,7 @@ class CostLoop(Collector):
         now = time.time()
         mine = list(pods)
         scraped = [c for p in mine if (c := counters.get(p["metadata"]["name"])) is not None]
-        objective = slo_objective(body)
+        objective = book.objective = slo_objective(body)
         bound = None if objective is None else lg.slo_bound(objective[0], scraped)
         if objective is not None and bound is None:
             bound = book.ledger.bound  # no replica answered with the histogram now: keep the bucket in use
@@ -322,12 +324,20 @@ class CostLoop(Collector):
             "Requests timed against spec.autoscaling.slo, by whether their first token came within ttftSeconds.",
             labels=[*labels, "result"],
         )
+        target = GaugeMetricFamily(
+            "qwenfleet_deployment_slo_target",
+            "spec.autoscaling.slo.attainment: the share of requests that should get their first token in time "
+            "(1 - target is the error budget the chart's burn-rate alerts divide by).",
+            labels=labels,
+        )
         for (namespace, name), book in sorted(self.books.items()):
             total = book.ledger.total
             requests.add_metric([namespace, name], total.requests)
             if total.timed:
                 timed.add_metric([namespace, name, "on_time"], total.on_time)
                 timed.add_metric([namespace, name, "late"], total.timed - total.on_time)
+            if book.objective is not None:
+                target.add_metric([namespace, name], book.objective[1])
             gpu.add_metric([namespace, name], total.gpu_seconds)
             serving.add_metric([namespace, name], total.serving_gpu_seconds)
             tokens.add_metric([namespace, name, "prompt"], total.prompt_tokens)
@@ -356,7 +366,7 @@ class CostLoop(Collector):
                 largest.add_metric([namespace, name], rbook.written["onLargestUSD"])
             if rbook.written.get("referenceUSD") is not None:
                 reference.add_metric([namespace, name], rbook.written["referenceUSD"])
-        yield from (gpu, serving, tokens, usd, price, requests, timed, routed, largest, reference)
+        yield from (gpu, serving, tokens, usd, price, requests, timed, target, routed, largest, reference)
 
 
 def slo_objective(body: dict[str, Any]) -> tuple[float, float] | None:
