@@ -58,6 +58,7 @@ def _all_exported() -> set[str]:
     router.count_usage("d", Usage(1, 2, 1))
     router.requests.labels("d", "alias", "200").inc()
     router.ttfb.labels("d").observe(0.1)
+    router.hold.labels("d").observe(12.0)
     router.inflight.labels("d").inc()
     metrics.observe_reconcile("ns", "d", 0.1, {"readyReplicas": 1})
     metrics.ERRORS.labels("ApplyFailed").inc(0)

@@ -162,6 +162,10 @@ async def test_without_a_fallback_the_request_is_held_until_the_backend_is_ready
         assert r.status == 200 and r.headers["x-qwenfleet-route"] == "lonely;alias>wake>held;lonely-0"
         metrics = await (await client.get("/metrics")).text()
         assert 'qwenfleet_router_held_requests{backend="lonely"} 0.0' in metrics
+        # the time held, which no engine saw: at least the 0.3 s above
+        assert 'qwenfleet_router_hold_seconds_count{backend="lonely"} 1.0' in metrics
+        held_for = float(metrics.split('qwenfleet_router_hold_seconds_sum{backend="lonely"} ')[1].split()[0])
+        assert 0.3 <= held_for < 5
 
 
 async def test_held_requests_are_bounded_then_429_with_retry_after_and_503_after_the_hold(
@@ -179,6 +183,9 @@ async def test_held_requests_are_bounded_then_429_with_retry_after_and_503_after
         for r in await asyncio.gather(*first):
             assert r.status == 503 and "within 1s" in (await r.json())["error"]["message"]
         assert 0.9 < time.monotonic() - started < 3
+        metrics = await (await client.get("/metrics")).text()
+        assert 'qwenfleet_router_hold_seconds_count{backend="lonely"} 2.0' in metrics  # refused after the hold
+        assert 'qwenfleet_router_hold_seconds_bucket{backend="lonely",le="0.5"} 0.0' in metrics
 
 
 async def test_a_held_stream_gets_keepalive_comments_then_the_answer(

@@ -39,6 +39,9 @@ MAX_ATTEMPTS = 3
 WHOLE_BODY_BYTES = 256 * 1024  # non-streaming answers up to this size are sent in one write
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "host"}
 KEEPALIVE = b": keep-alive\n\n"
+HOLD_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+"""Cold starts run from seconds (a cached small model) to minutes (235B-A22B across nodes); the objectives' common
+values (1, 2.5, 5 s) are boundaries, as in vLLM's time-to-first-token histogram."""
 
 
 class RouterMetrics:
@@ -59,6 +62,12 @@ class RouterMetrics:
                           ["backend"], registry=r)  # fmt: skip
         self.tokens = Counter("qwenfleet_router_tokens", "Tokens of answers by backend, type and thinking mode.",
                               ["backend", "type", "mode"], registry=r)  # fmt: skip
+        self.hold = Histogram(
+            "qwenfleet_router_hold_seconds",
+            "Seconds a request was held while its backend woke, whether then served, refused or given up: time "
+            "before its first token that the engines' time-to-first-token histograms (status.slo) do not see.",
+            ["backend"], buckets=HOLD_BUCKETS, registry=r,
+        )  # fmt: skip
 
     def count_usage(self, backend: str, use: Usage | None) -> None:
         """Add one answer's tokens (prompt, output, reasoning) under its backend and mode."""
@@ -223,6 +232,7 @@ class Router:
         finally:
             state.held -= 1
             self.metrics.held.labels(state.name).dec()
+            self.metrics.hold.labels(state.name).observe(time.monotonic() - started)
         if not route.hold and route.refusal is None:  # served now: by the target that woke, or a fallback
             reason = f"{held.reason}>held" if route.backend == held.target else f"{route.reason}>held"
             route = Route(route.backend, reason, route.target, meanwhile=route.meanwhile)
