@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from qwenfleet.cost.loop import IDLE_WRITE_EVERY_SECONDS, WRITE_EVERY_SECONDS, write_due
+from qwenfleet.api.deployment import Qwen3DeploymentSpec
+from qwenfleet.cost.loop import IDLE_WRITE_EVERY_SECONDS, WRITE_EVERY_SECONDS, slo_objective, write_due
 
 
 def _record(gpu_hours: float, output: int, pods: tuple[str, ...] = ("a",), slo: Any = None) -> dict[str, Any]:
@@ -54,3 +55,15 @@ def test_a_new_attainment_is_written_with_the_activity_that_moved_it() -> None:
     assert write_due(_record(1.1, 100), _record(1.0, 100, slo={"ttftSeconds": 2.5}), WRITE_EVERY_SECONDS)
     assert write_due(_record(1.1, 100, slo={"ttftSeconds": 1.0}), _record(1.0, 100), WRITE_EVERY_SECONDS)
     assert not write_due(_record(1.1, 100, slo={"ttftSeconds": 1.0}), _record(1.0, 100), WRITE_EVERY_SECONDS - 1)
+
+
+def test_the_objective_is_read_from_the_spec_with_the_api_models_default() -> None:
+    assert slo_objective({"spec": {"autoscaling": {"mode": "builtin"}}}) is None
+    assert slo_objective({"spec": {"autoscaling": {"slo": {"ttftSeconds": 1.0, "attainment": 0.9}}}}) == (1.0, 0.9)
+    spec = Qwen3DeploymentSpec.model_validate({"model": "Qwen3-8B", "gpu": "L4-24GB", "autoscaling": {
+        "mode": "builtin", "slo": {"ttftSeconds": 2.5}}})  # fmt: skip
+    assert spec.autoscaling is not None and spec.autoscaling.slo is not None
+    assert slo_objective({"spec": {"autoscaling": {"slo": {"ttftSeconds": 2.5}}}}) == (
+        2.5,
+        spec.autoscaling.slo.attainment,
+    )
