@@ -96,7 +96,7 @@ def test_the_slo_alert_rules_parse_and_read_only_exported_or_recorded_series() -
         names = _series_names(rule["expr"])
         assert names and names <= available, f"{rule}: {sorted(names - available)}"
         if "record" in rule:
-            assert re.fullmatch(r"qwenfleet:[a-z_]+:?[a-z0-9]*", rule["record"]), rule["record"]
+            assert re.fullmatch(r"namespace_deployment:qwenfleet_[a-z_]+:[a-z0-9_]+", rule["record"]), rule["record"]
             available.add(rule["record"])
     alerts = {r["alert"]: r for r in rules if "alert" in r}
     assert set(alerts) == {"Qwen3DeploymentSLOFastBurn", "Qwen3DeploymentSLOSlowBurn"}
