@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from qwenfleet.api.deployment import Qwen3DeploymentSpec
-from qwenfleet.cost.loop import IDLE_WRITE_EVERY_SECONDS, WRITE_EVERY_SECONDS, slo_objective, write_due
+from qwenfleet.api.deployment import Qwen3DeploymentSpec, slo_objective
+from qwenfleet.cost.loop import IDLE_WRITE_EVERY_SECONDS, WRITE_EVERY_SECONDS, write_due
 
 
 def _record(gpu_hours: float, output: int, pods: tuple[str, ...] = ("a",), slo: Any = None) -> dict[str, Any]:

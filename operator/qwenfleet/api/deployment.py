@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
@@ -157,6 +158,16 @@ class AutoscalingSlo(ApiModel):
         le=0.9999,
         description="Share of requests that should meet ttftSeconds (0.99: 99%); higher keeps more warm headroom.",
     )
+
+
+def slo_objective(body: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(ttftSeconds, attainment) of a Qwen3Deployment object's latency objective, or None without one. Read from
+    the raw object, for loops over the whole fleet where validating every spec would cost more than their pass;
+    the API server applies the attainment's default, and `AutoscalingSlo` holds it for an object that lacks it."""
+    slo = (((body.get("spec") or {}).get("autoscaling")) or {}).get("slo") or {}
+    if slo.get("ttftSeconds") is None:
+        return None
+    return float(slo["ttftSeconds"]), float(slo.get("attainment", AutoscalingSlo.model_fields["attainment"].default))
 
 
 class Autoscaling(ApiModel):

@@ -165,10 +165,11 @@ async def restore(
     except KubeError as exc:
         log.warning("autoscaler %s/%s: no checkpoint read, starting afresh: %s", meta["namespace"], meta["name"], exc)
         return Forecast()
+    ours = checkpoint.is_ours(found)
     if memory is not None:
-        memory.foreign = not checkpoint.is_ours(found)
+        memory.foreign = not ours
     owners = ((found or {}).get("metadata") or {}).get("ownerReferences") or []
-    if found is None or not checkpoint.is_ours(found) or not any(o.get("uid") == meta.get("uid") for o in owners):
+    if found is None or not ours or not any(o.get("uid") == meta.get("uid") for o in owners):
         return Forecast()  # none, the user's own, or left by an earlier deployment of the same name
     return checkpoint.from_data(found.get("data"), plan_key, now, time.time())
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import aiohttp
 
+from qwenfleet.api.deployment import slo_objective
 from qwenfleet.autoscale import checkpoint
 from qwenfleet.autoscale.loop import CHECKPOINT_SECONDS, Memory
 from qwenfleet.autoscale.loop import save as save_checkpoint
@@ -387,8 +388,7 @@ class Operator:
             decision = await autoscale_tick(self.kube, self.session, body, serving_ips(self.pods_of(key)), memory,
                                             self.options.checkpoint_interval)  # fmt: skip
             _collect(memory)
-            slo = ((body.get("spec") or {}).get("autoscaling") or {}).get("slo")
-            if slo and memory.state is not None:
+            if slo_objective(body) is not None and memory.state is not None:
                 f = memory.state.forecast
                 metrics.observe_slo(*key, f.level(), f.period, f.sequences_per_replica())
             if decision is not None:

@@ -192,7 +192,8 @@ def advance(ledger: Ledger, now: float, pods: Iterable[PodObservation], bound: f
         if pod.requests is not None:
             new_requests = counter_delta(old.requests if old else None, pod.requests)
             reset = old is not None and pod.requests < old.requests  # the engine restarted: all of it is new
-            if pod.on_time is not None and bound is not None and not (rebase and old is not None and not reset):
+            baseline = rebase and old is not None and not reset  # counts at another bucket: only note where they are
+            if pod.on_time is not None and bound is not None and not baseline:
                 timed = new_requests
                 new_on_time = min(timed, counter_delta(None if old is None or reset else old.on_time, pod.on_time))
             requests, on_time = pod.requests, last.on_time if pod.on_time is None else pod.on_time

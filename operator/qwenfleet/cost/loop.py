@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import REGISTRY, Collector
 
-from qwenfleet.api.deployment import AutoscalingSlo
+from qwenfleet.api.deployment import slo_objective
 from qwenfleet.catalog import UnknownGPUError, get_gpu
 from qwenfleet.cost import ledger as lg
 from qwenfleet.cost import routing
@@ -368,19 +368,6 @@ class CostLoop(Collector):
             if rbook.written.get("referenceUSD") is not None:
                 reference.add_metric([namespace, name], rbook.written["referenceUSD"])
         yield from (gpu, serving, tokens, usd, price, requests, timed, target, routed, largest, reference)
-
-
-def slo_objective(body: dict[str, Any]) -> tuple[float, float] | None:
-    """(ttftSeconds, attainment) of the deployment's latency objective, or None without one. Read from the raw
-    spec (a model validation per deployment per pass would cost more than the pass); the API server applies the
-    attainment's default, and `AutoscalingSlo` is where it is defined if an object lacks it."""
-    slo = (((body.get("spec") or {}).get("autoscaling")) or {}).get("slo") or {}
-    if slo.get("ttftSeconds") is None:
-        return None
-    return float(slo["ttftSeconds"]), float(slo.get("attainment", DEFAULT_ATTAINMENT))
-
-
-DEFAULT_ATTAINMENT = float(AutoscalingSlo.model_fields["attainment"].default)
 
 
 def _strip_ledger(record: dict[str, Any]) -> dict[str, Any]:
