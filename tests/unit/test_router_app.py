@@ -162,10 +162,11 @@ async def test_without_a_fallback_the_request_is_held_until_the_backend_is_ready
         assert r.status == 200 and r.headers["x-qwenfleet-route"] == "lonely;alias>wake>held;lonely-0"
         metrics = await (await client.get("/metrics")).text()
         assert 'qwenfleet_router_held_requests{backend="lonely"} 0.0' in metrics
-        # the time held, which no engine saw: at least the 0.3 s above
+        # the time held, which no engine saw: most of the 0.3 s above (the hold starts a few milliseconds after the
+        # request was sent, and the test's own /metrics call comes before the backend is published)
         assert 'qwenfleet_router_hold_seconds_count{backend="lonely"} 1.0' in metrics
         held_for = float(metrics.split('qwenfleet_router_hold_seconds_sum{backend="lonely"} ')[1].split()[0])
-        assert 0.3 <= held_for < 5
+        assert 0.2 <= held_for < 5
 
 
 async def test_held_requests_are_bounded_then_429_with_retry_after_and_503_after_the_hold(
