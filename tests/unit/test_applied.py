@@ -4,7 +4,41 @@ from __future__ import annotations
 
 from typing import Any
 
-from qwenfleet.controller.applied import CachingApplier
+from qwenfleet.controller.applied import CachingApplier, observed_view
+
+
+class DictCache:
+    """The applier's cache as kopf's indexes hold it: the latest watch event's view of each object."""
+
+    def __init__(self, kinds: frozenset[str]) -> None:
+        self.kinds = kinds
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def watched(self, kind: str) -> bool:
+        return kind in self.kinds
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.objects.get((kind, namespace, name))
+
+    def names(self, kind: str, namespace: str, owner: str) -> list[str]:
+        return [k[2] for k in self.objects if k[:2] == (kind, namespace)]
+
+
+def make(kube: Any, kinds: frozenset[str]) -> CachingApplier:
+    """An applier over a DictCache; `observe(obj, deleted)` is a watch event reaching both."""
+    cache = DictCache(kinds)
+    applier = CachingApplier(kube, cache)
+
+    def observe(obj: dict[str, Any], deleted: bool = False) -> None:
+        key = (obj["kind"], obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
+        if deleted:
+            cache.objects.pop(key, None)
+        else:
+            cache.objects[key] = observed_view(obj)
+        applier.noticed(obj, deleted)
+
+    applier.observe = observe  # type: ignore[attr-defined]
+    return applier
 
 
 class RecordingKube:
@@ -29,7 +63,7 @@ def _svc(port: int) -> dict[str, Any]:
 
 async def test_same_intent_on_an_unchanged_object_sends_nothing() -> None:
     kube = RecordingKube()
-    applier = CachingApplier(kube, frozenset({"Service"}))  # type: ignore[arg-type]
+    applier = make(kube, frozenset({"Service"}))
     await applier.apply(_svc(80))
     for _ in range(5):
         await applier.apply(_svc(80))
@@ -38,7 +72,7 @@ async def test_same_intent_on_an_unchanged_object_sends_nothing() -> None:
 
 async def test_a_new_intent_or_an_observed_change_is_applied() -> None:
     kube = RecordingKube()
-    applier = CachingApplier(kube, frozenset({"Service"}))  # type: ignore[arg-type]
+    applier = make(kube, frozenset({"Service"}))
     applied = await applier.apply(_svc(80))
     await applier.apply(_svc(81))  # the spec changed
     assert kube.requests == 2
@@ -53,7 +87,7 @@ async def test_a_new_intent_or_an_observed_change_is_applied() -> None:
 
 async def test_kinds_without_a_watch_are_always_applied() -> None:
     kube = RecordingKube()
-    applier = CachingApplier(kube, frozenset())  # type: ignore[arg-type]
+    applier = make(kube, frozenset())
     for _ in range(3):
         await applier.apply(_svc(80))
     assert kube.requests == 3 and applier.skipped == 0
@@ -73,7 +107,7 @@ class DeploymentKube(RecordingKube):
 
 async def test_a_status_update_by_a_controller_is_not_drift_but_a_spec_edit_is() -> None:
     kube = DeploymentKube()
-    applier = CachingApplier(kube, frozenset({"Deployment"}))  # type: ignore[arg-type]
+    applier = make(kube, frozenset({"Deployment"}))
     intent = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "n"},
               "spec": {"replicas": 1}}  # fmt: skip
     await applier.apply(intent)
@@ -91,19 +125,19 @@ async def test_a_status_update_by_a_controller_is_not_drift_but_a_spec_edit_is()
 
 async def test_a_restarted_applier_adopts_its_own_unchanged_apply_but_not_a_foreign_edit() -> None:
     kube = RecordingKube()
-    first = CachingApplier(kube, frozenset({"Service"}))  # type: ignore[arg-type]
+    first = make(kube, frozenset({"Service"}))
     applied = await first.apply(_svc(80))
     ours = [{"manager": "qwenfleet", "operation": "Apply", "fieldsV1": {"f:spec": {"f:port": {}}}},
             {"manager": "kube-controller-manager", "subresource": "status", "fieldsV1": {"f:status": {}}}]  # fmt: skip
     listed = {**applied, "metadata": {**applied["metadata"], "managedFields": ours}}
-    restarted = CachingApplier(kube, frozenset({"Service"}))  # type: ignore[arg-type]
+    restarted = make(kube, frozenset({"Service"}))
     restarted.observe(listed)  # the watch lists it after the restart
     await restarted.apply(_svc(80))
     assert kube.requests == 1 and restarted.skipped == 1
     await restarted.apply(_svc(81))  # a new intent is applied
     assert kube.requests == 2
     edited = [*ours, {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:spec": {"f:port": {}}}}]
-    again = CachingApplier(kube, frozenset({"Service"}))  # type: ignore[arg-type]
+    again = make(kube, frozenset({"Service"}))
     again.observe({**listed, "metadata": {**listed["metadata"], "managedFields": edited}})
     await again.apply(_svc(80))  # someone else owns part of the spec: apply
     assert kube.requests == 3
@@ -128,7 +162,7 @@ class RacingKube(RecordingKube):
 async def test_an_apply_answer_older_than_the_watch_does_not_hide_the_later_state() -> None:
     ref: list[CachingApplier] = []
     kube = RacingKube(ref)
-    applier = CachingApplier(kube, frozenset({"Deployment"}))  # type: ignore[arg-type]
+    applier = make(kube, frozenset({"Deployment"}))
     ref.append(applier)
     manifest = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "namespace": "n"},
                 "spec": {"replicas": 0}}  # fmt: skip

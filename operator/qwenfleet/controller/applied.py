@@ -6,11 +6,15 @@ annotations or owner references, or deletion. A status update by another control
 without a generation (Services, ConfigMaps, RBAC), any new resourceVersion counts. Kinds the operator does not
 watch are always applied.
 
+What the cluster holds comes from a `ChildCache`: in the operator, kopf's index of each child kind, complete
+before the first reconcile pass. An apply's answer stands in for the cached object until the watch brings any
+later event of that object (or for at most ANSWER_SECONDS): the cache may still show the state before the apply.
+resourceVersions are opaque; they are only ever compared for equality.
+
 Every child carries the digest of the intent it was applied with (annotation `qwenfleet.dev/applied-intent`).
-A restarted operator has no memory of its applies; it takes the watched object's digest as its own when it
+A restarted operator has no memory of its applies; it takes the cached object's digest as its own when it
 equals the current intent and no other field manager owns anything in the object's spec (an edit by someone
-else, or a scale, would have made them an owner): a restart sends nothing for the children the watch has
-listed before their owner's first reconcile.
+else, or a scale, would have made them an owner): a restart sends nothing for the children it already knows.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from qwenfleet.kube import FIELD_MANAGER, Kube
 
@@ -27,7 +32,9 @@ Obj = dict[str, Any]
 Key = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 INTENT_ANNOTATION = "qwenfleet.dev/applied-intent"
 OWNER_LABEL = "qwenfleet.dev/deployment"
-"""The label naming a child's Qwen3Deployment: `known` finds children by it without a scan."""
+"""The label naming a child's Qwen3Deployment (or Qwen3Router): the cache finds children by it without a scan."""
+NAMESPACE_LABEL = "qwenfleet.dev/namespace"
+"""The label naming a cluster-scoped child's namespace."""
 
 
 def _key(obj: Obj) -> Key:
@@ -35,22 +42,61 @@ def _key(obj: Obj) -> Key:
     return (obj["apiVersion"], obj["kind"], meta.get("namespace") or "", meta["name"])
 
 
-def _newer(obj: Obj, than: Obj) -> bool:
-    """Whether `obj` is at least as recent as `than`, by resourceVersion (the API server's are increasing integers,
-    its storage revisions; when either is not a number, the later-arriving object wins)."""
-    a = str((obj.get("metadata") or {}).get("resourceVersion") or "")
-    b = str((than.get("metadata") or {}).get("resourceVersion") or "")
-    return not (a.isdigit() and b.isdigit()) or int(a) >= int(b)
-
-
-def _scope(key: Key, obj: Obj) -> tuple[str, ...]:
-    """apiVersion, kind, namespace and owning deployment: where `known` looks for an object."""
-    return (*key[:3], str(((obj.get("metadata") or {}).get("labels") or {}).get(OWNER_LABEL, "")))
-
-
 def intent_hash(manifest: Obj) -> str:
     """A digest of what we would send."""
     return hashlib.blake2b(json.dumps(manifest, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def foreign_spec_owner(obj: Obj) -> bool:
+    """Whether a field manager other than ours owns a field of the spec (status writers do not count)."""
+    for entry in (obj.get("metadata") or {}).get("managedFields") or []:
+        if entry.get("manager") == FIELD_MANAGER or entry.get("subresource") == "status":
+            continue
+        if "f:spec" in (entry.get("fieldsV1") or {}):
+            return True
+    return False
+
+
+def observed_view(obj: Obj) -> Obj:
+    """What the applier and the reconcile read of a child: identity, generation, labels, annotations, owner
+    references, status, and whether someone else owns part of its spec. No spec, no managedFields."""
+    meta = obj.get("metadata") or {}
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "resourceVersion": meta.get("resourceVersion"),
+            "generation": meta.get("generation"),
+            "labels": dict(meta.get("labels") or {}),
+            "annotations": dict(meta.get("annotations") or {}),
+            "ownerReferences": meta.get("ownerReferences"),
+        },
+        "status": dict(obj.get("status") or {}),
+        "foreign": foreign_spec_owner(obj),
+    }
+
+
+def owner_of(obj: Obj) -> tuple[str, str]:
+    """(namespace, name) of the Qwen3Deployment or Qwen3Router a child belongs to (a cluster-scoped one names its
+    namespace in a label)."""
+    meta = obj.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    return str(meta.get("namespace") or labels.get(NAMESPACE_LABEL, "")), str(labels.get(OWNER_LABEL, ""))
+
+
+class ChildCache(Protocol):
+    """Where the applier reads what the cluster holds of our children."""
+
+    def watched(self, kind: str) -> bool:
+        """Whether the cache follows this kind (else the applier always applies and callers must read)."""
+
+    def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+        """The object's `observed_view`, or None when the cache has not seen it."""
+
+    def names(self, kind: str, namespace: str, owner: str) -> Iterable[str]:
+        """Names of the cached objects of a kind that belong to a deployment."""
 
 
 @dataclass
@@ -59,6 +105,18 @@ class _Applied:
     signature: str
     label_keys: tuple[str, ...]
     annotation_keys: tuple[str, ...]
+
+
+@dataclass
+class _Answer:
+    """An apply's answer, standing in for the cache until it shows a later event of the object."""
+
+    view: Obj
+    events: int
+    at: float
+
+
+ANSWER_SECONDS = 10.0
 
 
 def signature(obj: Obj, label_keys: tuple[str, ...] = (), annotation_keys: tuple[str, ...] = ()) -> str:
@@ -74,16 +132,6 @@ def signature(obj: Obj, label_keys: tuple[str, ...] = (), annotation_keys: tuple
     return intent_hash({"m": mine})
 
 
-def foreign_spec_owner(obj: Obj) -> bool:
-    """Whether a field manager other than ours owns a field of the spec (status writers do not count)."""
-    for entry in (obj.get("metadata") or {}).get("managedFields") or []:
-        if entry.get("manager") == FIELD_MANAGER or entry.get("subresource") == "status":
-            continue
-        if "f:spec" in (entry.get("fieldsV1") or {}):
-            return True
-    return False
-
-
 def with_intent(manifest: Obj, intent: str) -> Obj:
     """The manifest with its intent digest as an annotation."""
     meta = manifest["metadata"]
@@ -96,16 +144,16 @@ def with_intent(manifest: Obj, intent: str) -> Obj:
 class CachingApplier:
     """`apply` like Kube.apply, skipping the request when neither our intent nor the object changed."""
 
-    def __init__(self, kube: Kube, watched_kinds: frozenset[str]) -> None:
+    def __init__(self, kube: Kube, cache: ChildCache) -> None:
         self.kube = kube
-        self.watched_kinds = watched_kinds
+        self.cache = cache
         self._applied: dict[Key, _Applied] = {}
-        self._seen: dict[Key, Obj] = {}  # the last watch event's object (metadata and status only)
-        self._names: dict[tuple[str, ...], set[str]] = {}  # (apiVersion, kind, namespace, owner) -> names seen
+        self._answers: dict[Key, _Answer] = {}
+        self._events: dict[Key, int] = {}  # watch events seen per object (counts, not versions)
+        self._sent_at: dict[Key, float] = {}  # monotonic time of the last apply actually sent, per object
+        self._checked: dict[tuple[str, ...], object] = {}
         self.skipped = 0
         self.sent = 0
-        self._checked: dict[tuple[str, ...], object] = {}
-        self._sent_at: dict[Key, float] = {}  # monotonic time of the last apply actually sent, per object
 
     def checked(self, what: tuple[str, ...], version: object) -> bool:
         """Whether `what` was already checked at `version` in this process (see `remember`)."""
@@ -115,31 +163,16 @@ class CachingApplier:
         """Record a check of something no watch reports (e.g. a cluster-scoped object), so it is made once."""
         self._checked[what] = version
 
-    def observe(self, obj: Obj, deleted: bool = False) -> None:
-        """A watch event for a child: remember its resourceVersion and status."""
+    def noticed(self, obj: Obj, deleted: bool = False) -> None:
+        """A watch event of a child (after the cache has taken it): any apply's answer is superseded."""
         key = _key(obj)
+        self._answers.pop(key, None)
         if deleted:
-            self._seen.pop(key, None)
+            self._events.pop(key, None)
             self._applied.pop(key, None)
             self._sent_at.pop(key, None)
-            scope = _scope(key, obj)
-            names = self._names.get(scope)
-            if names is not None:
-                names.discard(key[3])
-                if not names:
-                    del self._names[scope]
-            return
-        before = self._seen.get(key)
-        if before is not None and not _newer(obj, before):
-            return  # an apply's answer that arrived after the watch showed a later state
-        self._names.setdefault(_scope(key, obj), set()).add(key[3])
-        meta = obj.get("metadata") or {}
-        slim_meta = {"name": meta.get("name"), "namespace": meta.get("namespace"),
-                     "resourceVersion": meta.get("resourceVersion"), "generation": meta.get("generation"),
-                     "labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {},
-                     "ownerReferences": meta.get("ownerReferences")}  # fmt: skip
-        self._seen[key] = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": slim_meta,
-                           "status": obj.get("status") or {}, "foreign": foreign_spec_owner(obj)}  # fmt: skip
+        else:
+            self._events[key] = self._events.get(key, 0) + 1
 
     def since_sent(self, api_version: str, kind: str, namespace: str, name: str) -> float | None:
         """Seconds since this process last sent an apply of the object (None: never)."""
@@ -147,27 +180,34 @@ class CachingApplier:
         return None if sent is None else time.monotonic() - sent
 
     def exists(self, api_version: str, kind: str, namespace: str, name: str) -> bool | None:
-        """Whether the watch has seen the object (None for kinds this applier does not watch)."""
-        if kind not in self.watched_kinds:
+        """Whether the object is known to exist (None for kinds the cache does not follow)."""
+        if not self.cache.watched(kind):
             return None
-        return (api_version, kind, namespace, name) in self._seen
+        return self.seen(api_version, kind, namespace, name) is not None
 
     def seen(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
-        """The object as the watch last showed it (metadata, labels, annotations and status), or None."""
-        return self._seen.get((api_version, kind, namespace, name))
+        """The object as last seen (our apply's answer, or the cache), or None."""
+        key = (api_version, kind, namespace, name)
+        answer = self._answers.get(key)
+        if answer is not None:
+            if answer.events == self._events.get(key, 0) and time.monotonic() - answer.at < ANSWER_SECONDS:
+                return answer.view
+            del self._answers[key]
+        return self.cache.get(kind, namespace, name)
 
     def known(self, api_version: str, kind: str, namespace: str, match: dict[str, str]) -> list[str] | None:
-        """Names of the objects the watch has seen with all of `match`'s labels (None for unwatched kinds).
+        """Names of the cached objects with all of `match`'s labels (None for kinds the cache does not follow).
 
-        `match` names the owning deployment (OWNER_LABEL); objects without that label are found with "" there."""
-        if kind not in self.watched_kinds:
+        `match` names the owning deployment (OWNER_LABEL)."""
+        if not self.cache.watched(kind):
             return None
-        scope = (api_version, kind, namespace, match.get(OWNER_LABEL, ""))
-        return sorted(
-            name
-            for name in self._names.get(scope, ())
-            if all(self._seen[(*scope[:3], name)]["metadata"]["labels"].get(k) == v for k, v in match.items())
-        )
+        found = []
+        for name in self.cache.names(kind, namespace, match.get(OWNER_LABEL, "")):
+            view = self.cache.get(kind, namespace, name)
+            labels = (view or {}).get("metadata", {}).get("labels") or {}
+            if view is not None and all(labels.get(k) == v for k, v in match.items()):
+                found.append(name)
+        return sorted(found)
 
     async def apply(self, manifest: Obj) -> Obj:
         """Server-side apply, unless the last apply of the same intent is still what the cluster holds."""
@@ -179,24 +219,33 @@ class CachingApplier:
             tuple(sorted(meta.get("labels") or {})),
             tuple(sorted(meta.get("annotations") or {})),
         )
+        watched = self.cache.watched(key[1])
         before = self._applied.get(key)
-        seen = self._seen.get(key)
-        if (before is None and seen is not None and manifest["kind"] in self.watched_kinds and not seen["foreign"]
+        seen = self.seen(*key) if watched else None
+        if (before is None and seen is not None and not seen["foreign"]
                 and seen["metadata"]["annotations"].get(INTENT_ANNOTATION) == intent):  # fmt: skip
             # applied with this intent before a restart, and nobody else has touched the spec since
             before = self._applied[key] = _Applied(
                 intent, signature(seen, label_keys, annotation_keys), label_keys, annotation_keys
             )
-        if (before and seen and before.intent == intent and manifest["kind"] in self.watched_kinds
+        if (before and seen and before.intent == intent
                 and signature(seen, before.label_keys, before.annotation_keys) == before.signature):  # fmt: skip
             self.skipped += 1
             return seen
+        events = self._events.get(key, 0)
         result = await self.kube.apply(manifest)
         self.sent += 1
         self._sent_at[key] = time.monotonic()
         self._applied[key] = _Applied(
             intent, signature(result, label_keys, annotation_keys), label_keys, annotation_keys
         )
-        self.observe(result)
-        latest = self._seen.get(key)
-        return latest if latest is not None and not _newer(result, latest) else result
+        if not watched:
+            return result
+        if self._events.get(key, 0) != events:
+            # the watch showed the object while the apply was in flight: that state is no older than the answer
+            cached = self.cache.get(key[1], key[2], key[3])
+            if cached is not None:
+                return cached
+        view = observed_view(result)
+        self._answers[key] = _Answer(view, self._events.get(key, 0), time.monotonic())
+        return view

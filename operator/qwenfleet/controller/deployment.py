@@ -49,6 +49,7 @@ __all__ = [
     "FINALIZER",
     "Outcome",
     "PodState",
+    "delete_owned_pool",
     "finalize_deployment",
     "owns_nodepool",
     "reconcile_deployment",
@@ -259,12 +260,12 @@ async def _prune(
         known = applier.exists(NODEPOOL_API, "NodePool", "", nodepool_name(ns, name)) if applier else None
         what = ("NodePool", ns, name)
         if known or (known is None and (applier is None or not applier.checked(what, generation))):
-            await _delete_owned_pool(kube, ns, name)
+            await delete_owned_pool(kube, ns, name)
             if applier is not None:
                 applier.remember(what, generation)
 
 
-async def _delete_owned_pool(kube: Kube, namespace: str, name: str) -> None:
+async def delete_owned_pool(kube: Kube, namespace: str, name: str) -> None:
     """Delete the NodePool this deployment owned, if it exists and carries our labels (never a shared pool)."""
     pool_name = nodepool_name(namespace, name)
     pool = await kube.get(NODEPOOL_API, "NodePool", pool_name)
@@ -435,4 +436,4 @@ async def finalize_deployment(kube: Kube, body: Obj) -> None:
     """Delete what owner references cannot: our cluster-scoped NodePool. Never a user's PVC or a shared pool."""
     meta = body["metadata"]
     if owns_nodepool(body.get("spec") or {}, meta["namespace"], meta["name"]):
-        await _delete_owned_pool(kube, meta["namespace"], meta["name"])
+        await delete_owned_pool(kube, meta["namespace"], meta["name"])

@@ -3,6 +3,11 @@
 Expiry is judged as client-go does: by how long *this* replica has seen the same holder and renew time
 unchanged on its own monotonic clock, never by comparing another machine's timestamps with ours, so clock
 skew between nodes cannot make two leaders.
+
+The holder gives up when it has not renewed within the renew deadline (two thirds of the lease duration),
+counted from the start of its last successful renewal, and every call it makes is cut off at that deadline: an API
+server that does not answer cannot keep a leader leading past it, while a standby waits the whole duration. What
+runs under the lease is stopped before `hold` returns, in the time left between the two.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from qwenfleet.kube import Kube, KubeError
 
 log = logging.getLogger(__name__)
 LEASE_API = "coordination.k8s.io/v1"
+LEASE_SECONDS = 15.0
+"""How long a silent leader keeps the Lease; renewals every 2 s, given up after 10 s (client-go's defaults)."""
 
 
 def _now() -> str:
@@ -62,12 +69,14 @@ def claim(
 class LeaderElector:
     """Acquire, renew and release one Lease."""
 
-    def __init__(self, kube: Kube, namespace: str, name: str, identity: str, duration: float = 15.0) -> None:
+    def __init__(self, kube: Kube, namespace: str, name: str, identity: str, duration: float = LEASE_SECONDS) -> None:
         self.kube = kube
         self.namespace = namespace
         self.name = name
         self.identity = identity
         self.duration = duration
+        self.renew_deadline = duration * 2 / 3
+        self.retry_period = duration / 7.5
         self.observed = Observed()
         self.leading = False
 
@@ -99,44 +108,55 @@ class LeaderElector:
             raise
         return True
 
-    async def acquire(self, retry: float = 2.0) -> None:
-        """Wait until this replica holds the Lease."""
+    async def acquire(self) -> None:
+        """Wait until this replica holds the Lease (each attempt cut off at the renew deadline)."""
         log.info("leader election: %s waits for lease %s/%s", self.identity, self.namespace, self.name)
         while True:
             try:
-                if await self._try():
+                if await asyncio.wait_for(self._try(), self.renew_deadline):
                     self.leading = True
                     log.info("leader election: %s is the leader", self.identity)
                     return
-            except KubeError as exc:
-                log.warning("leader election: %s", exc)
-            await asyncio.sleep(retry)
+            except (KubeError, TimeoutError) as exc:
+                log.warning("leader election: %s", exc or "no answer within the renew deadline")
+            await asyncio.sleep(self.retry_period)
 
-    async def hold(self, lost: asyncio.Event) -> None:
-        """Renew every third of the duration; set `lost` when renewals fail for longer than the duration."""
-        last_ok = time.monotonic()
-        while not lost.is_set():
-            await asyncio.sleep(self.duration / 3)
+    async def hold(self) -> None:
+        """Renew until leadership is lost: another replica took the Lease, or no renewal succeeded within the
+        renew deadline (each attempt is cut off at what is left of it). Returns then, `leading` False."""
+        last_ok = time.monotonic()  # acquire() has just renewed
+        while True:
+            await asyncio.sleep(self.retry_period)
+            attempt = time.monotonic()
+            left = self.renew_deadline - (attempt - last_ok)
+            if left <= 0:
+                log.error("leader election: no renewal of lease %s for %.1fs; giving up", self.name,
+                          attempt - last_ok)  # fmt: skip
+                break
             try:
-                if await self._try():
-                    last_ok = time.monotonic()
+                if await asyncio.wait_for(self._try(), left):
+                    last_ok = attempt  # the renewTime written is no older than this
                     continue
                 log.error("leader election: another replica took lease %s", self.name)
+                break
+            except TimeoutError:
+                log.warning("leader election: renewal got no answer within %.1fs", left)
             except KubeError as exc:
                 log.warning("leader election: renewal failed: %s", exc)
-                if time.monotonic() - last_ok < self.duration * 2 / 3:
-                    continue  # keep trying while the lease is still surely ours
-            self.leading = False
-            lost.set()
+        self.leading = False
 
     async def release(self) -> None:
         """Give the Lease up at shutdown so a standby takes over at once."""
         if not self.leading:
             return
         self.leading = False
-        with contextlib.suppress(KubeError):
-            lease = await self.kube.get(LEASE_API, "Lease", self.name, self.namespace)
-            if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                lease["spec"] = {**lease["spec"], "holderIdentity": None, "leaseDurationSeconds": 1}
-                await self.kube.replace(lease)
-                log.info("leader election: released lease %s", self.name)
+        with contextlib.suppress(KubeError, TimeoutError):
+            async with asyncio.timeout(self.renew_deadline):
+                await self._release()
+
+    async def _release(self) -> None:
+        lease = await self.kube.get(LEASE_API, "Lease", self.name, self.namespace)
+        if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+            lease["spec"] = {**lease["spec"], "holderIdentity": None, "leaseDurationSeconds": 1}
+            await self.kube.replace(lease)
+            log.info("leader election: released lease %s", self.name)

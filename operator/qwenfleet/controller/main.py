@@ -1,7 +1,9 @@
-"""`qwenfleet run`: the operator process (watches, work queue and reconcile; liveness and metrics endpoints).
+"""`qwenfleet run`: the kopf operator process (watches, indexes, probes), with the work run by the Lease holder.
 
-With `--leader-election`, every replica serves /healthz and /metrics, and only the holder of the Lease watches
-and reconciles; a replica that loses the Lease stops and stands by again.
+kopf runs on every replica: it watches, keeps the indexes warm, serves /healthz and stops on SIGTERM (its handlers
+and our running passes drain first). With `--leader-election`, only the holder of the Lease runs the work (the
+reconcile and autoscaler queues, the cost loop, Events); a replica that loses the Lease stops that work before
+the Lease can pass to another, and stands by again. Without it, the work starts as soon as the indexes are full.
 """
 
 from __future__ import annotations
@@ -11,89 +13,66 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 
-from aiohttp import web
+import kopf
 
 from qwenfleet.autoscale.loop import CHECKPOINT_SECONDS
 from qwenfleet.controller import metrics
-from qwenfleet.controller.leader import LeaderElector
-from qwenfleet.controller.operator import Operator, Options
-from qwenfleet.controller.waiting import first_of
+from qwenfleet.controller.handlers import build_registry
+from qwenfleet.controller.kopfsettings import EXIT_SECONDS
+from qwenfleet.controller.leader import LEASE_SECONDS, LeaderElector
+from qwenfleet.controller.operator import AUTOSCALE_INTERVAL_SECONDS, Operator, Options
 from qwenfleet.kube import Kube, make_api_client
 
 log = logging.getLogger(__name__)
+LOST_DRAIN_SECONDS = 2.0
+"""How long passes may run on after the Lease is lost: with the renew deadline at two thirds of the lease
+duration (10 of 15 s), they end well before a standby may take over."""
 
 
-async def _serve_health(port: int, elector: LeaderElector | None) -> web.AppRunner | None:
-    """/healthz answers while the event loop runs; it says whether this replica leads."""
-    if not port:
-        return None
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "leader": elector.leading if elector else True})
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "0.0.0.0", port).start()  # the kubelet probes the pod IP
-    return runner
-
-
-def _on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
-
-async def _lead_while_elected(args: argparse.Namespace, options: Options) -> None:
-    kube = Kube(await make_api_client(args.kubeconfig))
-    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
-    elector = LeaderElector(kube, args.lease_namespace, args.lease_name, identity, args.lease_duration)
-    health = await _serve_health(args.health_port, elector)
-    shutdown = asyncio.Event()
-    _on_signals(shutdown)
-    try:
-        while not shutdown.is_set():
-            await first_of(elector.acquire(), shutdown.wait())
-            if shutdown.is_set():
-                break
-            metrics.LEADER.set(1)
-            lost, stop = asyncio.Event(), asyncio.Event()
-            running = await Operator.connect(options)
-            operator = asyncio.ensure_future(running.run(stop))
-            holder = asyncio.ensure_future(elector.hold(lost))
-            await first_of(asyncio.shield(operator), lost.wait(), shutdown.wait())
-            running.checkpoint_on_stop = not lost.is_set()  # a lost lease: the new leader owns the checkpoints
-            stop.set()
-            await operator
-            holder.cancel()
-            metrics.LEADER.set(0)
-            if not lost.is_set():
-                break  # asked to shut down
-            log.error("leader election: leadership lost; handlers stopped, standing by")
-    finally:
-        await elector.release()
-        await kube.close()
-        if health:
-            await health.cleanup()
+async def _lead_while_elected(op: Operator, elector: LeaderElector) -> None:
+    """Acquire, work, hold; on a lost Lease stop the work first, then stand by and try again."""
+    while True:
+        await elector.acquire()
+        await op.lead()
+        await elector.hold()
+        await op.stand_down(LOST_DRAIN_SECONDS, checkpoint=False)  # the new leader owns the checkpoints
+        log.error("leader election: leadership lost; work stopped, standing by")
 
 
 async def _serve(args: argparse.Namespace, options: Options) -> None:
+    op = Operator(Kube(await make_api_client(args.kubeconfig)), options)
+    elector: LeaderElector | None = None
     if args.leader_election:
-        await _lead_while_elected(args, options)
-        return
-    health = await _serve_health(args.health_port, None)
-    metrics.LEADER.set(1)
-    stop = asyncio.Event()
-    _on_signals(stop)
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}"
+        lease_kube = Kube(await make_api_client(args.kubeconfig, connections=2))  # renewals never wait for a turn
+        elector = LeaderElector(lease_kube, args.lease_namespace, args.lease_name, identity, args.lease_duration)
+    work = asyncio.ensure_future(_lead_while_elected(op, elector) if elector else op.lead())
+
+    async def cleanup() -> None:
+        work.cancel()  # no more leading, nor standing down, from the election loop
+        await asyncio.gather(work, return_exceptions=True)
+        await op.stand_down(EXIT_SECONDS, checkpoint=True)
+        if elector is not None:
+            await elector.release()  # after the work has stopped: a standby takes over at once
+
+    op.on_cleanup = cleanup
+    metrics.LEADER.set(0)
     try:
-        await (await Operator.connect(options)).run(stop)
+        await kopf.operator(
+            registry=build_registry(op),
+            clusterwide=not options.namespaces,
+            namespaces=list(options.namespaces),
+            standalone=True,
+            liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
+        )
     finally:
-        if health:
-            await health.cleanup()
+        work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
+        await op.close()
+        if elector is not None:
+            await elector.kube.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if not args.verbose:
+        logging.getLogger("kopf").setLevel(logging.WARNING)  # kopf logs every handler call at INFO
     metrics.start(args.metrics_port)
     options = Options(
         kubeconfig=args.kubeconfig,
@@ -124,14 +105,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace")
     p.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     p.add_argument("--metrics-port", type=int, default=9090, help="Prometheus /metrics port (0: off)")
-    p.add_argument("--health-port", type=int, default=8080, help="liveness /healthz port (0: off)")
+    p.add_argument("--health-port", type=int, default=8080, help="liveness /healthz port, served by kopf (0: off)")
     p.add_argument("--prometheus-url", default=None, help="Prometheus the KEDA ScaledObjects query")
-    p.add_argument("--autoscale-interval", type=float, default=10.0, help="seconds between autoscaler decisions")
+    p.add_argument("--autoscale-interval", type=float, default=AUTOSCALE_INTERVAL_SECONDS,
+                   help="seconds between autoscaler decisions")  # fmt: skip
     p.add_argument("--autoscaler-checkpoint-interval", type=float, default=CHECKPOINT_SECONDS,
                    help="seconds between checkpoints of SLO mode's memory (a ConfigMap per deployment)")  # fmt: skip
-    p.add_argument("--leader-election", action="store_true", help="run handlers only while holding the Lease")
+    p.add_argument("--leader-election", action="store_true", help="run the work only while holding the Lease")
     p.add_argument("--lease-namespace", default="default", help="namespace of the leader-election Lease")
     p.add_argument("--lease-name", default="qwenfleet-operator", help="name of the leader-election Lease")
-    p.add_argument("--lease-duration", type=float, default=15.0, help="seconds a silent leader keeps the Lease")
+    p.add_argument(
+        "--lease-duration", type=float, default=LEASE_SECONDS, help="seconds a silent leader keeps the Lease"
+    )
     p.add_argument("--verbose", "-v", action="store_true")
     p.set_defaults(func=run)

@@ -1,14 +1,17 @@
-"""The operator: one shared watch per kind feeding a work queue that runs the one reconcile per object.
+"""The operator's state and work: the reconcile and autoscaler queues, the cost loop and Events, fed by kopf.
 
-Informers (controller/informer.py) list and watch the Qwen3Deployments, Qwen3Routers, our children and the
-model-server pods. A change queues the owner's key when something relevant changed (its spec, wake annotation,
-autoscaler decision, finalizers or deletion; a child or a model-server pod); a fixed pool of workers runs the
-level-based reconcile, one pass per key at a time, and every pass schedules the next (the resync, a retry or a
-back-off). Creation, updates, operator restarts and the periodic resync all end in the same reconcile. Nothing is
-written to our objects but their status and, only on deployments that own a cluster-scoped NodePool, our finalizer.
+kopf (controller/handlers.py) watches the Qwen3Deployments, Qwen3Routers, our children and the model-server pods,
+and keeps an index of each: the custom resources without managedFields, each child's identity, labels,
+annotations and status (controller/applied.py), each pod's readiness and IP (PodState). Its event handlers call
+the `*_changed` methods here, which queue the owner's key when something relevant changed (its spec, wake
+annotation, autoscaler decision, finalizers or deletion; a child or a model-server pod). A fixed pool of workers
+runs the level-based reconcile, one pass per key at a time, and every pass schedules the next (the resync, a
+retry or a back-off). Creation, updates, operator restarts and the periodic resync all end in the same
+reconcile. Nothing is written to our objects but their status and, only on deployments that own a cluster-scoped
+NodePool, our finalizer.
 
-What is kept per object is what the reconcile reads: the custom resources without managedFields, a child's
-identity, labels, annotations and status (controller/applied.py), a pod's readiness and IP (PodState).
+The work runs only while this replica leads (`lead` / `stand_down`); kopf's watches and indexes run on every
+replica, so a standby that takes over knows every object before its first pass.
 """
 
 from __future__ import annotations
@@ -16,76 +19,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from qwenfleet.api.deployment import slo_objective
-from qwenfleet.autoscale import checkpoint
 from qwenfleet.autoscale.loop import CHECKPOINT_SECONDS, Memory
 from qwenfleet.autoscale.loop import save as save_checkpoint
 from qwenfleet.autoscale.loop import tick as autoscale_tick
 from qwenfleet.controller import metrics
-from qwenfleet.controller.applied import CachingApplier
+from qwenfleet.controller.applied import CachingApplier, owner_of
 from qwenfleet.controller.deployment import (
     FINALIZER,
     PodState,
+    delete_owned_pool,
     finalize_deployment,
     owns_nodepool,
     reconcile_deployment,
 )
 from qwenfleet.controller.events import EventPoster
-from qwenfleet.controller.informer import Informer
+from qwenfleet.controller.health import WatchHealth
+from qwenfleet.controller.indexes import COMPONENT, OPTIONAL_CRDS, Indexes
 from qwenfleet.controller.router import reconcile_router
-from qwenfleet.controller.waiting import first_of
 from qwenfleet.controller.workqueue import WorkQueue
-from qwenfleet.cost.loop import CostLoop, Snapshot, register, slim_pod
-from qwenfleet.kube import Kube, KubeError, make_api_client
-from qwenfleet.kube.resources import RESOURCES, resource_of
+from qwenfleet.cost.loop import CostLoop, Snapshot, register
+from qwenfleet.kube import Kube, KubeError
 from qwenfleet.render import Capabilities
-from qwenfleet.render.names import GROUP, ROLE_LABEL, WAKE_ANNOTATION
+from qwenfleet.render.names import WAKE_ANNOTATION
 from qwenfleet.render.status import ready_replicas, serving_ips
 
 log = logging.getLogger(__name__)
 
 DEPLOYMENTS = ("qwenfleet.dev/v1alpha1", "Qwen3Deployment")
 ROUTERS = ("qwenfleet.dev/v1alpha1", "Qwen3Router")
-OWNED = {"app.kubernetes.io/managed-by": "qwenfleet"}
-OWNED_SELECTOR = ",".join(f"{k}={v}" for k, v in OWNED.items())
-COMPONENT = "app.kubernetes.io/component"
-POD_SELECTOR = f"{OWNED_SELECTOR},{COMPONENT} in (model-server,router)"
-CHILD_SELECTOR = f"{OWNED_SELECTOR},{COMPONENT}!={checkpoint.COMPONENT}"
-"""The children the watches cache: all we made, but for the autoscaler's checkpoints (read once, never watched)."""
-"""The pods the operator reads: model servers (status, autoscaler, cost) and routers (cost)."""
-CHILD_RESOURCES = (
-    ("", "v1", "configmaps"),
-    ("", "v1", "serviceaccounts"),
-    ("rbac.authorization.k8s.io", "v1", "roles"),
-    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
-    ("apps", "v1", "deployments"),
-    ("leaderworkerset.x-k8s.io", "v1", "leaderworkersets"),
-    ("", "v1", "services"),
-    ("policy", "v1", "poddisruptionbudgets"),
-    ("networking.k8s.io", "v1", "networkpolicies"),
-    ("batch", "v1", "jobs"),
-    ("", "v1", "persistentvolumeclaims"),
-    ("monitoring.coreos.com", "v1", "servicemonitors"),  # optional CRDs: not watched when absent at start-up
-    ("keda.sh", "v1alpha1", "scaledobjects"),
-    ("karpenter.sh", "v1", "nodepools"),  # cluster-scoped: one watch whatever the namespaces
-)
-CHILD_KINDS = tuple(
-    (r.api_version, r.kind)
-    for group, version, plural in CHILD_RESOURCES
-    for r in RESOURCES.values()
-    if r.api_version == (f"{group}/{version}" if group else version) and r.plural == plural
-)
-"""(apiVersion, kind) of each child resource above."""
-OPTIONAL_GROUPS = (".x-k8s.io", ".coreos.com", "keda.sh", "karpenter.sh")
-"""API groups of the child kinds that come with an optional CRD."""
-WATCHED_CHILD_KINDS = frozenset(kind for _, kind in CHILD_KINDS)
 RESYNC_SECONDS = 60.0
 MAX_CONCURRENT_RECONCILES = 32
 AUTOSCALE_INTERVAL_SECONDS = 10.0
@@ -96,7 +66,8 @@ CHECKPOINT_FLUSH_SECONDS = 10.0
 Obj = dict[str, Any]
 Key = tuple[str, str]
 TriggerKey = tuple[str, str, str]
-"""("d", namespace, name) for a Qwen3Deployment's loop, ("r", namespace, name) for a Qwen3Router's."""
+"""("d", namespace, name) for a Qwen3Deployment, ("r", ...) for a Qwen3Router, ("o", "", name) for a NodePool whose
+owner is not known (an orphan to prune)."""
 
 
 @dataclass(frozen=True)
@@ -124,23 +95,14 @@ def pod_state(name: str, status: Mapping[str, Any], role: str | None = None) -> 
     return PodState(name=name, phase=phase, ready=ready, unschedulable=unschedulable, ip=status.get("podIP"), role=role)
 
 
-def slim(body: Obj) -> Obj:
+def slim(body: Mapping[str, Any]) -> Obj:
     """The object as the reconcile reads it: without managedFields and kubectl's copy of the last apply."""
-    meta = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
+    meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
     annotations = meta.get("annotations")
     if annotations and "kubectl.kubernetes.io/last-applied-configuration" in annotations:
         meta["annotations"] = {k: v for k, v in annotations.items()
                                if k != "kubectl.kubernetes.io/last-applied-configuration"}  # fmt: skip
     return {**{k: v for k, v in body.items() if k != "metadata"}, "metadata": meta}
-
-
-def _owner(obj: Obj) -> Key:
-    """(namespace, name) of the Qwen3Deployment an object belongs to (a cluster-scoped one names it in labels)."""
-    meta = obj.get("metadata") or {}
-    labels = meta.get("labels") or {}
-    return str(meta.get("namespace") or labels.get(f"{GROUP}/namespace", "")), str(
-        labels.get(f"{GROUP}/deployment", "")
-    )
 
 
 def _collect(memory: Memory) -> None:
@@ -154,112 +116,128 @@ def _builtin(spec: Mapping[str, Any]) -> bool:
     return bool((spec.get("autoscaling") or {}).get("mode") == "builtin")
 
 
-class Operator:
-    """The watches, the queues and the reconcile passes of one running operator."""
+def back_off(failures: int, rng: random.Random | None = None) -> float:
+    """Seconds before the next try after `failures` failures in a row: doubling up to MAX_BACKOFF_SECONDS, with
+    up to a fifth of jitter so that objects failing together do not retry together."""
+    base = min(MAX_BACKOFF_SECONDS, 2.0**failures)
+    return base * (1.0 + 0.2 * (rng or random).random())
 
-    def __init__(self, kube: Kube, watcher: Kube, options: Options) -> None:
+
+class Operator:
+    """The queues and the reconcile passes of one running operator, over kopf's indexes."""
+
+    def __init__(self, kube: Kube, options: Options) -> None:
         self.kube = kube
-        self.watcher = watcher  # its own connections: a watch holds one for minutes
         self.options = options
-        self.applier = CachingApplier(kube, WATCHED_CHILD_KINDS)
+        self.idx = Indexes()
+        self.applier = CachingApplier(kube, self.idx)
         self.events = EventPoster(kube)
+        self.health = WatchHealth()
         self.caps = Capabilities()
-        self.bodies: dict[TriggerKey, Obj] = {}  # the custom resources as last watched, slimmed
+        self.indexed = asyncio.Event()
+        """Set by the first handler kopf runs: from then on every index is complete."""
         self.seen: dict[Any, tuple[Any, ...]] = {}  # what of each custom resource queues a reconcile
-        self.routers: dict[str, set[str]] = {}  # namespace -> names of its Qwen3Routers
-        self.pods: dict[Key, dict[str, PodState]] = {}  # (namespace, deployment) -> pod name -> state
-        self.pod_bodies: dict[Key, Obj] = {}  # (namespace, pod name) -> what the cost loop reads of the pod
         self.failures: dict[TriggerKey, int] = {}
         self.memories: dict[Key, Memory] = {}  # the builtin autoscaler's memory per deployment
         self.slots = asyncio.Semaphore(MAX_CONCURRENT_RECONCILES)
         self.queue: WorkQueue[TriggerKey] = WorkQueue(self._reconcile, MAX_CONCURRENT_RECONCILES, "reconcile")
         self.autoscaler: WorkQueue[Key] = WorkQueue(self._autoscale, AUTOSCALE_WORKERS, "autoscaler")
-        self.informers: list[Informer] = []
         self.session: aiohttp.ClientSession | None = None
-        self.checkpoint_on_stop = True
-        """Whether stopping checkpoints the autoscaler's memory: yes on a shutdown, no once leadership is lost
-        (the new leader writes them then)."""
-
-    @classmethod
-    async def connect(cls, options: Options) -> Operator:
-        """An operator with its API clients: one pool for requests, one for the watches."""
-        kube = Kube(await make_api_client(options.kubeconfig))
-        watches = (2 + 1 + len(CHILD_RESOURCES)) * max(1, len(options.namespaces))
-        return cls(kube, Kube(await make_api_client(options.kubeconfig, connections=watches + 2)), options)
+        self.cost: CostLoop | None = None
+        self._cost_task: asyncio.Task[None] | None = None
+        self.leading = False
+        self.on_cleanup: Callable[[], Awaitable[None]] | None = None
+        """Called by kopf's cleanup after the work has stopped (main.py gives the Lease up there)."""
 
     def pods_of(self, key: Key) -> list[PodState]:
         """The model-server pods of one deployment."""
-        return list(self.pods.get(key, {}).values())
+        return self.idx.pods_of(key)
 
     async def snapshot(self, namespace: str | None) -> Snapshot:
-        """The fleet as the watches last saw it, for the cost loop (a Fleet): nothing is listed."""
-        mine = [b for k, b in self.bodies.items() if namespace is None or k[1] == namespace]
-        pods = [p for (ns, _), p in self.pod_bodies.items() if namespace is None or ns == namespace]
+        """The fleet as the indexes last saw it, for the cost loop (a Fleet): nothing is listed."""
+        mine = [b for b in self.idx.all_deployments() if namespace is None or b["metadata"]["namespace"] == namespace]
+        routers = [b for b in self.idx.all_routers() if namespace is None or b["metadata"]["namespace"] == namespace]
+        pods = [r for r in self.idx.all_pods() if namespace is None or r.slim["metadata"]["namespace"] == namespace]
         return Snapshot(
-            deployments=[b for b in mine if b["kind"] == DEPLOYMENTS[1]],
-            pods=[p for p in pods if p["metadata"]["labels"].get(COMPONENT) == "model-server"],
-            routers=[b for b in mine if b["kind"] == ROUTERS[1]],
-            router_pods=[p for p in pods if p["metadata"]["labels"].get(COMPONENT) == "router"],
+            deployments=mine,
+            pods=[r.slim for r in pods if r.component == "model-server"],
+            routers=routers,
+            router_pods=[r.slim for r in pods if r.component == "router"],
         )
 
-    # -- what the watches hand over ---------------------------------------------------------------------------
+    # -- capabilities -------------------------------------------------------------------------------------------
+
+    async def discover(self) -> None:
+        """Which optional CRDs are installed now (kopf's CRD events keep it current afterwards)."""
+        for crd in OPTIONAL_CRDS:
+            if await self.kube.crd_exists(crd):
+                self.idx.installed.add(crd)
+        self._caps_changed()
+
+    def _caps_changed(self) -> None:
+        self.caps = Capabilities(
+            service_monitor="servicemonitors.monitoring.coreos.com" in self.idx.installed,
+            karpenter="nodepools.karpenter.sh" in self.idx.installed,
+            prometheus_url=self.options.prometheus_url or Capabilities().prometheus_url,
+        )
+
+    def crd_changed(self, name: str, present: bool) -> None:
+        """An optional CRD was installed or removed: every deployment renders anew (a ServiceMonitor, a NodePool,
+        a ScaledObject may be wanted, or possible, now)."""
+        if name not in OPTIONAL_CRDS or (name in self.idx.installed) == present:
+            return
+        (self.idx.installed.add if present else self.idx.installed.discard)(name)
+        self._caps_changed()
+        log.info("CRD %s %s; reconciling every deployment", name, "installed" if present else "removed")
+        for body in self.idx.all_deployments():
+            self.queue.add(("d", body["metadata"]["namespace"], body["metadata"]["name"]))
+
+    # -- what the watches hand over -----------------------------------------------------------------------------
 
     def _trigger(self, key: Key, *, routers: bool = False) -> None:
         """Queue the Qwen3Deployment `key`, and with `routers` every Qwen3Router in its namespace."""
-        if ("d", *key) in self.bodies:
+        if self.idx.deployment(*key) is not None:
             self.queue.add(("d", *key))
         if routers:
-            for router in self.routers.get(key[0], ()):
-                self.queue.add(("r", key[0], router))
+            for body in self.idx.all_routers():
+                if body["metadata"]["namespace"] == key[0]:
+                    self.queue.add(("r", key[0], body["metadata"]["name"]))
 
-    def pod_changed(self, kind: str, obj: Obj) -> None:
-        """A model-server pod changed: its deployment's status, and its routers' backend counts, may have too."""
-        key = _owner(obj)
-        meta = obj.get("metadata") or {}
-        name = str(meta.get("name"))
-        if kind == "DELETED":
-            self.pod_bodies.pop((key[0], name), None)
-        else:
-            self.pod_bodies[(key[0], name)] = slim_pod(obj)
-        if (meta.get("labels") or {}).get(COMPONENT) != "model-server":
-            return
-        if kind == "DELETED":
-            states = self.pods.get(key, {})
-            states.pop(name, None)
-            if not states:
-                self.pods.pop(key, None)
-        else:
-            role = (meta.get("labels") or {}).get(ROLE_LABEL)
-            self.pods.setdefault(key, {})[name] = pod_state(name, obj.get("status") or {}, role)
-        self._trigger(key, routers=True)
+    def pod_changed(self, namespace: str, owner: str, component: str) -> None:
+        """One of our pods changed: a model server's deployment (status) and its routers (backend counts)."""
+        self.indexed.set()
+        self._trigger((namespace, owner), routers=component == "model-server")
 
-    def child_changed(self, kind: str, obj: Obj) -> None:
+    def child_changed(self, obj: Mapping[str, Any], deleted: bool) -> None:
         """A child changed or vanished: restore it now, not at the next resync."""
-        self.applier.observe(obj, deleted=kind == "DELETED")
-        owner = _owner(obj)
+        self.indexed.set()
+        self.applier.noticed(dict(obj), deleted=deleted)
+        owner = owner_of(dict(obj))
+        if obj.get("kind") == "NodePool" and not deleted and self.idx.deployment(*owner) is None:
+            self.queue.add(("o", "", str(obj["metadata"]["name"])))
+            return
         self._trigger(owner)
         component = ((obj.get("metadata") or {}).get("labels") or {}).get(COMPONENT)
-        if component == "router" and owner[1] in self.routers.get(owner[0], ()):
+        if component == "router" and self.idx.router(*owner) is not None:
             self.queue.add(("r", *owner))
 
-    def deployment_changed(self, kind: str, obj: Obj) -> None:
+    def deployment_changed(self, body: Mapping[str, Any], deleted: bool) -> None:
         """Queue the deployment when its spec, wake annotation, autoscaler decision, finalizers or deletion changed,
         and the namespace's routers when a deployment appears or goes (their backends may exist now, or no longer).
 
         Other status writes (our own) do not queue a reconcile.
         """
-        meta = obj.get("metadata") or {}
+        self.indexed.set()
+        meta = body.get("metadata") or {}
         key = (str(meta.get("namespace") or ""), str(meta.get("name")))
-        if kind == "DELETED":
+        if deleted:
             self.seen.pop(key, None)
-            self.bodies.pop(("d", *key), None)
             self.queue.forget(("d", *key))
             self.autoscaler.forget(key)
             self.memories.pop(key, None)
             metrics.forget(*key)
             self._trigger(key, routers=True)
             return
-        body = self.bodies[("d", *key)] = slim(obj)
         decided = ((body.get("status") or {}).get("autoscaler") or {}).get("desiredReplicas")
         seen = (meta.get("generation"), (meta.get("annotations") or {}).get(WAKE_ANNOTATION), decided,
                 meta.get("deletionTimestamp") is not None, FINALIZER in (meta.get("finalizers") or []))  # fmt: skip
@@ -271,23 +249,72 @@ class Operator:
             self.memories[key] = Memory()
             self.autoscaler.add(key)
 
-    def router_changed(self, kind: str, obj: Obj) -> None:
+    def router_changed(self, body: Mapping[str, Any], deleted: bool) -> None:
         """Queue the router when its spec, finalizers or deletion changed."""
-        meta = obj.get("metadata") or {}
+        self.indexed.set()
+        meta = body.get("metadata") or {}
         key = ("r", str(meta.get("namespace") or ""), str(meta.get("name")))
-        if kind == "DELETED":
+        if deleted:
             self.seen.pop(key, None)
-            self.bodies.pop(key, None)
             self.queue.forget(key)
-            self.routers.get(key[1], set()).discard(key[2])
             return
-        self.bodies[key] = slim(obj)
-        self.routers.setdefault(key[1], set()).add(key[2])
         seen = (meta.get("generation"), meta.get("deletionTimestamp") is not None,
                 FINALIZER in (meta.get("finalizers") or []))  # fmt: skip
         if self.seen.get(key) != seen:
             self.seen[key] = seen
             self.queue.add(key)
+
+    # -- leading ------------------------------------------------------------------------------------------------
+
+    async def lead(self) -> None:
+        """Start the work (once every index is complete): queue every object, run the autoscaler, the cost loop
+        and the Event senders."""
+        await self.indexed.wait()
+        self.leading = True
+        metrics.LEADER.set(1)
+        if self.session is None:
+            self.session = aiohttp.ClientSession()
+        self.events.start()
+        self.queue.start()
+        self.autoscaler.start()
+        deployments = list(self.idx.all_deployments())
+        routers = list(self.idx.all_routers())
+        log.info("leading: %d Qwen3Deployments and %d Qwen3Routers in %s", len(deployments), len(routers),
+                 ", ".join(self.options.namespaces) or "all namespaces")  # fmt: skip
+        for body in deployments:
+            self.queue.add(("d", body["metadata"]["namespace"], body["metadata"]["name"]))
+        for body in routers:
+            self.queue.add(("r", body["metadata"]["namespace"], body["metadata"]["name"]))
+        for key in list(self.memories):
+            self.autoscaler.add(key)
+        self.cost = CostLoop(self.kube, list(self.options.namespaces), self.options.cost_interval, fleet=self)
+        register(self.cost)
+        self._cost_task = asyncio.ensure_future(self.cost.run())
+
+    async def stand_down(self, drain_seconds: float, checkpoint: bool) -> None:
+        """Stop the work: the passes that run may finish within `drain_seconds`; with `checkpoint`, SLO mode's
+        memory is saved (a shutdown; not after a lost Lease, when the new leader owns the checkpoints)."""
+        if not self.leading:
+            return
+        self.leading = False
+        metrics.LEADER.set(0)
+        if self._cost_task is not None:
+            self._cost_task.cancel()
+            await asyncio.gather(self._cost_task, return_exceptions=True)
+            self._cost_task = None
+        await asyncio.gather(self.queue.stop(drain_seconds), self.autoscaler.stop(drain_seconds))
+        if checkpoint:
+            await self._checkpoint_all()
+        await self.events.stop(drain_seconds)
+        self.failures.clear()
+
+    async def close(self) -> None:
+        """Close the HTTP session and the API client."""
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+        with contextlib.suppress(Exception):
+            await self.kube.close()
 
     # -- the reconcile passes -----------------------------------------------------------------------------------
 
@@ -338,21 +365,32 @@ class Operator:
         namespace = body["metadata"]["namespace"]
         backends = [b.get("name", "") for b in (body.get("spec") or {}).get("backends") or []]
         ready = {b: ready_replicas(self.pods_of((namespace, b))) for b in backends}
-        existing = {k[2] for k in self.bodies if k[0] == "d" and k[1] == namespace}
+        existing = {
+            b["metadata"]["name"] for b in self.idx.all_deployments() if b["metadata"]["namespace"] == namespace
+        }
         outcome = await reconcile_router(self.kube, body, ready, existing, self.applier)
         if outcome.wrote_status:
             body["status"] = outcome.status
         await self._post(body, outcome.events)
         return outcome.retry_after
 
-    def _back_off(self, key: TriggerKey) -> float:
-        failures = self.failures.get(key, 0) + 1
-        self.failures[key] = failures
-        return min(MAX_BACKOFF_SECONDS, 2.0**failures)
+    async def _orphan_pass(self, pool: str) -> None:
+        """A NodePool of ours whose Qwen3Deployment is gone (in a namespace this operator serves): delete it."""
+        view = self.idx.get("NodePool", "", pool)
+        if view is None:
+            return
+        namespace, owner = owner_of(view)
+        served = not self.options.namespaces or namespace in self.options.namespaces
+        if served and owner and self.idx.deployment(namespace, owner) is None:
+            log.info("NodePool %s belongs to %s/%s, which no longer exists: deleting it", pool, namespace, owner)
+            await delete_owned_pool(self.kube, namespace, owner)
 
     async def _reconcile(self, key: TriggerKey) -> float | None:
         """One pass of the one reconcile for the object `key`; when to look again (resync, retry or back-off)."""
-        body = self.bodies.get(key)
+        if key[0] == "o":
+            await self._orphan_pass(key[2])
+            return None
+        body = self.idx.deployment(key[1], key[2]) if key[0] == "d" else self.idx.router(key[1], key[2])
         if body is None:
             self.failures.pop(key, None)
             return None  # gone
@@ -374,9 +412,13 @@ class Operator:
             log.exception("reconcile %s crashed; retrying in %.0fs", key, wait)
             return wait
 
+    def _back_off(self, key: TriggerKey) -> float:
+        self.failures[key] = self.failures.get(key, 0) + 1
+        return back_off(self.failures[key])
+
     async def _autoscale(self, key: Key) -> float | None:
         """The builtin autoscaler, one tick: scrape ready replicas, decide, record in status, queue the reconcile."""
-        body = self.bodies.get(("d", *key))
+        body = self.idx.deployment(*key)
         memory = self.memories.get(key)
         if body is None or memory is None or not _builtin(body.get("spec") or {}):
             self.memories.pop(key, None)
@@ -400,58 +442,6 @@ class Operator:
             log.exception("autoscaler %s/%s crashed; continuing", *key)
         return self.options.autoscale_interval
 
-    # -- running ------------------------------------------------------------------------------------------------
-
-    async def _watched_children(self) -> list[tuple[str, str]]:
-        """The child kinds to watch: all, but optional CRDs only when installed."""
-        kinds = []
-        for (group, _, plural), (api_version, kind) in zip(CHILD_RESOURCES, CHILD_KINDS, strict=True):
-            optional = group.endswith(OPTIONAL_GROUPS)
-            if optional and not await self.kube.crd_exists(f"{plural}.{group}"):
-                continue
-            kinds.append((api_version, kind))
-        return kinds
-
-    def _informers(self, children: list[tuple[str, str]]) -> list[Informer]:
-        scopes: list[str | None] = [*self.options.namespaces] or [None]
-        made = [Informer(self.watcher, api_version, kind, None, self.child_changed, label_selector=CHILD_SELECTOR)
-                for api_version, kind in children if not resource_of(api_version, kind).namespaced]  # fmt: skip
-        for namespace in scopes:
-            for api_version, kind in children:
-                if resource_of(api_version, kind).namespaced:
-                    made.append(Informer(self.watcher, api_version, kind, namespace, self.child_changed,
-                                         label_selector=CHILD_SELECTOR))  # fmt: skip
-            made.append(Informer(self.watcher, "v1", "Pod", namespace, self.pod_changed, label_selector=POD_SELECTOR))
-            made.append(Informer(self.watcher, *DEPLOYMENTS, namespace, self.deployment_changed))
-            made.append(Informer(self.watcher, *ROUTERS, namespace, self.router_changed))
-        return made
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Watch and reconcile until `stop` is set; then stop everything and close the clients.
-
-        The queues start only once every watch has listed its kind: a first pass never re-applies a child it has
-        not yet seen (after a restart, an unchanged child costs no write).
-        """
-        self.session = aiohttp.ClientSession()
-        tasks: list[asyncio.Task[None]] = []
-        cost = CostLoop(self.kube, list(self.options.namespaces), self.options.cost_interval, fleet=self)
-        try:
-            if not await self._discover(stop):
-                return
-            tasks = [asyncio.ensure_future(informer.run()) for informer in self.informers]
-            await first_of(asyncio.gather(*(i.synced.wait() for i in self.informers)), stop.wait())
-            if not stop.is_set():
-                log.info("%d watches listed in %s; %d custom resources", len(self.informers),
-                         ", ".join(self.options.namespaces) or "all namespaces", len(self.bodies))  # fmt: skip
-                self.events.start()
-                self.queue.start()
-                self.autoscaler.start()
-                register(cost)
-                tasks.append(asyncio.ensure_future(cost.run()))
-                await stop.wait()
-        finally:
-            await self._shutdown(tasks)
-
     async def _checkpoint_all(self) -> None:
         """Checkpoint every SLO deployment's memory that grew since its last checkpoint, a few at a time, for at
         most CHECKPOINT_FLUSH_SECONDS (a stop must not wait on an API server that does not answer)."""
@@ -471,37 +461,3 @@ class Operator:
             log.warning("autoscaler: checkpoints on stop took over %.0fs; the rest are lost", CHECKPOINT_FLUSH_SECONDS)
         for memory in memories:
             _collect(memory)
-
-    async def _discover(self, stop: asyncio.Event) -> bool:
-        """Which optional CRDs are installed (capabilities, kinds to watch); retried while the API server cannot
-        answer, never a crash. False when stopped first."""
-        backoff = 1.0
-        while not stop.is_set():
-            try:
-                self.caps = Capabilities(
-                    service_monitor=await self.kube.crd_exists("servicemonitors.monitoring.coreos.com"),
-                    karpenter=await self.kube.crd_exists("nodepools.karpenter.sh"),
-                    prometheus_url=self.options.prometheus_url or Capabilities().prometheus_url,
-                )
-                self.informers = self._informers(await self._watched_children())
-                return True
-            except KubeError as exc:
-                log.warning("start-up: %s; retrying in %.0fs", exc, backoff)
-                await first_of(asyncio.sleep(backoff), stop.wait())
-                backoff = min(MAX_BACKOFF_SECONDS, backoff * 2)
-        return False
-
-    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await self.queue.stop()
-        await self.autoscaler.stop()
-        if self.checkpoint_on_stop:
-            await self._checkpoint_all()
-        await self.events.stop()
-        if self.session is not None:
-            await self.session.close()
-        for kube in (self.kube, self.watcher):
-            with contextlib.suppress(Exception):
-                await kube.close()

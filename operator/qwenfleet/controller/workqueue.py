@@ -3,7 +3,9 @@
 A key is queued at most once however often it is added; a key added while its reconcile runs is queued again
 when that reconcile ends (so no change is lost, and no key is reconciled twice at once). After each pass the
 process function says when to look at the key again (the resync, a retry, a back-off): one timer handle per key,
-replaced by every later schedule, and cancelled when the key is forgotten.
+replaced by every later schedule, and cancelled when the key is forgotten (also while its pass runs: the pass's
+answer then schedules nothing). A stop lets the passes that are running finish, for at most its drain time, and
+takes no key after it has begun.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ class WorkQueue(Generic[K]):
         self._running: set[K] = set()
         self._again: set[K] = set()
         self._timers: dict[K, asyncio.TimerHandle] = {}
+        self._forgotten: set[K] = set()  # forgotten while their pass ran: schedule nothing after it
         self._tasks: list[asyncio.Task[None]] = []
+        self._idle = asyncio.Event()  # set while no pass runs
+        self._idle.set()
+        self.running = False
         self.passes = 0
         self.done_once: set[K] = set()  # keys passed at least once since start
         self._reported = 0
@@ -39,20 +45,38 @@ class WorkQueue(Generic[K]):
     def start(self) -> None:
         """Start the workers (inside the running event loop)."""
         self._started = time.monotonic()
+        self.running = True
         self._tasks = [asyncio.ensure_future(self._work()) for _ in range(self._workers)]
 
-    async def stop(self) -> None:
-        """Stop the workers and every timer."""
+    async def stop(self, drain_seconds: float = 0.0) -> None:
+        """Take no more keys; let the passes that run finish (for at most `drain_seconds`), then stop the
+        workers and every timer. What was queued or scheduled is dropped: a start begins from the cluster."""
+        self.running = False
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queued.clear()
+        self._again.clear()
+        if drain_seconds > 0 and self._running:
+            try:
+                await asyncio.wait_for(self._idle.wait(), drain_seconds)
+            except TimeoutError:
+                log.warning("%s queue: %d passes still running after %.1fs; cancelled", self._name,
+                            len(self._running), drain_seconds)  # fmt: skip
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        self._running.clear()
+        self._idle.set()
 
     def add(self, key: K) -> None:
-        """Reconcile `key` soon (once, however often it is added before its turn)."""
+        """Reconcile `key` soon (once, however often it is added before its turn); ignored while stopped."""
+        if not self.running:
+            return
+        self._forgotten.discard(key)
         handle = self._timers.pop(key, None)
         if handle is not None:
             handle.cancel()
@@ -63,7 +87,9 @@ class WorkQueue(Generic[K]):
             self._queue.put_nowait(key)
 
     def add_after(self, key: K, seconds: float) -> None:
-        """Reconcile `key` after `seconds`, replacing any earlier schedule of it."""
+        """Reconcile `key` after `seconds`, replacing any earlier schedule of it; ignored while stopped."""
+        if not self.running:
+            return
         handle = self._timers.pop(key, None)
         if handle is not None:
             handle.cancel()
@@ -80,6 +106,8 @@ class WorkQueue(Generic[K]):
             handle.cancel()
         self._again.discard(key)
         self.done_once.discard(key)
+        if key in self._running:
+            self._forgotten.add(key)
 
     def known(self) -> int:
         """Keys queued, running or scheduled."""
@@ -101,6 +129,7 @@ class WorkQueue(Generic[K]):
             key = await self._queue.get()
             self._queued.discard(key)
             self._running.add(key)
+            self._idle.clear()
             wait: float | None = None
             try:
                 wait = await self._process(key)
@@ -112,7 +141,12 @@ class WorkQueue(Generic[K]):
             finally:
                 self._note_pass(key)
                 self._running.discard(key)
-            if key in self._again:
+                if not self._running:
+                    self._idle.set()
+            if key in self._forgotten:
+                self._forgotten.discard(key)
+                self.done_once.discard(key)
+            elif key in self._again:
                 self._again.discard(key)
                 self.add(key)
             elif wait is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -82,6 +83,27 @@ WATCH_SECONDS = 300
 """The API server ends each watch after this long (and we reconnect from the last resourceVersion)."""
 
 
+THROTTLED_RETRIES = 5
+MAX_RETRY_AFTER_SECONDS = 30.0
+
+
+def retry_after(exc: ApiException) -> float:
+    """Seconds a 429 asks to wait: its Retry-After header, else the Status's details.retryAfterSeconds, else 1;
+    at most MAX_RETRY_AFTER_SECONDS."""
+    headers: Mapping[str, str] = exc.headers or {}
+    value: object = headers.get("Retry-After")
+    if value is None:
+        try:
+            value = ((json.loads(exc.body or "{}") or {}).get("details") or {}).get("retryAfterSeconds")
+        except (TypeError, ValueError, AttributeError):
+            value = None
+    try:
+        seconds = float(str(value)) if value is not None else 1.0
+    except ValueError:
+        seconds = 1.0
+    return max(0.0, min(MAX_RETRY_AFTER_SECONDS, seconds))
+
+
 class WatchExpired(Exception):
     """The resourceVersion a watch started from is too old (410 Gone): list again."""
 
@@ -108,23 +130,29 @@ class Kube:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        try:
-            async with self._turns:
-                result = await self.api.call_api(
-                    path,
-                    method,
-                    query_params=query or [],
-                    header_params=headers,
-                    body=body,
-                    response_types_map={200: "object", 201: "object", 202: "object"},
-                    auth_settings=["BearerToken"],
-                    _return_http_data_only=True,
-                    _request_timeout=REQUEST_TIMEOUT,
-                )
-        except ApiException as exc:
-            raise _error(exc) from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:  # the API server is unreachable or restarting
-            raise KubeError(0, "Unavailable", f"{type(exc).__name__}: {exc}") from None
+        for attempt in range(THROTTLED_RETRIES + 1):
+            try:
+                async with self._turns:
+                    result = await self.api.call_api(
+                        path,
+                        method,
+                        query_params=query or [],
+                        header_params=headers,
+                        body=body,
+                        response_types_map={200: "object", 201: "object", 202: "object"},
+                        auth_settings=["BearerToken"],
+                        _return_http_data_only=True,
+                        _request_timeout=REQUEST_TIMEOUT,
+                    )
+                break
+            except ApiException as exc:
+                if exc.status == 429 and attempt < THROTTLED_RETRIES:
+                    # throttled (API priority and fairness): wait as long as the server asks, outside the turns
+                    await asyncio.sleep(retry_after(exc) * (1.0 + 0.1 * random.random()))
+                    continue
+                raise _error(exc) from None
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:  # the API server is unreachable or restarting
+                raise KubeError(0, "Unavailable", f"{type(exc).__name__}: {exc}") from None
         return result if isinstance(result, dict) else {}
 
     async def apply(self, manifest: Mapping[str, Any], *, field_validation: str | None = None) -> Obj:
