@@ -80,6 +80,8 @@ class OperatorProcess:
         self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = 0
+        self.health_port = 0
+        """Set to serve kopf's /healthz on that port (0: off)."""
         self.starts = 0
 
     @property
@@ -93,7 +95,8 @@ class OperatorProcess:
         self.metrics_port = free_port()
         log = self.log_path.open("wb")
         cmd = [sys.executable, "-m", "qwenfleet.cli", "run", *self.args, f"--kubeconfig={self.kubeconfig}",
-               f"--metrics-port={self.metrics_port}", "--health-port=0", "--autoscale-interval=1"]  # fmt: skip
+               f"--metrics-port={self.metrics_port}", f"--health-port={self.health_port}",
+               "--autoscale-interval=1"]  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + 30

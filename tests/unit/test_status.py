@@ -163,3 +163,17 @@ def test_a_router_child_the_api_server_refuses_is_a_condition() -> None:
     conds = _conds(status.to_wire())
     assert conds["Ready"] == ("False", "ApplyFailed", "Service front: spec.type: Unsupported value")
     assert conds["Degraded"][:2] == ("True", "ApplyFailed") and status.ready_replicas == 1
+
+
+def test_one_reading_of_a_pod_a_terminating_pod_is_not_ready_for_anyone() -> None:
+    from qwenfleet.render.status import pod_state, ready_replicas, serving_ips
+
+    conditions = [{"type": "Ready", "status": "True"}]
+    ready = {"metadata": {"name": "p", "labels": {}}, "spec": {"nodeName": "n1"},
+             "status": {"phase": "Running", "podIP": "127.1.0.9", "conditions": conditions}}  # fmt: skip
+    draining = {**ready, "metadata": {**ready["metadata"], "deletionTimestamp": "2026-12-07T00:00:00Z"}}
+    worker = {**ready, "metadata": {"name": "w", "labels": {"qwenfleet.dev/role": "worker"}}}
+    states = [pod_state(p) for p in (ready, draining, worker)]
+    assert [s.ready_to_serve for s in states] == [True, False, False]
+    assert states[1].terminating and not states[1].ready and states[0].node == "n1"
+    assert ready_replicas(states) == 1 and serving_ips(states) == ["127.1.0.9"]

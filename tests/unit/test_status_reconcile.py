@@ -7,11 +7,11 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from qwenfleet.controller.applied import CachingApplier
 from qwenfleet.controller.deployment import finalize_deployment, owns_nodepool, reconcile_deployment
 from qwenfleet.kube import KubeError
 from qwenfleet.render import Capabilities
 from qwenfleet.render.names import cache_pvc_name, download_job_name, nodepool_name
+from tests.unit.test_applied import make
 
 Obj = dict[str, Any]
 Key = tuple[str, str, str, str]
@@ -177,7 +177,7 @@ def test_nodepool_ownership_is_one_rule_for_render_finalizer_and_prune() -> None
 
 def test_a_pool_no_longer_owned_is_looked_for_once_per_generation() -> None:
     kube = FakeKube()
-    applier = CachingApplier(kube, frozenset())  # type: ignore[arg-type]
+    applier = make(kube, frozenset())
     spec = {"model": "Qwen3-8B", "gpu": "L40S-48GB", "replicas": 1}
     pool = ("karpenter.sh/v1", "NodePool", "", nodepool_name("ns", "q"))
     for generation in (1, 1, 1, 2):

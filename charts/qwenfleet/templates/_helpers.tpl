@@ -41,10 +41,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: ["qwenfleet.dev"]
   resources: ["qwen3deployments/finalizers", "qwen3routers/finalizers"]
   verbs: ["update"]
-# Events on the objects it reconciles.
+# Events on the objects it reconciles; a repeat raises the count of the Event already posted.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "patch"]
 # Model-server pods: readiness and scheduling state for status and the builtin autoscaler.
 - apiGroups: [""]
   resources: ["pods"]
@@ -90,10 +90,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{/* Rules for cluster-scoped objects: always in a ClusterRole. */}}
 {{- define "qwenfleet.clusterRules" -}}
-# Which optional integrations exist (LeaderWorkerSet, KEDA, Prometheus Operator, Karpenter).
+# Which optional integrations exist (LeaderWorkerSet, KEDA, Prometheus Operator, Karpenter), watched by kopf
+# so that one installed after the operator started is used (and its kind watched) from then on.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get"]
+  verbs: ["get", "list", "watch"]
+# kopf looks the watched namespaces up (namespaced mode); without this it assumes they exist and warns.
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["list", "watch"]
 # One Karpenter NodePool per deployment that asks for one, removed by the finalizer or when the spec drops it;
 # ours are watched (by label) like every other child.
 - apiGroups: ["karpenter.sh"]

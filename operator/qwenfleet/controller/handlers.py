@@ -28,10 +28,10 @@ from qwenfleet.controller.indexes import (
     child_index_id,
 )
 from qwenfleet.controller.kopfsettings import EXIT_SECONDS, assert_event_handlers_only, configure
-from qwenfleet.controller.operator import Operator, pod_state, slim
+from qwenfleet.controller.operator import Operator, slim
 from qwenfleet.cost.loop import slim_pod
 from qwenfleet.kube import Kube
-from qwenfleet.render.names import ROLE_LABEL
+from qwenfleet.render.status import pod_state
 
 log = logging.getLogger(__name__)
 CRDS = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
@@ -105,9 +105,7 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         raw = dict(body)
         component = labels.get(COMPONENT, "")
         name = str(body.metadata.name)
-        state = (
-            pod_state(name, raw.get("status") or {}, labels.get(ROLE_LABEL)) if component == "model-server" else None
-        )
+        state = pod_state(raw) if component == "model-server" else None
         return {owner_of(raw): PodRecord(name=name, component=component, state=state, slim=slim_pod(raw))}
 
     @kopf.on.event("", "v1", "pods", registry=registry)

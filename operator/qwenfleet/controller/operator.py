@@ -83,18 +83,6 @@ class Options:
     cost_interval: float = 10.0
 
 
-def pod_state(name: str, status: Mapping[str, Any], role: str | None = None) -> PodState:
-    """What the reconcile and the autoscaler read of a model-server pod."""
-    conditions = {c.get("type"): c for c in status.get("conditions") or []}
-    scheduled = conditions.get("PodScheduled") or {}
-    unschedulable = None
-    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
-        unschedulable = str(scheduled.get("message") or "unschedulable")
-    ready = (conditions.get("Ready") or {}).get("status") == "True"
-    phase = str(status.get("phase") or "")
-    return PodState(name=name, phase=phase, ready=ready, unschedulable=unschedulable, ip=status.get("podIP"), role=role)
-
-
 def slim(body: Mapping[str, Any]) -> Obj:
     """The object as the reconcile reads it: without managedFields and kubectl's copy of the last apply."""
     meta = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}

@@ -6,7 +6,7 @@ when it differs from what the API server holds. Nothing else builds a status.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +16,7 @@ from qwenfleet.api.deployment import CacheStatus, Qwen3DeploymentStatus
 from qwenfleet.api.plan import Plan
 from qwenfleet.api.router import BackendStatus, Qwen3RouterStatus
 from qwenfleet.api.status import SPEC_REASONS, Cond, ConditionType, Reason, merge_conditions
+from qwenfleet.render.names import ROLE_LABEL
 
 Obj = dict[str, Any]
 T = ConditionType
@@ -34,22 +35,51 @@ class PodState:
     ip: str | None = None
     role: str | None = None
     """`leader` or `worker` for a LeaderWorkerSet's pods; None for a Deployment's."""
+    terminating: bool = False
+    """Being deleted (it may still pass its readiness probe while it drains): never counted as ready."""
 
     @property
     def serving(self) -> bool:
         """True for pods that answer HTTP: every pod of a Deployment, the leaders of a LeaderWorkerSet."""
         return self.role != "worker"
 
+    @property
+    def ready_to_serve(self) -> bool:
+        """A ready replica's serving pod with an address, not terminating: what every caller counts and dials."""
+        return self.ready and self.serving and bool(self.ip) and not self.terminating
+
+
+def pod_state(pod: Mapping[str, Any]) -> PodState:
+    """What the operator, the autoscaler and the router read of one model-server pod: the one reading of its
+    readiness, scheduling and deletion."""
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    scheduled = conditions.get("PodScheduled") or {}
+    unschedulable = None
+    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
+        unschedulable = str(scheduled.get("message") or "unschedulable")
+    terminating = meta.get("deletionTimestamp") is not None
+    return PodState(
+        name=str(meta.get("name") or ""),
+        phase=str(status.get("phase") or ""),
+        ready=(conditions.get("Ready") or {}).get("status") == "True" and not terminating,
+        unschedulable=unschedulable,
+        node=(pod.get("spec") or {}).get("nodeName"),
+        ip=status.get("podIP"),
+        role=(meta.get("labels") or {}).get(ROLE_LABEL),
+        terminating=terminating,
+    )
+
 
 def ready_replicas(pods: Iterable[PodState]) -> int:
     """Ready replicas, not pods: a LeaderWorkerSet's leader and its workers are one replica, counted by its
     leader (whose readiness on the OpenAI surface needs the whole group)."""
-    return sum(1 for p in pods if p.ready and p.serving)
+    return sum(1 for p in pods if p.ready and p.serving and not p.terminating)
 
 
 def serving_ips(pods: Iterable[PodState]) -> list[str]:
     """Pod IPs of the ready replicas' serving pods (what the autoscaler scrapes and the router dials)."""
-    return [p.ip for p in pods if p.ready and p.serving and p.ip]
+    return [p.ip for p in pods if p.ready_to_serve and p.ip]
 
 
 @dataclass(frozen=True)

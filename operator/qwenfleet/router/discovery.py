@@ -22,6 +22,7 @@ import aiohttp
 from qwenfleet.api.router import Qwen3RouterSpec
 from qwenfleet.kube import Kube, KubeError
 from qwenfleet.render.names import HTTP_PORT, PLAN_ANNOTATION, WAKE_ANNOTATION
+from qwenfleet.render.status import pod_state
 from qwenfleet.router.policy import BackendState, Replica, name_clashes
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,6 @@ FULL_SCRAPE_EVERY = 5
 """Without load tracking, the full /metrics exposition is read every this many discovery passes."""
 API = "qwenfleet.dev/v1alpha1"
 KIND = "Qwen3Deployment"
-
-
-def _ready(pod: dict[str, Any]) -> bool:
-    status = pod.get("status") or {}
-    conditions = status.get("conditions") or []
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    return ready and bool(status.get("podIP")) and not pod["metadata"].get("deletionTimestamp")
 
 
 def waiting_from_metrics(text: str) -> float:
@@ -135,9 +129,9 @@ class Discovery:
             replicas = []
             for pod in pods:
                 labels = pod["metadata"].get("labels") or {}
-                if labels.get("qwenfleet.dev/deployment") != name or labels.get("qwenfleet.dev/role") == "worker":
+                if labels.get("qwenfleet.dev/deployment") != name:
                     continue
-                if _ready(pod):
+                if pod_state(pod).ready_to_serve:
                     replicas.append(previous.get(pod["metadata"]["name"]) or _new_replica(pod))
                     pod_name = pod["metadata"]["name"]
                     signals[pod_name] = self._signals.get(pod_name) or queue_signal(pod_plan(pod))

@@ -1,0 +1,155 @@
+"""The framework's rails on the real control plane: a forbidden watch turns /healthz red and names the kind; a KEDA
+CRD installed after the operator started is used and its kind watched, and its objects pruned."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from qwenfleet.kube import Kube
+from tests.e2e.operator_proc import OperatorProcess, free_port, wait_for
+from tests.e2e.test_reconciler import API, KIND
+
+KEDA_CRD = "scaledobjects.keda.sh"
+CRD_API = "apiextensions.k8s.io/v1"
+EVERYTHING_BUT_SERVICES = [
+    "pods", "configmaps", "serviceaccounts", "secrets", "events", "persistentvolumeclaims", "namespaces",
+    "deployments", "jobs", "poddisruptionbudgets", "networkpolicies", "roles", "rolebindings", "leases",
+    "qwen3deployments", "qwen3deployments/status", "qwen3routers", "qwen3routers/status",
+    "customresourcedefinitions", "scaledobjects", "nodepools", "servicemonitors", "leaderworkersets",
+]  # fmt: skip
+
+
+async def _health(port: int) -> tuple[int, str]:
+    try:
+        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/healthz") as r:
+            return r.status, await r.text()
+    except aiohttp.ClientError as exc:
+        return 0, str(exc)
+
+
+async def _limited_kubeconfig(kube: Kube, kubeconfig: Path, namespace: str, tmp_path: Path) -> Path:
+    """A kubeconfig for a service account that may do everything the operator does, but list and watch Services."""
+    sa = "limited"
+    await kube.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sa, "namespace": namespace}})
+    role = f"qwenfleet-limited-{namespace}"
+    await kube.apply({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": role},
+        "rules": [{"apiGroups": ["*"], "resources": EVERYTHING_BUT_SERVICES, "verbs": ["*"]},
+                  {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch"]}],
+    })  # fmt: skip
+    await kube.apply({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": namespace}],
+    })  # fmt: skip
+    answer = await kube._call("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{sa}/token",
+                              body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                                    "spec": {"expirationSeconds": 3600}})  # fmt: skip
+    admin = yaml.safe_load(kubeconfig.read_text())
+    cluster = admin["clusters"][0]
+    limited = {"apiVersion": "v1", "kind": "Config", "clusters": [cluster],
+               "users": [{"name": sa, "user": {"token": answer["status"]["token"]}}],
+               "contexts": [{"name": sa, "context": {"cluster": cluster["name"], "user": sa}}],
+               "current-context": sa}  # fmt: skip
+    path = tmp_path / "limited.kubeconfig"
+    path.write_text(yaml.safe_dump(limited))
+    return path
+
+
+async def test_a_forbidden_watch_turns_healthz_red_and_names_the_kind(
+    kube: Kube, kubeconfig: Path, namespace: str, tmp_path: Path
+) -> None:
+    limited = await _limited_kubeconfig(kube, kubeconfig, namespace, tmp_path)
+    op = OperatorProcess(limited, tmp_path, args=(f"--namespace={namespace}",), name="limited")
+    op.health_port = free_port()
+    op.start()
+    try:
+
+        async def red() -> tuple[int, str] | None:
+            status, text = await _health(op.health_port)
+            return (status, text) if status >= 500 else None
+
+        status, _ = await wait_for(red, 90, "/healthz turning red", lambda: op.log_path.read_text()[-2000:])
+        assert status == 500
+        log = op.log_path.read_text()
+        failed = [line for line in log.splitlines() if "watch of services" in line and "failed" in line]
+        assert failed, log[-3000:]
+        assert "403" in failed[0] or "forbidden" in failed[0].lower()
+        assert op.metric("qwenfleet_watch_failed") == 1
+    finally:
+        op.stop()
+        await kube.delete("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", f"qwenfleet-limited-{namespace}")
+        await kube.delete("rbac.authorization.k8s.io/v1", "ClusterRole", f"qwenfleet-limited-{namespace}")
+
+
+def _crd_manifest(crd: dict[str, Any]) -> dict[str, Any]:
+    meta = {"name": crd["metadata"]["name"], "labels": crd["metadata"].get("labels") or {},
+            "annotations": crd["metadata"].get("annotations") or {}}  # fmt: skip
+    return {"apiVersion": CRD_API, "kind": "CustomResourceDefinition", "metadata": meta, "spec": crd["spec"]}
+
+
+async def _established(kube: Kube) -> bool:
+    crd = await kube.get(CRD_API, "CustomResourceDefinition", KEDA_CRD)
+    conds = {c["type"]: c["status"] for c in ((crd or {}).get("status") or {}).get("conditions") or []}
+    return conds.get("Established") == "True"
+
+
+async def test_a_keda_crd_installed_after_start_is_used_watched_and_pruned(
+    kube: Kube, kubeconfig: Path, namespace: str, session_operator_paused: None, tmp_path: Path
+) -> None:
+    saved = await kube.get(CRD_API, "CustomResourceDefinition", KEDA_CRD)
+    assert saved is not None
+    manifest = _crd_manifest(saved)
+    op = OperatorProcess(kubeconfig, tmp_path, args=(f"--namespace={namespace}",), name="late-crd")
+    op.health_port = free_port()
+    try:
+        await kube.delete(CRD_API, "CustomResourceDefinition", KEDA_CRD)
+
+        async def gone() -> bool:
+            return await kube.get(CRD_API, "CustomResourceDefinition", KEDA_CRD) is None
+
+        await wait_for(gone, 60, "the KEDA CRD removed")
+        op.start()
+        scaling = {"mode": "keda", "minReplicas": 0, "maxReplicas": 2}
+        body: dict[str, Any] = {"apiVersion": API, "kind": KIND, "metadata": {"name": "late", "namespace": namespace},
+                                "spec": {"model": "Qwen3-0.6B", "gpu": "L4-24GB", "autoscaling": scaling}}  # fmt: skip
+        await kube.apply(body)
+
+        async def keda_missing() -> bool:
+            obj = await kube.get(API, KIND, "late", namespace)
+            conds = {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions") or []}
+            return conds.get("Ready", {}).get("reason") == "KEDAMissing"
+
+        await wait_for(keda_missing, 60, "Ready=False KEDAMissing")
+        status, text = await _health(op.health_port)
+        assert status == 200 and '"watches"' in text, text
+
+        await kube.apply(manifest)  # KEDA installed while the operator runs
+        await wait_for(lambda: _established(kube), 60, "the KEDA CRD established")
+
+        async def scaled() -> dict[str, Any] | None:
+            return await kube.get("keda.sh/v1alpha1", "ScaledObject", "late", namespace)
+
+        await wait_for(scaled, 60, "the ScaledObject, once KEDA is installed", lambda: op.log_path.read_text()[-2000:])
+        await kube.delete("keda.sh/v1alpha1", "ScaledObject", "late", namespace)  # watched: restored at once
+        await wait_for(scaled, 30, "the deleted ScaledObject restored (its kind is watched now)")
+
+        body["spec"]["autoscaling"] = {"mode": "none"}
+        body["spec"]["replicas"] = 0
+        await kube.apply(body)
+
+        async def pruned() -> bool:
+            return await scaled() is None
+
+        await wait_for(pruned, 60, "the ScaledObject pruned when the spec leaves keda mode")
+    finally:
+        op.stop()
+        if await kube.get(CRD_API, "CustomResourceDefinition", KEDA_CRD) is None:
+            await kube.apply(manifest)
+        await wait_for(lambda: _established(kube), 60, "the KEDA CRD back for the other tests")
+        await asyncio.sleep(0)
