@@ -37,15 +37,12 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from qwenfleet.controller.informer import Informer
-
 from qwenfleet.api.deployment import Qwen3DeploymentSpec
-from qwenfleet.controller.deployment import plan_request
 from qwenfleet.controller.operator import RESYNC_SECONDS
 from qwenfleet.devcluster import build
 from qwenfleet.devcluster.cluster import DevCluster
-from qwenfleet.kube import Kube, make_api_client
-from qwenfleet.planner import plan
+from qwenfleet.kube import Kube, WatchExpired, make_api_client
+from qwenfleet.planner import plan, plan_request
 from qwenfleet.render import Capabilities, DeploymentInput, Owner, desired_children
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,7 +135,8 @@ async def _follow(kube: Kube, namespace: str, handler: Convergence) -> None:
     """The benchmark's own view of the deployments' statuses: list, then watch from there (again on 410)."""
     while True:
         version = ""
-        async for page, version in kube.list_pages(API, "Qwen3Deployment", namespace):
+        async for page, listed_at in kube.list_pages(API, "Qwen3Deployment", namespace):
+            version = listed_at
             for obj in page:
                 handler("ADDED", obj)
         with contextlib.suppress(WatchExpired):

@@ -7,14 +7,17 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from qwenfleet.api.crd import render_crds
+from qwenfleet.api.deployment import Qwen3DeploymentSpec
 from qwenfleet.catalog import GPUS, MODELS, PRICE_SOURCE, Precision, UnknownGPUError, UnknownModelError
-from qwenfleet.planner import PlanInfeasible, PlanRequest, plan
+from qwenfleet.planner import PlanInfeasible, plan, plan_request
 
 PLAN_KEYS = (
     "model",
@@ -48,15 +51,29 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         precision = Precision(args.precision)
     except ValueError:
         raise UsageError(f"unknown precision {args.precision!r}; expected bf16, fp8 or awq") from None
-    request = PlanRequest(
-        model=args.model,
-        gpu=args.gpu,
-        precision=precision,
-        max_model_len=args.max_model_len,
-        tensor_parallel_size=args.tensor_parallel_size,
-        price_per_gpu_hour_usd=args.price,
-        kv_cache_fp8=args.kv_cache_fp8,
-    )
+    if args.file:
+        doc = yaml.safe_load(Path(args.file).read_text()) or {}
+        spec_doc = doc.get("spec", doc) if isinstance(doc, dict) else {}
+    else:
+        if not args.model or not args.gpu:
+            raise UsageError("give a model and --gpu, or -f a Qwen3Deployment")
+        spec_doc = {"model": args.model, "gpu": args.gpu, "precision": precision.value}
+        if args.max_model_len:
+            spec_doc["maxModelLen"] = args.max_model_len
+        overrides: dict[str, Any] = {}
+        if args.tensor_parallel_size:
+            overrides["tensorParallelSize"] = args.tensor_parallel_size
+        if args.kv_cache_fp8:
+            overrides["kvCacheDtype"] = "fp8"
+        if overrides:
+            spec_doc["overrides"] = overrides
+        if args.price is not None:
+            spec_doc["pricing"] = {"gpuHourUsd": args.price}
+    try:  # the request the controller builds for the same spec: the plan equals status.plan
+        request = plan_request(Qwen3DeploymentSpec.model_validate(spec_doc))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UsageError(f"spec.{'.'.join(str(x) for x in first.get('loc', ()))}: {first.get('msg')}") from None
     result = plan(request).to_wire()
     ordered = {k: result[k] for k in PLAN_KEYS} | {k: v for k, v in result.items() if k not in PLAN_KEYS}
     if args.output == "json":
@@ -125,8 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("plan", help="size a Qwen3 model on a GPU type")
-    p.add_argument("model", help="catalog model name, e.g. Qwen3-235B-A22B")
-    p.add_argument("--gpu", required=True, help="GPU type, e.g. H100-80GB")
+    p.add_argument("model", nargs="?", help="catalog model name, e.g. Qwen3-235B-A22B")
+    p.add_argument("--gpu", help="GPU type, e.g. H100-80GB")
+    p.add_argument("-f", "--file", help="plan a Qwen3Deployment manifest (its spec) instead of the flags")
     p.add_argument("--precision", default="bf16", help="bf16 (default), fp8 or awq")
     p.add_argument("--max-model-len", type=int, default=None, help="context length in tokens")
     p.add_argument("--tensor-parallel-size", type=int, default=None, help="force a TP size")

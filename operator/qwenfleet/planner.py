@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
+from qwenfleet.api.deployment import Qwen3DeploymentSpec
 from qwenfleet.api.plan import Plan
 from qwenfleet.catalog import GPUS, GPUSpec, ModelSpec, Precision, ThinkingMode, get_gpu, get_model
 from qwenfleet.catalog.models import DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_MAX_NUM_SEQS, MIN_MODEL_LEN
@@ -432,3 +434,26 @@ def _infeasible_message(model: ModelSpec, gpu: GPUSpec, req: PlanRequest, max_le
     if not options:
         return reason
     return f"{reason}; smallest plan that fits: {min(options)[2]}"
+
+
+def plan_request(spec: Qwen3DeploymentSpec) -> PlanRequest:
+    """The planner's view of a spec; the planner's defaults apply to whatever the spec leaves unset."""
+    o = spec.overrides
+    tuning: dict[str, Any] = {}
+    if o and o.gpu_memory_utilization is not None:
+        tuning["gpu_memory_utilization"] = o.gpu_memory_utilization
+    if o and o.max_num_seqs is not None:
+        tuning["max_num_seqs"] = o.max_num_seqs
+    return PlanRequest(
+        model=spec.model,
+        gpu=spec.gpu,
+        precision=Precision(spec.precision),
+        max_model_len=spec.max_model_len,
+        tensor_parallel_size=o.tensor_parallel_size if o else None,
+        kv_cache_fp8=bool(o and o.kv_cache_dtype == "fp8"),
+        thinking_default=spec.thinking_by_default,
+        price_per_gpu_hour_usd=spec.pricing.gpu_hour_usd if spec.pricing else None,
+        compile_cache=bool(spec.cache and spec.cache.compiles_once),
+        download_per_pod=not spec.weights_on_volume,
+        **tuning,
+    )

@@ -113,6 +113,31 @@ def test_pure_contracts_forbid_the_io_modules() -> None:
     assert set(pure["source_modules"]) >= MUST_BE_PURE
 
 
+def test_every_module_is_a_listed_shell_or_checked_as_pure() -> None:
+    shells = tomllib.loads(PYPROJECT.read_text())["tool"]["qwenfleet"]["shells"]
+    pure = _contract(PURE)["source_modules"]
+    packages = {"qwenfleet", "qwenfleet.autoscale", "qwenfleet.cost", "qwenfleet.router", "qwenfleet.sim"}
+    unplaced = [m for m in _all_modules() if m not in packages and not _covered(m, shells) and not _covered(m, pure)]
+    assert not unplaced, f"neither a listed shell nor checked as pure: {unplaced}"
+    both = [m for m in _all_modules() if _covered(m, shells) and _covered(m, pure)]
+    assert not both, f"both a shell and pure: {both}"
+
+
+CLOCKS = re.compile(r"\b(datetime\.now|datetime\.utcnow|date\.today|time\.time|time\.monotonic|perf_counter)\b")
+
+
+def test_pure_modules_read_no_clock() -> None:
+    """Time comes into a pure module as a parameter; `datetime` may parse and format, never read the clock."""
+    pure = _contract(PURE)["source_modules"]
+    readers = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if _covered(name, pure) and CLOCKS.search(path.read_text()):
+            readers.append(name)
+    assert not readers, f"pure modules reading a clock: {readers}"
+
+
 def test_every_package_above_a_pure_module_has_a_checked_init() -> None:
     """Importing a.b.c runs a/__init__ and a/b/__init__ first; each must be checked as pure too."""
     pure_sources = _contract(PURE)["source_modules"]

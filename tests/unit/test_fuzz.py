@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 from qwenfleet.api.deployment import Qwen3DeploymentSpec
 from qwenfleet.api.router import Qwen3RouterSpec
 from qwenfleet.catalog import GPUS, MODELS
-from qwenfleet.controller.deployment import plan_request
-from qwenfleet.planner import PlanInfeasible, plan
+from qwenfleet.planner import PlanInfeasible, plan, plan_request
 from qwenfleet.render import Capabilities, DeploymentInput, Owner, desired_children
 from qwenfleet.router.app import Router
 from qwenfleet.router.discovery import Discovery

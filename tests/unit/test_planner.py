@@ -177,7 +177,7 @@ def test_shared_numbers_live_in_the_catalog_and_the_plan() -> None:
     from qwenfleet.api import Qwen3DeploymentSpec
     from qwenfleet.autoscale.loop import settings_for
     from qwenfleet.catalog.models import DEFAULT_GPU_MEMORY_UTILIZATION, DEFAULT_MAX_NUM_SEQS
-    from qwenfleet.controller.deployment import plan_request
+    from qwenfleet.planner import plan_request
 
     spec = Qwen3DeploymentSpec.model_validate(
         {"model": "Qwen3-8B", "gpu": "L4-24GB", "autoscaling": {"mode": "builtin", "maxReplicas": 2}}
@@ -207,8 +207,7 @@ def test_cold_start_reflects_the_weight_and_compile_cache_options(
     spec_extra: dict[str, object], compiled_once: bool, downloads: bool
 ) -> None:
     from qwenfleet.api import Qwen3DeploymentSpec
-    from qwenfleet.controller.deployment import plan_request
-    from qwenfleet.planner import COMPILE_FROM_CACHE_SECONDS, COMPILE_SECONDS
+    from qwenfleet.planner import COMPILE_FROM_CACHE_SECONDS, COMPILE_SECONDS, plan_request
 
     base = {"model": "Qwen3-30B-A3B", "gpu": "H100-80GB"}
     local = plan(PlanRequest("Qwen3-30B-A3B", "H100-80GB"))

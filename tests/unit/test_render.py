@@ -7,8 +7,8 @@ from typing import Any
 
 from qwenfleet.api import Qwen3DeploymentSpec
 from qwenfleet.catalog import Precision
-from qwenfleet.controller.deployment import desired_replicas, plan_request
-from qwenfleet.planner import PlanRequest, plan
+from qwenfleet.controller.deployment import desired_replicas
+from qwenfleet.planner import PlanRequest, plan, plan_request
 from qwenfleet.render import Capabilities, DeploymentInput, Owner, desired_children
 from qwenfleet.render.names import PLAN_ANNOTATION, bounded, nodepool_name
 from qwenfleet.render.nodepool import gpu_limit

@@ -5,6 +5,11 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
+GROUP = "qwenfleet.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+"""The apiVersion of both kinds (the pydantic models repeat it as a Literal, checked equal in the unit tests)."""
+
 
 class ApiModel(BaseModel):
     """A model serialised with camelCase keys, as Kubernetes APIs are."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from qwenfleet.api.base import API_VERSION
 from qwenfleet.api.deployment import Qwen3DeploymentSpec
 from qwenfleet.autoscale import checkpoint
 from qwenfleet.autoscale.forecast import Forecast, Slo, plan_replica_rate
@@ -20,7 +21,6 @@ from qwenfleet.autoscale.signals import Sample, scrape_all
 from qwenfleet.kube import Kube, KubeError
 from qwenfleet.render.names import WAKE_ANNOTATION
 
-API_VERSION = "qwenfleet.dev/v1alpha1"
 STATUS_REFRESH_SECONDS = 30.0
 CHECKPOINT_SECONDS = 600.0
 """How often SLO mode's memory is checkpointed at most (and only when a minute closed since): a crash loses at

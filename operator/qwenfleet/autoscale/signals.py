@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from qwenfleet.render.names import HTTP_PORT
+
 SCRAPE_TIMEOUT_SECONDS = 2.0
 GAUGES = {"vllm:num_requests_waiting": "waiting", "vllm:num_requests_running": "running",
           "vllm:kv_cache_usage_perc": "kv"}  # fmt: skip
@@ -39,7 +41,7 @@ def parse_metrics(text: str) -> Sample:
     return Sample(values["waiting"], values["running"], values["kv"], values["tokens"], values["finished"])
 
 
-async def scrape(session: aiohttp.ClientSession, ip: str, port: int = 8000) -> Sample | None:
+async def scrape(session: aiohttp.ClientSession, ip: str, port: int = HTTP_PORT) -> Sample | None:
     """One replica's sample, or None if it did not answer in time."""
     try:
         timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_SECONDS)

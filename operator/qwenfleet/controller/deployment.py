@@ -9,15 +9,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from qwenfleet.api.base import ApiModel
+from qwenfleet.api.base import API_VERSION, ApiModel
 from qwenfleet.api.deployment import AutoscalingMode, Qwen3DeploymentSpec
 from qwenfleet.api.plan import Plan
 from qwenfleet.api.status import BLOCKING_REASONS, SPEC_REASONS, Cond, ConditionType, Reason, condition_events
-from qwenfleet.catalog import Precision
 from qwenfleet.controller.applied import CachingApplier
 from qwenfleet.controller.conditions import now_rfc3339
 from qwenfleet.kube import Kube, KubeError
-from qwenfleet.planner import PlanInfeasible, PlanRequest, plan
+from qwenfleet.planner import PlanInfeasible, plan, plan_request
 from qwenfleet.render import Capabilities, DeploymentInput, Owner, desired_children, endpoint, serving_selector
 from qwenfleet.render.names import GROUP, download_job_name, nodepool_name, selector_string
 from qwenfleet.render.nodepool import owned_pool_name, scheduling_pool_name
@@ -33,7 +32,6 @@ from qwenfleet.render.status import (
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
-API_VERSION = "qwenfleet.dev/v1alpha1"
 KIND = "Qwen3Deployment"
 FINALIZER = f"{GROUP}/cleanup"
 RETRY_SOON_SECONDS = 10.0
@@ -76,29 +74,6 @@ class Blocked(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
-
-
-def plan_request(spec: Qwen3DeploymentSpec) -> PlanRequest:
-    """The planner's view of a spec; the planner's defaults apply to whatever the spec leaves unset."""
-    o = spec.overrides
-    tuning: dict[str, Any] = {}
-    if o and o.gpu_memory_utilization is not None:
-        tuning["gpu_memory_utilization"] = o.gpu_memory_utilization
-    if o and o.max_num_seqs is not None:
-        tuning["max_num_seqs"] = o.max_num_seqs
-    return PlanRequest(
-        model=spec.model,
-        gpu=spec.gpu,
-        precision=Precision(spec.precision),
-        max_model_len=spec.max_model_len,
-        tensor_parallel_size=o.tensor_parallel_size if o else None,
-        kv_cache_fp8=bool(o and o.kv_cache_dtype == "fp8"),
-        thinking_default=spec.thinking_by_default,
-        price_per_gpu_hour_usd=spec.pricing.gpu_hour_usd if spec.pricing else None,
-        compile_cache=bool(spec.cache and spec.cache.compiles_once),
-        download_per_pod=not spec.weights_on_volume,
-        **tuning,
-    )
 
 
 def desired_replicas(spec: Qwen3DeploymentSpec, status: Obj) -> int:

@@ -46,6 +46,7 @@ from qwenfleet.controller.health import WatchHealth
 from qwenfleet.controller.indexes import COMPONENT, OPTIONAL_CRDS, Indexes
 from qwenfleet.controller.router import reconcile_router
 from qwenfleet.controller.workqueue import WorkQueue
+from qwenfleet.cost.loop import INTERVAL_SECONDS as COST_INTERVAL_SECONDS
 from qwenfleet.cost.loop import CostLoop, Snapshot, register
 from qwenfleet.kube import Kube, KubeError
 from qwenfleet.render import Capabilities
@@ -54,8 +55,6 @@ from qwenfleet.render.status import ready_replicas, serving_ips
 
 log = logging.getLogger(__name__)
 
-DEPLOYMENTS = ("qwenfleet.dev/v1alpha1", "Qwen3Deployment")
-ROUTERS = ("qwenfleet.dev/v1alpha1", "Qwen3Router")
 RESYNC_SECONDS = 60.0
 MAX_CONCURRENT_RECONCILES = 32
 AUTOSCALE_INTERVAL_SECONDS = 10.0
@@ -80,7 +79,7 @@ class Options:
     prometheus_url: str | None = None
     autoscale_interval: float = AUTOSCALE_INTERVAL_SECONDS
     checkpoint_interval: float = CHECKPOINT_SECONDS
-    cost_interval: float = 10.0
+    cost_interval: float = COST_INTERVAL_SECONDS
 
 
 def slim(body: Mapping[str, Any]) -> Obj:

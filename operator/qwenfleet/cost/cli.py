@@ -12,10 +12,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from qwenfleet.api.base import API_VERSION
 from qwenfleet.cost.ledger import bucket_series
 from qwenfleet.kube import Kube, make_api_client
-
-API_VERSION = "qwenfleet.dev/v1alpha1"
 
 
 async def fetch(kubeconfig: str | None, namespace: str | None) -> dict[str, list[dict[str, Any]]]:

@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import REGISTRY, Collector
 
+from qwenfleet.api.base import API_VERSION
 from qwenfleet.api.deployment import slo_objective
 from qwenfleet.catalog import UnknownGPUError, get_gpu
 from qwenfleet.cost import ledger as lg
@@ -29,7 +30,6 @@ from qwenfleet.render.router import ROUTER_PORT
 
 log = logging.getLogger(__name__)
 
-API_VERSION = "qwenfleet.dev/v1alpha1"
 INTERVAL_SECONDS = 10.0
 WRITE_EVERY_SECONDS = 30.0
 """How often, at most, a deployment's status.cost is written while it serves (its token counts move)."""

@@ -22,12 +22,13 @@ from rich.live import Live
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from qwenfleet.api.base import API_VERSION
 from qwenfleet.devcluster.real_pods import ENGINE_ANNOTATION, REAL_ENGINE
 from qwenfleet.kube import Kube, make_api_client
 from qwenfleet.render.router import ROUTER_PORT
 
 DEMO = Path(__file__).resolve().parents[3] / "manifests" / "demo" / "fleet.yaml"
-API = "qwenfleet.dev/v1alpha1"
+API = API_VERSION
 ROUTER = "qwen3"
 NAMESPACE = "default"
 KWOK_NODE_CLASS = {"group": "karpenter.kwok.sh", "kind": "KWOKNodeClass", "name": "default"}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qwenfleet.api.base import API_VERSION
+
 
 @dataclass(frozen=True)
 class Resource:
@@ -50,8 +52,8 @@ _KNOWN = (
     Resource("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
     Resource("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
     Resource("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False),
-    Resource("qwenfleet.dev/v1alpha1", "Qwen3Deployment", "qwen3deployments"),
-    Resource("qwenfleet.dev/v1alpha1", "Qwen3Router", "qwen3routers"),
+    Resource(API_VERSION, "Qwen3Deployment", "qwen3deployments"),
+    Resource(API_VERSION, "Qwen3Router", "qwen3routers"),
 )
 RESOURCES: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in _KNOWN}
 

@@ -6,7 +6,9 @@ import hashlib
 import json
 import math
 
-GROUP = "qwenfleet.dev"
+from qwenfleet.api.base import API_VERSION, GROUP
+
+__all__ = ["API_VERSION", "GROUP"]
 MANAGER = "qwenfleet"
 HTTP_PORT = 8000
 OPERATOR_IMAGE = "ghcr.io/qwenfleet/qwenfleet:0.1.0"

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from qwenfleet.api.base import API_VERSION
 from qwenfleet.api.router import Qwen3RouterSpec
 from qwenfleet.kube import Kube, KubeError
 from qwenfleet.render.names import HTTP_PORT, PLAN_ANNOTATION, WAKE_ANNOTATION
@@ -30,7 +31,7 @@ WAITING = "vllm:num_requests_waiting"
 LOAD_TRACKING = "--enable-server-load-tracking"
 FULL_SCRAPE_EVERY = 5
 """Without load tracking, the full /metrics exposition is read every this many discovery passes."""
-API = "qwenfleet.dev/v1alpha1"
+API = API_VERSION
 KIND = "Qwen3Deployment"
 
 
@@ -203,7 +204,7 @@ class Discovery:
         self._woken[backend] = now
         patch = {"metadata": {"annotations": {WAKE_ANNOTATION: str(int(now))}}}
         try:
-            await self.kube.merge_patch("qwenfleet.dev/v1alpha1", "Qwen3Deployment", backend, self.namespace, patch)
+            await self.kube.merge_patch(API_VERSION, "Qwen3Deployment", backend, self.namespace, patch)
         except KubeError as exc:
             log.warning("cannot wake %s: %s", backend, exc)
 

@@ -9,6 +9,7 @@ import sys
 
 from qwenfleet.catalog import Precision, UnknownGPUError, UnknownModelError
 from qwenfleet.planner import PlanInfeasible, PlanRequest, plan
+from qwenfleet.render.names import HTTP_PORT
 from qwenfleet.sim.fleet import SimFleet
 
 
@@ -60,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--precision", default="bf16", choices=[x.value for x in Precision])
     p.add_argument("--max-model-len", type=int, default=None, help="context length (default: the planner's)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=HTTP_PORT)
     p.add_argument("--time-scale", type=_positive, default=1.0,
                    help="simulated seconds per wall second (10 = ten times faster)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
