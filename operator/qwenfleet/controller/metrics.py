@@ -15,11 +15,6 @@ ERRORS = Counter("qwenfleet_reconcile_errors_total", "Failed reconciles by reaso
 MANAGED = Gauge("qwenfleet_managed_deployments", "Qwen3Deployments this operator reconciles.")
 DESIRED = Gauge("qwenfleet_desired_replicas", "Replicas wanted.", ["namespace", "name"])
 READY = Gauge("qwenfleet_ready_replicas", "Replicas ready.", ["namespace", "name"])
-RELISTS = Counter(
-    "qwenfleet_informer_relists_total",
-    "Full lists after a watch's resourceVersion expired (each one re-reads every object of the kind).",
-    ["kind"],
-)
 LEADER = Gauge("qwenfleet_leader", "1 while this replica runs the handlers (holds the Lease), else 0.")
 SLO_ARRIVALS = Gauge("qwenfleet_autoscaler_arrival_rate", "Requests per second SLO mode sees arriving now.",
                      ["namespace", "name"])  # fmt: skip
