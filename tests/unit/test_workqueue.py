@@ -89,3 +89,19 @@ def test_the_reconcile_leaves_the_autoscaler_and_cost_ledger_status_fields_alone
     assert "autoscaler" not in DEPLOYMENT_STATUS_FIELDS and "cost" not in DEPLOYMENT_STATUS_FIELDS
     current = {"observedGeneration": 1, "cost": {"gpuHourUSD": 0.8}, "autoscaler": {"desiredReplicas": 2}}
     assert status_patch(current, {"observedGeneration": 1}, DEPLOYMENT_STATUS_FIELDS) is None
+
+
+async def test_the_sooner_schedule_wins() -> None:
+    passes: list[float] = []
+
+    async def process(key: str) -> float | None:
+        passes.append(asyncio.get_running_loop().time())
+        return 60.0  # the resync, long after the test
+
+    queue: WorkQueue[str] = WorkQueue(process, workers=1)
+    queue.start()
+    queue.add("a")
+    queue.add_after("a", 0.1)  # asked again soon (a CRD appeared): the pass's 60 s resync must not replace it
+    await asyncio.sleep(0.3)
+    await queue.stop()
+    assert len(passes) == 2

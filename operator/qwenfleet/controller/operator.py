@@ -61,6 +61,9 @@ AUTOSCALE_INTERVAL_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 120.0
 AUTOSCALE_WORKERS = 16
 CHECKPOINT_FLUSH_SECONDS = 10.0
+NEW_KIND_SETTLE_SECONDS = 10.0
+"""After a CRD appears, kopf resolves its kind and lists it within moments (a few retries while the API server
+initialises its storage)."""
 """At most this long, of a pod's 30 s grace period, goes to checkpointing the autoscaler's memory on stop."""
 Obj = dict[str, Any]
 Key = tuple[str, str]
@@ -177,7 +180,11 @@ class Operator:
         self._caps_changed()
         log.info("CRD %s %s; reconciling every deployment", name, "installed" if present else "removed")
         for body in self.idx.all_deployments():
-            self.queue.add(("d", body["metadata"]["namespace"], body["metadata"]["name"]))
+            key = ("d", body["metadata"]["namespace"], body["metadata"]["name"])
+            self.queue.add(key)
+            # and again once kopf's new watch of the kind has listed: an object of the kind that changed before
+            # the list (it saw none of its events) is then compared with what the list found
+            self.queue.add_after(key, NEW_KIND_SETTLE_SECONDS)
 
     # -- what the watches hand over -----------------------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 A key is queued at most once however often it is added; a key added while its reconcile runs is queued again
 when that reconcile ends (so no change is lost, and no key is reconciled twice at once). After each pass the
 process function says when to look at the key again (the resync, a retry, a back-off): one timer handle per key,
-replaced by every later schedule, and cancelled when the key is forgotten (also while its pass runs: the pass's
+the soonest schedule kept, and cancelled when the key is forgotten (also while its pass runs: the pass's
 answer then schedules nothing). A stop lets the passes that are running finish, for at most its drain time, and
 takes no key after it has begun.
 """
@@ -87,13 +87,17 @@ class WorkQueue(Generic[K]):
             self._queue.put_nowait(key)
 
     def add_after(self, key: K, seconds: float) -> None:
-        """Reconcile `key` after `seconds`, replacing any earlier schedule of it; ignored while stopped."""
+        """Reconcile `key` after `seconds`, unless it is already due sooner (the sooner schedule wins); ignored
+        while stopped."""
         if not self.running:
             return
-        handle = self._timers.pop(key, None)
+        loop = asyncio.get_running_loop()
+        handle = self._timers.get(key)
         if handle is not None:
+            if handle.when() <= loop.time() + seconds:
+                return
             handle.cancel()
-        self._timers[key] = asyncio.get_running_loop().call_later(seconds, self._due, key)
+        self._timers[key] = loop.call_later(seconds, self._due, key)
 
     def _due(self, key: K) -> None:
         self._timers.pop(key, None)

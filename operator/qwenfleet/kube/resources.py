@@ -46,6 +46,8 @@ _KNOWN = (
     Resource("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     Resource("rbac.authorization.k8s.io/v1", "Role", "roles"),
     Resource("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
+    Resource("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", namespaced=False),
+    Resource("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", namespaced=False),
     Resource("coordination.k8s.io/v1", "Lease", "leases"),
     Resource("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "leaderworkersets"),
     Resource("karpenter.sh/v1", "NodePool", "nodepools", namespaced=False),
