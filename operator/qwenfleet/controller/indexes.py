@@ -65,6 +65,7 @@ OPTIONAL_CRDS = {
     if group not in BUILTIN_GROUPS
 }
 """CRD name -> kind, for the child kinds that come with an optional CRD."""
+CRD_OF_KIND = {kind: crd for crd, kind in OPTIONAL_CRDS.items()}
 
 
 def child_index_id(plural: str) -> str:
@@ -148,7 +149,7 @@ class Indexes:
         """Whether the children of this kind are indexed (an optional kind only while its CRD is installed)."""
         if kind not in self.children:
             return False
-        crd = next((name for name, k in OPTIONAL_CRDS.items() if k == kind), None)
+        crd = CRD_OF_KIND.get(kind)
         return crd is None or crd in self.installed
 
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
