@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from qwenfleet.cost.ledger import Counters, parse_counters, slo_bound
+from qwenfleet.cost.ledger import slo_bound
+from qwenfleet.enginemetrics.parse import EngineSample, parse
 
 M = "Qwen3-0.6B"
 HELLO = [{"role": "user", "content": "Hello there"}]
@@ -461,8 +462,8 @@ def test_kv_cache_use_is_a_fraction_that_grows_with_the_sequences_held(real: str
 # ------------------------------------------------------------------------------------------ time to first token
 
 
-def _ttft(base: str) -> Counters:
-    return parse_counters(call(base, "GET", "/metrics").body.decode())
+def _ttft(base: str) -> EngineSample:
+    return parse(call(base, "GET", "/metrics").body.decode())
 
 
 def test_the_ttft_histogram_counts_each_request_once_at_the_same_buckets(real: str, sim: str) -> None:

@@ -21,7 +21,7 @@ from qwenfleet.autoscale.forecast import (
 )
 from qwenfleet.autoscale.loop import arrivals_since
 from qwenfleet.autoscale.policy import Observation, Settings, State, decide, level_dropped, slo_concurrency
-from qwenfleet.autoscale.signals import parse_metrics
+from qwenfleet.enginemetrics.parse import parse
 
 SLO = Slo(ttft=2.5, attainment=0.99)
 Z99 = NormalDist().inv_cdf(0.99)
@@ -333,7 +333,7 @@ def test_slo_mode_learns_what_a_kv_cache_holds_at_the_actual_lengths() -> None:
 def test_arrivals_from_pod_counters() -> None:
     text = ("vllm:request_success_total 10\nvllm:num_requests_running 3\nvllm:num_requests_waiting 1\n"
             "vllm:generation_tokens_total 100\nvllm:kv_cache_usage_perc 0.2\n")  # fmt: skip
-    sample = parse_metrics(text)
+    sample = parse(text)
     assert sample.finished == 10.0
     # the pod finished 4 more and holds 2 more than before: 6 arrived; a new pod counts from zero
     arrived, finished = arrivals_since({"10.0.0.1": (6.0, 2.0)}, {"10.0.0.1": sample, "10.0.0.2": sample})

@@ -6,7 +6,8 @@ import pytest
 
 from qwenfleet.api.cost import DeploymentCost, SloStatus
 from qwenfleet.cost import ledger as lg
-from qwenfleet.cost.ledger import Counters, Ledger, PodObservation, Totals
+from qwenfleet.cost.ledger import Ledger, PodObservation, Totals
+from qwenfleet.enginemetrics.parse import EngineSample, parse
 
 T0 = 1_800_000_000.0  # a multiple of 3600: bucket boundaries are easy to reason about
 
@@ -119,8 +120,8 @@ vllm:num_requests_running{engine="0",model_name="m"} 2.0
 vllm:prompt_tokens_created{engine="0",model_name="m"} 1.7e9
 vllm:iteration_tokens_total_sum{engine="0",model_name="m"} 999.0
 """
-    counters = lg.parse_counters(text)
-    assert (counters.prompt, counters.output, counters.running) == (150.0, 45.0, 2.0)
+    counters = parse(text)
+    assert (counters.prompt_tokens, counters.generation_tokens, counters.running) == (150.0, 45.0, 2.0)
     assert counters.ttft == () and counters.first_tokens() == 0.0
 
 
@@ -140,7 +141,7 @@ vllm:inter_token_latency_seconds_bucket{engine="0",le="2.5",model_name="m"} 99.0
 
 
 def test_parse_counters_reads_the_ttft_histogram_summed_over_engines() -> None:
-    counters = lg.parse_counters(TTFT_TEXT)
+    counters = parse(TTFT_TEXT)
     assert counters.ttft == ((0.5, 4.0), (1.0, 6.0), (2.5, 10.0), (float("inf"), 12.0))
     assert counters.first_tokens() == 12.0
     assert counters.within(2.5) == 10.0
@@ -152,9 +153,9 @@ def test_parse_counters_reads_the_ttft_histogram_summed_over_engines() -> None:
     [(2.5, 2.5), (2.0, 1.0), (1.0, 1.0), (0.4, None), (600.0, 2.5)],
 )
 def test_an_objective_is_measured_at_the_largest_bucket_at_or_below_it(objective: float, bound: float | None) -> None:
-    counters = lg.parse_counters(TTFT_TEXT)
-    assert lg.slo_bound(objective, [Counters(), counters]) == bound  # the first replica with the histogram
-    assert lg.slo_bound(objective, [Counters()]) is None
+    counters = parse(TTFT_TEXT)
+    assert lg.slo_bound(objective, [EngineSample(), counters]) == bound  # the first replica with the histogram
+    assert lg.slo_bound(objective, [EngineSample()]) is None
 
 
 def _timed(name: str, requests: float, on_time: float | None) -> PodObservation:
@@ -201,9 +202,9 @@ def test_observe_reads_the_requests_and_the_objective_bucket() -> None:
         "spec": {"nodeName": "n", "containers": []},
         "status": {"startTime": "2027-01-15T08:00:00Z"},
     }
-    seen = lg.observe(pod, lg.parse_counters(TTFT_TEXT), bound=1.0)
+    seen = lg.observe(pod, parse(TTFT_TEXT), bound=1.0)
     assert (seen.requests, seen.on_time) == (12.0, 6.0)
-    assert lg.observe(pod, lg.parse_counters(TTFT_TEXT)).on_time is None
+    assert lg.observe(pod, parse(TTFT_TEXT)).on_time is None
     assert lg.observe(pod, None, bound=1.0).requests is None
 
 

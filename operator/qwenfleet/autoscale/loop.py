@@ -10,14 +10,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import aiohttp
-
 from qwenfleet.api.base import API_VERSION
 from qwenfleet.api.deployment import Qwen3DeploymentSpec
 from qwenfleet.autoscale import checkpoint
 from qwenfleet.autoscale.forecast import Forecast, Slo, plan_replica_rate
 from qwenfleet.autoscale.policy import Decision, Observation, Settings, State, decide
-from qwenfleet.autoscale.signals import Sample, scrape_all
+from qwenfleet.enginemetrics.parse import EngineSample
+from qwenfleet.enginemetrics.scrape import Scraper
 from qwenfleet.kube import Kube, KubeError
 from qwenfleet.render.names import WAKE_ANNOTATION
 
@@ -73,7 +72,7 @@ def settings_for(spec: Qwen3DeploymentSpec, plan: dict[str, Any]) -> Settings:
     )
 
 
-def arrivals_since(previous: dict[str, tuple[float, float]], samples: dict[str, Sample]) -> tuple[float, float]:
+def arrivals_since(previous: dict[str, tuple[float, float]], samples: dict[str, EngineSample]) -> tuple[float, float]:
     """(arrived, finished) since the previous tick: per pod, finished plus the change in requests held; a new pod
     counts from zero. Pods that disappeared are left out (their last requests are not counted)."""
     arrived = finished = 0.0
@@ -87,7 +86,7 @@ def arrivals_since(previous: dict[str, tuple[float, float]], samples: dict[str, 
 
 async def tick(
     kube: Kube,
-    session: aiohttp.ClientSession,
+    scraper: Scraper,
     body: dict[str, Any],
     ready_ips: list[str],
     memory: Memory,
@@ -117,7 +116,7 @@ async def tick(
     elif memory.plan != plan_key:  # another model, GPU or batch: what a replica held and how fast is unknown again
         memory.state = replace(memory.state, forecast=memory.state.forecast.without_replica_learning())
     memory.plan = plan_key
-    by_ip = await scrape_all(session, ready_ips)
+    by_ip = await scraper.samples(ready_ips)  # fresh: the cost loop shares this one
     samples = list(by_ip.values())
     tokens = sum(s.generation_tokens for s in samples)
     arrived, finished = arrivals_since(memory.counters, by_ip)

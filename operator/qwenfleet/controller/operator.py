@@ -48,6 +48,7 @@ from qwenfleet.controller.router import reconcile_router
 from qwenfleet.controller.workqueue import WorkQueue
 from qwenfleet.cost.loop import INTERVAL_SECONDS as COST_INTERVAL_SECONDS
 from qwenfleet.cost.loop import CostLoop, Snapshot, register
+from qwenfleet.enginemetrics.scrape import Scraper
 from qwenfleet.kube import Kube, KubeError
 from qwenfleet.render import Capabilities
 from qwenfleet.render.names import WAKE_ANNOTATION
@@ -133,6 +134,8 @@ class Operator:
         self.queue: WorkQueue[TriggerKey] = WorkQueue(self._reconcile, MAX_CONCURRENT_RECONCILES, "reconcile")
         self.autoscaler: WorkQueue[Key] = WorkQueue(self._autoscale, AUTOSCALE_WORKERS, "autoscaler")
         self.session: aiohttp.ClientSession | None = None
+        self.scraper: Scraper | None = None
+        """The model-server pods' /metrics, scraped once per tick for the autoscaler and the cost loop."""
         self.cost: CostLoop | None = None
         self._cost_task: asyncio.Task[None] | None = None
         self.leading = False
@@ -268,6 +271,7 @@ class Operator:
         metrics.LEADER.set(1)
         if self.session is None:
             self.session = aiohttp.ClientSession()
+            self.scraper = Scraper(self.session)
         self.events.start()
         self.queue.start()
         self.autoscaler.start()
@@ -281,7 +285,8 @@ class Operator:
             self.queue.add(("r", body["metadata"]["namespace"], body["metadata"]["name"]))
         for key in list(self.memories):
             self.autoscaler.add(key)
-        self.cost = CostLoop(self.kube, list(self.options.namespaces), self.options.cost_interval, fleet=self)
+        self.cost = CostLoop(self.kube, list(self.options.namespaces), self.options.cost_interval, fleet=self,
+                             scraper=self.scraper)  # fmt: skip
         register(self.cost)
         self._cost_task = asyncio.ensure_future(self.cost.run())
 
@@ -306,7 +311,7 @@ class Operator:
         """Close the HTTP session and the API client."""
         if self.session is not None:
             await self.session.close()
-            self.session = None
+            self.session, self.scraper = None, None
         with contextlib.suppress(Exception):
             await self.kube.close()
 
@@ -419,9 +424,9 @@ class Operator:
             return None  # gone, or no longer builtin: a later change back adds it again
         if body["metadata"].get("deletionTimestamp"):
             return None
-        assert self.session is not None
+        assert self.scraper is not None
         try:
-            decision = await autoscale_tick(self.kube, self.session, body, serving_ips(self.pods_of(key)), memory,
+            decision = await autoscale_tick(self.kube, self.scraper, body, serving_ips(self.pods_of(key)), memory,
                                             self.options.checkpoint_interval)  # fmt: skip
             _collect(memory)
             if slo_objective(body) is not None and memory.state is not None:

@@ -20,12 +20,13 @@ scrapes vLLM's counters and persists the ledger in `status.cost.ledger`, so the 
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
+
+from qwenfleet.enginemetrics.parse import EngineSample
 
 BUCKET_SECONDS = 300
 HOUR = 3600
@@ -75,26 +76,7 @@ class Totals:
 FIELDS = len(fields(Totals))
 
 
-@dataclass(frozen=True)
-class Counters:
-    """What the ledger reads from one replica's /metrics, summed over its engines."""
-
-    prompt: float = 0.0
-    output: float = 0.0
-    running: float = 0.0
-    ttft: tuple[tuple[float, float], ...] = ()
-    """vllm:time_to_first_token_seconds as (upper bound, cumulative count) pairs, ascending; +Inf last."""
-
-    def first_tokens(self) -> float:
-        """Requests that got their first token (the histogram's count)."""
-        return self.ttft[-1][1] if self.ttft else 0.0
-
-    def within(self, bound: float) -> float | None:
-        """Requests whose first token came within `bound` seconds; None if `bound` is not one of the buckets."""
-        return next((count for le, count in self.ttft if math.isclose(le, bound)), None)
-
-
-def slo_bound(ttft_seconds: float, counters: Iterable[Counters]) -> float | None:
+def slo_bound(ttft_seconds: float, counters: Iterable[EngineSample]) -> float | None:
     """The largest histogram boundary at or below the objective's `ttft_seconds` (what is measurable of it), from
     the first replica that reports the histogram; None when none does, or the objective is below every bucket."""
     for c in counters:
@@ -334,58 +316,15 @@ def holds_gpus_since(pod: Mapping[str, Any]) -> float | None:
     return parse_time(status.get("startTime")) if (pod.get("spec") or {}).get("nodeName") else None
 
 
-TTFT = "vllm:time_to_first_token_seconds"
-
-
-def parse_counters(text: str) -> Counters:
-    """Prompt and generation tokens, running requests and the time-to-first-token histogram from vLLM's
-    Prometheus text, summed over engines."""
-    prompt = output = running = 0.0
-    ttft: dict[float, float] = {}
-    for line in text.splitlines():
-        if not line.startswith("vllm:"):
-            continue
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        try:
-            value = float(line.rsplit(" ", 1)[1]) if "}" not in line else float(line.rsplit("}", 1)[1].split()[0])
-        except (IndexError, ValueError):
-            continue
-        if not math.isfinite(value):
-            continue
-        if name == "vllm:prompt_tokens_total":
-            prompt += value
-        elif name == "vllm:generation_tokens_total":
-            output += value
-        elif name == "vllm:num_requests_running":
-            running += value
-        elif name == TTFT + "_bucket" and (le := _label(line, "le")) is not None:
-            try:
-                bound = float(le)
-            except ValueError:
-                continue
-            ttft[bound] = ttft.get(bound, 0.0) + value
-    return Counters(prompt, output, running, tuple(sorted(ttft.items())))
-
-
-def _label(line: str, name: str) -> str | None:
-    """A label's value in one sample line of the Prometheus text format (vLLM's values hold no quotes)."""
-    key = f'{name}="'
-    at = line.find(key, 0, line.find("}"))
-    if at < 0:
-        return None
-    start = at + len(key)
-    return line[start : line.index('"', start)]
-
-
-def observe(pod: Mapping[str, Any], counters: Counters | None, bound: float | None = None) -> PodObservation:
+def observe(pod: Mapping[str, Any], counters: EngineSample | None, bound: float | None = None) -> PodObservation:
     """A pod and its scraped counters as the ledger takes them; `bound`: the TTFT bucket the objective is
     measured at (`slo_bound`), None without an objective."""
     return PodObservation(
         name=str((pod.get("metadata") or {}).get("name", "")),
         gpus=pod_gpus(pod),
         holds_from=holds_gpus_since(pod),
-        prompt=None if counters is None else counters.prompt,
-        output=None if counters is None else counters.output,
+        prompt=None if counters is None else counters.prompt_tokens,
+        output=None if counters is None else counters.generation_tokens,
         running=0.0 if counters is None else counters.running,
         requests=None if counters is None or not counters.ttft else counters.first_tokens(),
         on_time=None if counters is None or bound is None else counters.within(bound),

@@ -24,8 +24,9 @@ from qwenfleet.api.deployment import slo_objective
 from qwenfleet.catalog import UnknownGPUError, get_gpu
 from qwenfleet.cost import ledger as lg
 from qwenfleet.cost import routing
+from qwenfleet.enginemetrics.scrape import Scraper
 from qwenfleet.kube import Kube, KubeError
-from qwenfleet.render.names import GROUP, HTTP_PORT
+from qwenfleet.render.names import GROUP
 from qwenfleet.render.router import ROUTER_PORT
 
 log = logging.getLogger(__name__)
@@ -120,18 +121,6 @@ def gpu_hour_price(body: dict[str, Any]) -> float:
         return 0.0
 
 
-async def scrape_counters(session: aiohttp.ClientSession, ip: str) -> lg.Counters | None:
-    """A pod's counters, or None if it did not answer."""
-    try:
-        timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_SECONDS)
-        async with session.get(f"http://{ip}:{HTTP_PORT}/metrics", timeout=timeout) as response:
-            if response.status != 200:
-                return None
-            return lg.parse_counters(await response.text())
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return None
-
-
 @dataclass
 class RouterBook:
     """One router's token counters in memory, and what was last written to its status."""
@@ -179,9 +168,16 @@ class CostLoop(Collector):
     """The fleet's cost ledgers, advanced every `interval` seconds; also a Prometheus collector of them."""
 
     def __init__(
-        self, kube: Kube, namespaces: list[str] | None, interval: float = INTERVAL_SECONDS, fleet: Fleet | None = None
+        self,
+        kube: Kube,
+        namespaces: list[str] | None,
+        interval: float = INTERVAL_SECONDS,
+        fleet: Fleet | None = None,
+        scraper: Scraper | None = None,
     ) -> None:
         self.kube = kube
+        self.scraper = scraper
+        """The model-server pods' samples, shared with the autoscaler (whose fresher sample a pass reuses)."""
         self.fleet: Fleet = fleet or ListedFleet(kube)
         self.namespaces: list[str | None] = list(namespaces) if namespaces else [None]
         self.interval = interval
@@ -191,6 +187,8 @@ class CostLoop(Collector):
     async def run(self) -> None:
         """Pass after pass until cancelled; an error skips one pass."""
         async with aiohttp.ClientSession() as session:
+            if self.scraper is None:
+                self.scraper = Scraper(session)
             while True:
                 try:
                     await self.pass_once(session)
@@ -216,9 +214,9 @@ class CostLoop(Collector):
                 for p in pods
                 if (p.get("status") or {}).get("podIP") and p["status"].get("phase") == "Running"
             }
-            names = list(ips)
-            scraped = await asyncio.gather(*(scrape_counters(session, ips[n]) for n in names))
-            counters = dict(zip(names, scraped, strict=True))
+            assert self.scraper is not None
+            by_ip = await self.scraper.samples(ips.values(), max_age=self.interval)
+            counters = {name: by_ip[ip] for name, ip in ips.items() if ip in by_ip}
             for body in deployments:
                 meta = body["metadata"]
                 key = (meta["namespace"], meta["name"])

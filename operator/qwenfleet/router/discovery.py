@@ -21,28 +21,18 @@ import aiohttp
 
 from qwenfleet.api.base import API_VERSION
 from qwenfleet.api.router import Qwen3RouterSpec
+from qwenfleet.enginemetrics.parse import parse
 from qwenfleet.kube import Kube, KubeError
 from qwenfleet.render.names import HTTP_PORT, PLAN_ANNOTATION, WAKE_ANNOTATION
 from qwenfleet.render.status import pod_state
 from qwenfleet.router.policy import BackendState, Replica, name_clashes
 
 log = logging.getLogger(__name__)
-WAITING = "vllm:num_requests_waiting"
 LOAD_TRACKING = "--enable-server-load-tracking"
 FULL_SCRAPE_EVERY = 5
 """Without load tracking, the full /metrics exposition is read every this many discovery passes."""
 API = API_VERSION
 KIND = "Qwen3Deployment"
-
-
-def waiting_from_metrics(text: str) -> float:
-    """vLLM's waiting-requests gauge, summed over engines (0 when absent)."""
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(WAITING) and not line.startswith(f"{WAITING}_"):
-            with contextlib.suppress(ValueError, IndexError):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def waiting_from_load(body: object, max_num_seqs: int | None) -> float:
@@ -178,7 +168,7 @@ class Discovery:
                     replica.waiting = waiting_from_load(await response.json(content_type=None), signal.max_num_seqs)
             elif self._passes % FULL_SCRAPE_EVERY == 0:
                 async with session.get(f"http://{replica.address}/metrics", timeout=timeout) as response:
-                    replica.waiting = waiting_from_metrics(await response.text())
+                    replica.waiting = parse(await response.text()).waiting
         except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
             return False
         return True
