@@ -21,11 +21,11 @@ def _objs() -> dict[str, list[dict[str, Any]]]:
     for step in range(1, 13):
         pod = PodObservation("p", 1, T0, prompt=step * 1000, output=step * 400, requests=step * 10, on_time=step * 9)
         led = lg.advance(led, T0 + step * 300, [pod], bound=2.5)
-    cost = lg.report(led, T0 + 3600, 2.0, 0.5)
-    slo = lg.slo_report(led, T0 + 3600, 2.5, 0.99)
+    cost = lg.report(led, T0 + 3600, 2.0, 0.5).to_patch()
+    slo = lg.slo_report(led, T0 + 3600, 2.5, 0.99).to_patch()
     ref = {"name": "ref", "inputPerMillionUSD": 1, "outputPerMillionUSD": 4}
     tokens = {"d/prompt/non_thinking": 12000.0, "d/output/non_thinking": 4800.0}
-    router_cost = report(tokens, {"d": BackendPrice(1.0, 1, 2.0)}, ref)
+    router_cost = report(tokens, {"d": BackendPrice(1.0, 1, 2.0)}, ref).to_patch()
     return {
         "deployments": [{"metadata": {"namespace": "ns", "name": "d"}, "spec": {},
                          "status": {"cost": cost, "slo": slo}}],

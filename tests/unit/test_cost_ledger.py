@@ -88,7 +88,7 @@ def test_windows_and_compaction() -> None:
 
 def test_report_usd_per_million_and_utilisation() -> None:
     led = Ledger(total=Totals(gpu_seconds=7200, serving_gpu_seconds=1800, prompt_tokens=3e6, output_tokens=1e6))
-    out = lg.report(led, T0, gpu_hour_usd=2.5, estimate=1.0)
+    out = lg.report(led, T0, gpu_hour_usd=2.5, estimate=1.0).to_patch()
     total = out["sinceCreation"]
     assert total["gpuHours"] == 2.0
     assert total["usd"] == 5.0
@@ -101,7 +101,7 @@ def test_report_usd_per_million_and_utilisation() -> None:
 
 def test_ledger_survives_a_round_trip_through_status() -> None:
     led = lg.advance(Ledger(), T0 + 30, [PodObservation("a", 8, T0, prompt=500, output=200, running=3)])
-    stored = lg.report(led, T0 + 30, 1.0, None)["ledger"]
+    stored = lg.report(led, T0 + 30, 1.0, None).to_patch()["ledger"]
     again = lg.load(stored)
     assert again == led
     # After a restart the pod is accounted from where the ledger stopped, and its counters are not counted twice.
@@ -170,7 +170,7 @@ def test_requests_and_those_on_time_are_counted_per_pod_with_resets() -> None:
     # a's engine restarted: its counts now are all new, not a negative change
     led = lg.advance(led, T0 + 30, [_timed("a", 5, 5), _timed("b", 6, 4)], bound=2.5)
     assert (led.total.requests, led.total.timed, led.total.on_time) == (41, 41, 28)
-    report = lg.slo_report(led, T0 + 30, 2.5, 0.99)
+    report = lg.slo_report(led, T0 + 30, 2.5, 0.99).to_patch()
     assert report["sinceCreation"] == {"requests": 41, "onTime": 28, "attainment": round(28 / 41, 4)}
     assert report["lastHour"] == report["sinceCreation"] and report["measuredAtSeconds"] == 2.5
     SloStatus.model_validate(report)  # the report is what the API (and the CRD schema) says
@@ -187,13 +187,17 @@ def test_without_an_objective_requests_are_counted_but_not_timed_and_a_new_bucke
     # changed to another bucket: a baseline pass again (the old bucket's counts are not the new one's)
     led = lg.advance(led, T0 + 40, [_timed("a", 40, 40), _timed("new", 3, 3)], bound=2.5)
     assert (led.total.timed, led.total.on_time) == (13, 8)
-    assert lg.slo_report(led, T0 + 40, 2.5, 0.99)["lastHour"]["attainment"] == round(8 / 13, 4)
+    assert lg.slo_report(led, T0 + 40, 2.5, 0.99).to_patch()["lastHour"]["attainment"] == round(8 / 13, 4)
 
 
 def test_a_scrape_without_the_bucket_times_nothing_and_no_requests_means_no_attainment() -> None:
     led = lg.advance(Ledger(), T0 + 10, [_timed("a", 10, None)], bound=2.5)
     assert (led.total.requests, led.total.timed) == (10, 0)
-    assert lg.slo_report(Ledger(), T0, 2.5, 0.99)["lastDay"] == {"requests": 0, "onTime": 0, "attainment": None}
+    assert lg.slo_report(Ledger(), T0, 2.5, 0.99).to_patch()["lastDay"] == {
+        "requests": 0,
+        "onTime": 0,
+        "attainment": None,
+    }
 
 
 def test_observe_reads_the_requests_and_the_objective_bucket() -> None:
@@ -210,9 +214,9 @@ def test_observe_reads_the_requests_and_the_objective_bucket() -> None:
 
 def test_the_request_counts_survive_a_round_trip_and_an_older_ledger_loads() -> None:
     led = lg.advance(Ledger(), T0 + 10, [_timed("a", 10, 9)], bound=2.5)
-    stored = lg.report(led, T0 + 10, 1.0, None)["ledger"]
+    stored = lg.report(led, T0 + 10, 1.0, None).to_patch()["ledger"]
     assert lg.load(stored) == led
-    DeploymentCost.model_validate(lg.report(led, T0 + 10, 1.0, None))
+    DeploymentCost.model_validate(lg.report(led, T0 + 10, 1.0, None).to_patch())
     old = {"updated": T0, "total": [60.0, 0.0, 100.0, 40.0], "buckets": [[T0, 60.0, 0.0, 100.0, 40.0]],
            "pods": [{"name": "a", "accountedUntil": T0, "prompt": 100.0, "output": 40.0}]}  # fmt: skip
     loaded = lg.load(old)

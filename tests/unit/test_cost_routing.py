@@ -27,7 +27,7 @@ def test_report_prices_backends_modes_largest_and_reference() -> None:
     }  # fmt: skip
     prices = {"small": BackendPrice(0.5, 1, 2.0), "big": BackendPrice(4.0, 8, 50.0)}
     reference = {"name": "some API", "inputPerMillionUSD": 1.0, "outputPerMillionUSD": 10.0}
-    out = report(totals, prices, reference)
+    out = report(totals, prices, reference).to_patch()
     assert out["usd"] == pytest.approx(4.5)
     by_name = {b["name"]: b for b in out["backends"]}
     assert by_name["big"]["reasoningTokens"] == 600_000
@@ -44,8 +44,8 @@ def test_report_prices_backends_modes_largest_and_reference() -> None:
 
 
 def test_without_a_reference_no_reference_figures_are_invented() -> None:
-    out = report({"small/output/non_thinking": 10.0}, {"small": BackendPrice(None, 1, 1.0)}, None)
-    assert "referenceUSD" not in out
+    out = report({"small/output/non_thinking": 10.0}, {"small": BackendPrice(None, 1, 1.0)}, None).to_patch()
+    assert out["referenceUSD"] is None  # cleared from status, never a made-up figure
     assert out["usd"] == 0.0  # no price known yet: no made-up cost
 
 

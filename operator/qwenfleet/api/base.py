@@ -25,3 +25,8 @@ class ApiModel(BaseModel):
     def to_wire(self) -> dict[str, object]:
         """The JSON-ready dict with camelCase keys and unset optional fields left out."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    def to_patch(self) -> dict[str, object]:
+        """The JSON merge patch that makes an object hold exactly this: camelCase keys, and every field that is not
+        set as null, so a value set before is removed rather than left behind."""
+        return self.model_dump(by_alias=True, mode="json")

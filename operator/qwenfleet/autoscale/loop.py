@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from qwenfleet.api.base import API_VERSION
-from qwenfleet.api.deployment import Qwen3DeploymentSpec
+from qwenfleet.api.deployment import AutoscalerStatus, Qwen3DeploymentSpec
 from qwenfleet.autoscale import checkpoint
 from qwenfleet.autoscale.forecast import Forecast, Slo, plan_replica_rate
 from qwenfleet.autoscale.policy import Decision, Observation, Settings, State, decide
@@ -140,15 +140,18 @@ async def tick(
     decision = decide(now, obs, settings, memory.state)
     memory.state = decision.state
     queue = round(obs.waiting / max(1, obs.ready), 1)
-    record: dict[str, Any] = {"desiredReplicas": decision.desired, "queuePerReplica": queue}
-    if decision.desired != previous or not memory.written:
-        record |= {"lastScaleTime": _now(), "reason": decision.reason}
-    else:
-        record |= {k: memory.written.get(k) for k in ("lastScaleTime", "reason") if memory.written.get(k)}
+    scaled = decision.desired != previous or not memory.written
+    record = AutoscalerStatus(
+        desired_replicas=decision.desired,
+        queue_per_replica=queue,
+        last_scale_time=_now() if scaled else memory.written.get("lastScaleTime") or None,
+        reason=decision.reason if scaled else str(memory.written.get("reason") or ""),
+    )
     stale = now - memory.written_at >= STATUS_REFRESH_SECONDS
-    if record != memory.written and (decision.desired != previous or not memory.written or stale):
-        await kube.patch_status(API_VERSION, "Qwen3Deployment", meta["namespace"], meta["name"], {"autoscaler": record})
-        memory.written, memory.written_at = record, now
+    if record.to_wire() != memory.written and (scaled or stale):
+        patch = {"autoscaler": record.to_patch()}
+        await kube.patch_status(API_VERSION, "Qwen3Deployment", meta["namespace"], meta["name"], patch)
+        memory.written, memory.written_at = record.to_wire(), now
     if settings.slo is not None and (memory.checkpoint_at is None or now - memory.checkpoint_at >= checkpoint_every):
         await save(kube, memory, now)
     return decision if decision.desired != previous else None

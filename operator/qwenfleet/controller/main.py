@@ -18,7 +18,7 @@ import socket
 import kopf
 
 from qwenfleet.autoscale.loop import CHECKPOINT_SECONDS
-from qwenfleet.controller import metrics
+from qwenfleet.controller import kopfpatch, metrics
 from qwenfleet.controller.handlers import build_registry
 from qwenfleet.controller.kopfsettings import EXIT_SECONDS
 from qwenfleet.controller.leader import LEASE_SECONDS, LeaderElector
@@ -59,6 +59,7 @@ async def _serve(args: argparse.Namespace, options: Options) -> None:
 
     op.on_cleanup = cleanup
     metrics.LEADER.set(0)
+    kopfpatch.apply()
     try:
         await kopf.operator(
             registry=build_registry(op),

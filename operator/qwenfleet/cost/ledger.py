@@ -26,13 +26,13 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
+from qwenfleet.api.cost import CostLedger, CostWindow, DeploymentCost, SloStatus, SloWindow
 from qwenfleet.enginemetrics.parse import EngineSample
 
 BUCKET_SECONDS = 300
 HOUR = 3600
 DAY = 86400
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
-WINDOWS = (("lastHour", HOUR), ("lastDay", DAY))
 
 
 @dataclass(frozen=True)
@@ -200,47 +200,52 @@ def usd_per_million(usd: float, tokens: float) -> float | None:
     return round(usd / tokens * 1e6, 4) if tokens > 0 else None
 
 
-def summary(totals: Totals, gpu_hour_usd: float) -> dict[str, Any]:
+def summary(totals: Totals, gpu_hour_usd: float) -> CostWindow:
     """One window of status.cost: GPU-hours, USD, tokens, realised USD per 1M tokens, utilisation."""
     usd = totals.gpu_seconds / HOUR * gpu_hour_usd
-    return {
-        "gpuHours": round(totals.gpu_seconds / HOUR, 4),
-        "usd": round(usd, 4),
-        "promptTokens": int(totals.prompt_tokens),
-        "outputTokens": int(totals.output_tokens),
-        "usdPerMillionOutputTokens": usd_per_million(usd, totals.output_tokens),
-        "usdPerMillionTokens": usd_per_million(usd, totals.prompt_tokens + totals.output_tokens),
-        "utilization": round(totals.serving_gpu_seconds / totals.gpu_seconds, 4) if totals.gpu_seconds else None,
-        "requests": int(totals.requests),
-    }
+    return CostWindow(
+        gpu_hours=round(totals.gpu_seconds / HOUR, 4),
+        usd=round(usd, 4),
+        prompt_tokens=int(totals.prompt_tokens),
+        output_tokens=int(totals.output_tokens),
+        usd_per_million_output_tokens=usd_per_million(usd, totals.output_tokens),
+        usd_per_million_tokens=usd_per_million(usd, totals.prompt_tokens + totals.output_tokens),
+        utilization=round(totals.serving_gpu_seconds / totals.gpu_seconds, 4) if totals.gpu_seconds else None,
+        requests=int(totals.requests),
+    )
 
 
-def attainment(totals: Totals) -> dict[str, Any]:
+def attainment(totals: Totals) -> SloWindow:
     """One window of status.slo: requests timed against the objective, those on time, and their share."""
     share = round(totals.on_time / totals.timed, 4) if totals.timed else None
-    return {"requests": int(totals.timed), "onTime": int(totals.on_time), "attainment": share}
+    return SloWindow(requests=int(totals.timed), on_time=int(totals.on_time), attainment=share)
 
 
-def slo_report(ledger: Ledger, now: float, ttft_seconds: float, target: float) -> dict[str, Any]:
+def slo_report(ledger: Ledger, now: float, ttft_seconds: float, target: float) -> SloStatus:
     """The whole of status.slo: the objective, the bucket it is measured at, and each window's attainment."""
-    out: dict[str, Any] = {"ttftSeconds": ttft_seconds, "attainmentTarget": target, "measuredAtSeconds": ledger.bound}
-    for name, seconds in WINDOWS:
-        out[name] = attainment(window(ledger, now, seconds))
-    out["sinceCreation"] = attainment(ledger.total)
-    return out
+    return SloStatus(
+        ttft_seconds=ttft_seconds,
+        attainment_target=target,
+        measured_at_seconds=ledger.bound,
+        last_hour=attainment(window(ledger, now, HOUR)),
+        last_day=attainment(window(ledger, now, DAY)),
+        since_creation=attainment(ledger.total),
+    )
 
 
-def report(ledger: Ledger, now: float, gpu_hour_usd: float, estimate: float | None) -> dict[str, Any]:
+def report(ledger: Ledger, now: float, gpu_hour_usd: float, estimate: float | None) -> DeploymentCost:
     """The whole of status.cost: windows, the planner's estimate beside the realised figure, the ledger."""
-    out: dict[str, Any] = {"gpuHourUSD": gpu_hour_usd}
-    for name, seconds in WINDOWS:
-        out[name] = summary(window(ledger, now, seconds), gpu_hour_usd)
-    out["sinceCreation"] = summary(ledger.total, gpu_hour_usd)
-    out["estimatedUSDPerMillionOutputTokens"] = estimate
-    realised = out["lastDay"]["usdPerMillionOutputTokens"]
-    out["realisedToEstimate"] = round(realised / estimate, 3) if realised is not None and estimate else None
-    out["ledger"] = dump(ledger)
-    return out
+    last_day = summary(window(ledger, now, DAY), gpu_hour_usd)
+    realised = last_day.usd_per_million_output_tokens
+    return DeploymentCost(
+        gpu_hour_usd=gpu_hour_usd,
+        last_hour=summary(window(ledger, now, HOUR), gpu_hour_usd),
+        last_day=last_day,
+        since_creation=summary(ledger.total, gpu_hour_usd),
+        estimated_usd_per_million_output_tokens=estimate,
+        realised_to_estimate=round(realised / estimate, 3) if realised is not None and estimate else None,
+        ledger=CostLedger.model_validate(dump(ledger)),
+    )
 
 
 def dump(ledger: Ledger) -> dict[str, Any]:

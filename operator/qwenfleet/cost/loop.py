@@ -258,8 +258,7 @@ class CostLoop(Collector):
             spec = body.get("spec") or {}
             names = [b.get("name") for b in spec.get("backends") or []]
             prices = {n: backend_price(deployments[(key[0], n)]) for n in names if (key[0], n) in deployments}
-            record = routing.report(book.totals, prices, spec.get("costReference"))
-            record["ledger"] = {"totals": book.totals, "pods": book.pods}
+            record = routing.report(book.totals, prices, spec.get("costReference"), book.pods).to_patch()
             now = time.time()
             if book.written and now - book.written_at < WRITE_EVERY_SECONDS:
                 continue
@@ -292,8 +291,9 @@ class CostLoop(Collector):
         book.ledger = lg.advance(book.ledger, now, observations, bound)
         book.price = gpu_hour_price(body)
         estimate = ((status.get("plan") or {}).get("costPerMillionOutputTokensUSD")) or None
-        patch: dict[str, Any] = {"cost": lg.report(book.ledger, now, book.price, estimate)}
-        patch["slo"] = None if objective is None else lg.slo_report(book.ledger, now, *objective)
+        slo = None if objective is None else lg.slo_report(book.ledger, now, *objective)
+        patch: dict[str, Any] = {"cost": lg.report(book.ledger, now, book.price, estimate).to_patch(),
+                                 "slo": None if slo is None else slo.to_patch()}  # fmt: skip
         if not write_due(patch, book.written, now - book.written_at):
             return
         if patch["slo"] is None and not status.get("slo"):
@@ -368,12 +368,21 @@ class CostLoop(Collector):
         yield from (gpu, serving, tokens, usd, price, requests, timed, target, routed, largest, reference)
 
 
+def _no_nulls(value: Any) -> Any:
+    """A patch as the API server stores it: a null removes a field, so it compares equal to the field's absence."""
+    if isinstance(value, dict):
+        return {k: _no_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_no_nulls(v) for v in value]
+    return value
+
+
 def _strip_ledger(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k != "ledger"}
+    return {k: _no_nulls(v) for k, v in record.items() if k != "ledger" and v is not None}
 
 
 def _without_ledger(patch: dict[str, Any]) -> dict[str, Any]:
-    return {"cost": _strip_ledger(patch.get("cost") or {}), "slo": patch.get("slo")}
+    return {"cost": _strip_ledger(patch.get("cost") or {}), "slo": _no_nulls(patch.get("slo"))}
 
 
 def _activity(patch: dict[str, Any]) -> tuple[Any, ...]:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from qwenfleet.api.cost import BackendCost, ModeCost, RouterCost, RouterCostLedger
 from qwenfleet.cost.ledger import counter_delta
 
 Counters = dict[str, float]
@@ -52,8 +53,14 @@ def _usd(tokens: float, rate: float | None) -> float:
     return tokens / 1e6 * rate if rate else 0.0
 
 
-def report(totals: Counters, prices: Mapping[str, BackendPrice], reference: Mapping[str, Any] | None) -> dict[str, Any]:
-    """status.cost of a router: per backend and per mode tokens and USD; on the largest backend; at the reference."""
+def report(
+    totals: Counters,
+    prices: Mapping[str, BackendPrice],
+    reference: Mapping[str, Any] | None,
+    pods: Mapping[str, Counters] | None = None,
+) -> RouterCost:
+    """status.cost of a router: per backend and per mode tokens and USD; on the largest backend; at the reference;
+    the counters they come from (`totals`, and each router pod's last `pods`)."""
     parts = _split(totals)
     backends = sorted({b for b, _, _ in parts})
     modes = sorted({m for _, _, m in parts})
@@ -68,29 +75,30 @@ def report(totals: Counters, prices: Mapping[str, BackendPrice], reference: Mapp
 
     rows = []
     for b in backends:
-        rows.append({"name": b, "promptTokens": int(tokens(b, "prompt")), "outputTokens": int(tokens(b, "output")),
-                     "reasoningTokens": int(tokens(b, "reasoning")), "usdPerMillionOutputTokens": rate(b),
-                     "usd": round(_usd(tokens(b, "output"), rate(b)), 4)})  # fmt: skip
+        rows.append(BackendCost(name=b, prompt_tokens=int(tokens(b, "prompt")), output_tokens=int(tokens(b, "output")),
+                                reasoning_tokens=int(tokens(b, "reasoning")), usd_per_million_output_tokens=rate(b),
+                                usd=round(_usd(tokens(b, "output"), rate(b)), 4)))  # fmt: skip
     usd = sum(_usd(tokens(b, "output"), rate(b)) for b in backends)
     all_output = tokens(kind="output")
     mode_rows = []
     for m in modes:
         m_usd = sum(_usd(tokens(b, "output", m), rate(b)) for b in backends)
-        mode_rows.append({"mode": m, "promptTokens": int(tokens(kind="prompt", mode=m)),
-                          "outputTokens": int(tokens(kind="output", mode=m)),
-                          "tokenShare": round((tokens(mode=m) - tokens(kind="reasoning", mode=m))
-                                              / max(1.0, tokens() - tokens(kind="reasoning")), 4),
-                          "usd": round(m_usd, 4), "costShare": round(m_usd / usd, 4) if usd else None})  # fmt: skip
-    out: dict[str, Any] = {"usd": round(usd, 4), "backends": rows, "modes": mode_rows}
+        mode_rows.append(ModeCost(mode=m, prompt_tokens=int(tokens(kind="prompt", mode=m)),
+                                  output_tokens=int(tokens(kind="output", mode=m)),
+                                  token_share=round((tokens(mode=m) - tokens(kind="reasoning", mode=m))
+                                                    / max(1.0, tokens() - tokens(kind="reasoning")), 4),
+                                  usd=round(m_usd, 4), cost_share=round(m_usd / usd, 4) if usd else None))  # fmt: skip
+    ledger = RouterCostLedger(totals=dict(totals), pods={k: dict(v) for k, v in (pods or {}).items()})
+    out = RouterCost(usd=round(usd, 4), backends=rows, modes=mode_rows, ledger=ledger)
     if prices:
         largest = max(prices, key=lambda n: (prices[n].gpus_per_replica, prices[n].cost_per_hour_usd, n))
         on_largest = _usd(all_output, rate(largest))
-        out |= {"largestBackend": largest, "onLargestUSD": round(on_largest, 4),
-                "savedVsLargestUSD": round(on_largest - usd, 4)}  # fmt: skip
+        out.largest_backend, out.on_largest_usd = largest, round(on_largest, 4)
+        out.saved_vs_largest_usd = round(on_largest - usd, 4)
     if reference:
         ref = tokens(kind="prompt") / 1e6 * float(reference.get("inputPerMillionUSD", 0)) + all_output / 1e6 * float(
             reference.get("outputPerMillionUSD", 0)
         )
-        out |= {"referenceName": str(reference.get("name", "")), "referenceUSD": round(ref, 4),
-                "savedVsReferenceUSD": round(ref - usd, 4)}  # fmt: skip
+        out.reference_name, out.reference_usd = str(reference.get("name", "")), round(ref, 4)
+        out.saved_vs_reference_usd = round(ref - usd, 4)
     return out
