@@ -170,3 +170,18 @@ async def test_an_apply_answer_older_than_the_watch_does_not_hide_the_later_stat
     assert returned["status"] == {"observedGeneration": 1}  # the reconcile sees the report, not the stale answer
     again = await applier.apply(manifest)
     assert again["status"] == {"observedGeneration": 1} and kube.requests == 1
+
+
+async def test_an_object_deleted_before_a_new_kinds_list_is_applied_again_once_answers_are_forgotten() -> None:
+    """A kind whose watch starts after an apply (its CRD was just installed) never shows the object that was deleted
+    before its list; the operator forgets the apply answers once the list is in, and the next pass restores it."""
+    kube = RecordingKube()
+    applier = make(kube, frozenset({"Service"}))
+    await applier.apply(_svc(80))
+    assert kube.requests == 1
+    kube.stored.clear()  # deleted by someone before the watch listed: no event reaches the applier
+    await applier.apply(_svc(80))
+    assert kube.requests == 1  # the answer still stands in for the cache
+    applier.forget_answers("Service")
+    await applier.apply(_svc(80))
+    assert kube.requests == 2  # the (empty) cache decides: applied again

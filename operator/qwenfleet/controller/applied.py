@@ -185,6 +185,11 @@ class CachingApplier:
             return None
         return self.seen(api_version, kind, namespace, name) is not None
 
+    def forget_answers(self, kind: str) -> None:
+        """Read every object of `kind` from the cache from now on, not from the answers of applies sent before."""
+        for key in [k for k in self._answers if k[1] == kind]:
+            del self._answers[key]
+
     def seen(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
         """The object as last seen (our apply's answer, or the cache), or None."""
         key = (api_version, kind, namespace, name)

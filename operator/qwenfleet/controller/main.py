@@ -41,7 +41,7 @@ async def _lead_while_elected(op: Operator, elector: LeaderElector) -> None:
         log.error("leader election: leadership lost; work stopped, standing by")
 
 
-async def _serve(args: argparse.Namespace, options: Options) -> None:
+async def _serve(args: argparse.Namespace, options: Options) -> int:
     op = Operator(Kube(await make_api_client(args.kubeconfig)), options)
     elector: LeaderElector | None = None
     if args.leader_election:
@@ -68,12 +68,18 @@ async def _serve(args: argparse.Namespace, options: Options) -> None:
             standalone=True,
             liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
         )
+    except Exception as exc:  # kopf stops the operator when a watch fails for good (a 403 it retried)
+        log.error("stopping: %s", op.health.problems() or f"{type(exc).__name__}: {exc}")
+        return 1
     finally:
         work.cancel()
         await asyncio.gather(work, return_exceptions=True)
+        await op.stand_down(EXIT_SECONDS, checkpoint=True)  # no-op if kopf's cleanup already stood down
         await op.close()
         if elector is not None:
+            await elector.release()  # no-op if already released
             await elector.kube.close()
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_interval=args.autoscaler_checkpoint_interval,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args, options))
+        return asyncio.run(_serve(args, options))
     return 0
 
 

@@ -182,12 +182,20 @@ class Operator:
         (self.idx.installed.add if present else self.idx.installed.discard)(name)
         self._caps_changed()
         log.info("CRD %s %s; reconciling every deployment", name, "installed" if present else "removed")
+        self._reconcile_all()
+        if present:
+            # and again once kopf's new watch of the kind has listed: an object of the kind that changed before the
+            # list (the watch saw none of its events) is then compared with what the list found, not with the answer
+            # of an apply sent before it
+            asyncio.get_running_loop().call_later(NEW_KIND_SETTLE_SECONDS, self._new_kind_listed, OPTIONAL_CRDS[name])
+
+    def _new_kind_listed(self, kind: str) -> None:
+        self.applier.forget_answers(kind)
+        self._reconcile_all()
+
+    def _reconcile_all(self) -> None:
         for body in self.idx.all_deployments():
-            key = ("d", body["metadata"]["namespace"], body["metadata"]["name"])
-            self.queue.add(key)
-            # and again once kopf's new watch of the kind has listed: an object of the kind that changed before
-            # the list (it saw none of its events) is then compared with what the list found
-            self.queue.add_after(key, NEW_KIND_SETTLE_SECONDS)
+            self.queue.add(("d", body["metadata"]["namespace"], body["metadata"]["name"]))
 
     # -- what the watches hand over -----------------------------------------------------------------------------
 
