@@ -489,3 +489,19 @@ def test_the_ttft_histogram_counts_each_request_once_at_the_same_buckets(real: s
         buckets.append([le for le, _ in after.ttft])
     assert buckets[0] == buckets[1]
     assert slo_bound(2.0, [_ttft(real)]) == 1.0  # between two buckets: measured at the lower one
+
+
+def test_the_one_metrics_reading_moves_the_same_on_both(real: str, sim: str) -> None:
+    # enginemetrics.parse is what the autoscaler, the cost ledger and the router read: after one completion each
+    # counter it reads has moved on the real engine as on the simulator, and an idle engine shows no queue
+    for side in (real, sim):
+        before = _ttft(side)
+        call(side, "POST", *CASES["completion"])
+        deadline = time.monotonic() + 30
+        after = _ttft(side)
+        while after.finished < before.finished + 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            after = _ttft(side)
+        assert after.finished == before.finished + 1, side
+        assert after.prompt_tokens > before.prompt_tokens and after.generation_tokens > before.generation_tokens, side
+        assert after.waiting == 0 and after.running == 0 and 0 <= after.kv <= 1, (side, after)
