@@ -148,10 +148,11 @@ async def tick(
         reason=decision.reason if scaled else str(memory.written.get("reason") or ""),
     )
     stale = now - memory.written_at >= STATUS_REFRESH_SECONDS
-    if record.to_wire() != memory.written and (scaled or stale):
+    wire = record.to_wire()
+    if wire != memory.written and (scaled or stale):
         patch = {"autoscaler": record.to_patch()}
         await kube.patch_status(API_VERSION, "Qwen3Deployment", meta["namespace"], meta["name"], patch)
-        memory.written, memory.written_at = record.to_wire(), now
+        memory.written, memory.written_at = wire, now
     if settings.slo is not None and (memory.checkpoint_at is None or now - memory.checkpoint_at >= checkpoint_every):
         await save(kube, memory, now)
     return decision if decision.desired != previous else None

@@ -62,10 +62,10 @@ AUTOSCALE_INTERVAL_SECONDS = 10.0
 MAX_BACKOFF_SECONDS = 120.0
 AUTOSCALE_WORKERS = 16
 CHECKPOINT_FLUSH_SECONDS = 10.0
+"""At most this long, of a pod's 30 s grace period, goes to checkpointing the autoscaler's memory on stop."""
 NEW_KIND_SETTLE_SECONDS = 10.0
 """After a CRD appears, kopf resolves its kind and lists it within moments (a few retries while the API server
-initialises its storage)."""
-"""At most this long, of a pod's 30 s grace period, goes to checkpointing the autoscaler's memory on stop."""
+initialises its storage); then the cache, not the answers of applies sent before, decides."""
 Obj = dict[str, Any]
 Key = tuple[str, str]
 TriggerKey = tuple[str, str, str]
