@@ -113,6 +113,32 @@ class Limits(ApiModel):
     )
 
 
+EPP_PORT = 9002
+"""The Endpoint Picker's gRPC port, the one Gateway API Inference Extension's own picker uses."""
+
+
+class EndpointPicker(ApiModel):
+    """The router's policy served to an inference gateway (Gateway API Inference Extension) as its Endpoint Picker.
+
+    The router pods then also answer Envoy's ext_proc on `port`, and each backend gets an InferencePool (when its
+    CRD is installed) whose `endpointPickerRef` is this router's Service: an HTTPRoute to any of them is served
+    with the same decision the router's own HTTP endpoint makes.
+    """
+
+    enabled: bool = Field(default=False, description="Serve ext_proc on `port` and render the InferencePools.")
+    port: int = Field(default=EPP_PORT, ge=1024, le=65535, description="gRPC port of the Endpoint Picker.")
+    failure_mode: Literal["FailClose", "FailOpen"] = Field(
+        default="FailClose",
+        description="What the gateway does when no picker answers: FailClose refuses the request; FailOpen sends "
+        "it to any endpoint of the InferencePool the route names, without qwenfleet's routing.",
+    )
+    inference_pools: bool = Field(
+        default=True,
+        description="Render an InferencePool per backend, named <router>-<backend> (only while the "
+        "inferencepools.inference.networking.k8s.io CRD is installed).",
+    )
+
+
 _BACKEND_NAMES_RULE = cel(
     "(!has(self.rules) || self.rules.all(r, self.backends.exists(b, b.name == r.backend)))"
     " && self.backends.exists(b, b.name == self.defaultBackend)"
@@ -159,6 +185,10 @@ class Qwen3RouterSpec(ApiModel):
         default=None,
         description="A closed API's list prices (user-supplied, no defaults) that status.cost compares against.",
     )
+    endpoint_picker: EndpointPicker = Field(
+        default_factory=EndpointPicker,
+        description="Serve this router's policy to an inference gateway (Gateway API Inference Extension).",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> Qwen3RouterSpec:
@@ -196,6 +226,9 @@ class Qwen3RouterStatus(ApiModel):
     endpoint: str = Field(default="", description="In-cluster OpenAI base URL of the router.")
     selector: str = Field(default="", description="Label selector of the router pods (for /scale).")
     backends: list[BackendStatus] = Field(default_factory=list, description="Per-backend readiness.")
+    inference_pools: list[str] = Field(
+        default_factory=list, description="The InferencePools this router is the Endpoint Picker of."
+    )
     cost: RouterCost | None = Field(default=None, description="What routing saved (qwenfleet.cost).")
 
 

@@ -62,6 +62,7 @@ class Reason(StrEnum):
     # Qwen3Router
     ROUTER_NOT_READY = "RouterNotReady"
     BACKEND_MISSING = "BackendMissing"
+    INFERENCE_POOL_CRD_MISSING = "InferencePoolCRDMissing"
 
 
 BLOCKING_REASONS = frozenset(

@@ -48,6 +48,7 @@ CHILD_RESOURCES = (
     ("", "v1", "persistentvolumeclaims"),
     ("monitoring.coreos.com", "v1", "servicemonitors"),
     ("keda.sh", "v1alpha1", "scaledobjects"),
+    ("inference.networking.k8s.io", "v1", "inferencepools"),
     ("karpenter.sh", "v1", "nodepools"),  # cluster-scoped
 )
 """Every kind of child, watched through kopf: those of an optional CRD from the moment it is installed."""

@@ -52,6 +52,7 @@ from qwenfleet.enginemetrics.scrape import Scraper
 from qwenfleet.kube import Kube, KubeError
 from qwenfleet.render import Capabilities
 from qwenfleet.render.names import WAKE_ANNOTATION
+from qwenfleet.render.router import POOL_CRD
 from qwenfleet.render.status import ready_replicas, serving_ips
 
 log = logging.getLogger(__name__)
@@ -181,7 +182,7 @@ class Operator:
             return
         (self.idx.installed.add if present else self.idx.installed.discard)(name)
         self._caps_changed()
-        log.info("CRD %s %s; reconciling every deployment", name, "installed" if present else "removed")
+        log.info("CRD %s %s; reconciling every deployment and router", name, "installed" if present else "removed")
         self._reconcile_all()
         if present:
             # and again once kopf's new watch of the kind has listed: an object of the kind that changed before the
@@ -196,6 +197,14 @@ class Operator:
     def _reconcile_all(self) -> None:
         for body in self.idx.all_deployments():
             self.queue.add(("d", body["metadata"]["namespace"], body["metadata"]["name"]))
+        for body in self.idx.all_routers():  # an InferencePool CRD: the routers' pools
+            self.queue.add(("r", body["metadata"]["namespace"], body["metadata"]["name"]))
+
+    def _status_plan(self, namespace: str, name: str) -> dict[str, Any]:
+        """status.plan of a Qwen3Deployment as the index last saw it ({} when unknown)."""
+        body = self.idx.deployment(namespace, name) or {}
+        plan = (body.get("status") or {}).get("plan")
+        return plan if isinstance(plan, dict) else {}
 
     # -- what the watches hand over -----------------------------------------------------------------------------
 
@@ -375,7 +384,13 @@ class Operator:
         existing = {
             b["metadata"]["name"] for b in self.idx.all_deployments() if b["metadata"]["namespace"] == namespace
         }
-        outcome = await reconcile_router(self.kube, body, ready, existing, self.applier)
+        multi_node = frozenset(
+            b for b in backends if int(self._status_plan(namespace, b).get("nodesPerReplica") or 1) > 1
+        )
+        pools = POOL_CRD in self.idx.installed
+        outcome = await reconcile_router(
+            self.kube, body, ready, existing, self.applier, pools_installed=pools, multi_node=multi_node
+        )
         if outcome.wrote_status:
             body["status"] = outcome.status
         await self._post(body, outcome.events)

@@ -23,12 +23,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
     try:
         path = build.build(force=args.force)
         helm = tools.ensure_helm() if args.with_tools else None
+        envoy = tools.ensure_envoy() if args.with_tools else None
     except build.BuildError as exc:
         print(f"qwenfleet dev build: {exc}")
         return 1
     print(path)
-    if helm:
-        print(helm)
+    for tool in (helm, envoy):
+        if tool:
+            print(tool)
     return 0
 
 
@@ -193,7 +195,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     dev_sub = dev.add_subparsers(dest="dev_command", required=True, metavar="ACTION")
     b = dev_sub.add_parser("build", help="build the control-plane binaries (cached)")
     b.add_argument("--force", action="store_true", help="rebuild even when cached")
-    b.add_argument("--with-tools", action="store_true", help="also build helm (the chart tests need it)")
+    b.add_argument("--with-tools", action="store_true", help="also build helm, fetch Envoy (chart and gateway tests)")
     b.set_defaults(func=_cmd_build)
     eng = dev_sub.add_parser("engine", help="install the real vLLM engine (CPU build) and the tiny Qwen3 checkpoint")
     eng.add_argument("--force", action="store_true", help="reinstall even when cached")

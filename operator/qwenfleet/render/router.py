@@ -1,4 +1,5 @@
-"""A Qwen3Router's children: routes ConfigMap, ServiceAccount and Role, router Deployment, Service, PDB."""
+"""A Qwen3Router's children: routes ConfigMap, ServiceAccount and Role, router Deployment, Service, PDB, and with
+an Endpoint Picker one InferencePool per backend."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from typing import Any
 
 from qwenfleet.api.router import Qwen3RouterSpec
 from qwenfleet.render.inputs import Owner
-from qwenfleet.render.names import OPERATOR_IMAGE, bounded, labels, selector
+from qwenfleet.render.names import HTTP_PORT, OPERATOR_IMAGE, ROLE_LABEL, bounded, labels, selector
 
 Manifest = dict[str, Any]
 ROUTER_PORT = 8080
 CONFIG_KEY = "routes.json"
 CONFIG_DIR = "/etc/qwenfleet"
 KEYS_DIR = "/etc/qwenfleet/api-keys"
+POOL_API = "inference.networking.k8s.io/v1"
+POOL_CRD = "inferencepools.inference.networking.k8s.io"
 
 
 def _meta(owner: Owner, name: str) -> Manifest:
@@ -53,11 +56,19 @@ def render_router(owner: Owner, spec: Qwen3RouterSpec, image: str = OPERATOR_IMA
                                                        "items": [{"key": ref.key, "path": "keys"}]}})  # fmt: skip
         mounts.append({"name": "api-keys", "mountPath": KEYS_DIR, "readOnly": True})
         args.append(f"--api-keys-file={KEYS_DIR}/keys")
+    ports = [{"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"}]
+    service_ports = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    picker = spec.endpoint_picker
+    if picker.enabled:
+        args.append(f"--epp-port={picker.port}")
+        ports.append({"name": "grpc-epp", "containerPort": picker.port, "protocol": "TCP"})
+        service_ports.append({"name": "grpc-epp", "port": picker.port, "targetPort": "grpc-epp", "protocol": "TCP",
+                              "appProtocol": "kubernetes.io/h2c"})  # fmt: skip
     container: Manifest = {
         "name": "router",
         "image": spec.image or image,
         "args": args,
-        "ports": [{"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"}],
+        "ports": ports,
         "readinessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 10},
         "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
@@ -123,7 +134,7 @@ def render_router(owner: Owner, spec: Qwen3RouterSpec, image: str = OPERATOR_IMA
             "spec": {
                 "type": service_type,
                 "selector": match,
-                "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+                "ports": service_ports,
             },
         },
         {
@@ -134,3 +145,39 @@ def render_router(owner: Owner, spec: Qwen3RouterSpec, image: str = OPERATOR_IMA
         },
         deployment,
     ]
+
+
+def pool_name(router: str, backend: str) -> str:
+    """The InferencePool of one backend of a router: one per (router, backend), since a pool names one picker."""
+    return bounded(f"{router}-{backend}")
+
+
+def render_inference_pools(owner: Owner, spec: Qwen3RouterSpec, multi_node: frozenset[str] = frozenset()) -> list[
+        Manifest]:  # fmt: skip
+    """One InferencePool per backend, over the pods that answer HTTP (leaders only where a replica spans nodes),
+    picked by this router's Endpoint Picker; none unless the picker and its pools are on."""
+    picker = spec.endpoint_picker
+    if not (picker.enabled and picker.inference_pools):
+        return []
+    pools = []
+    for backend in spec.backends:
+        match = selector(backend.name)
+        if backend.name in multi_node:
+            match[ROLE_LABEL] = "leader"
+        pools.append({
+            "apiVersion": POOL_API,
+            "kind": "InferencePool",
+            "metadata": _meta(owner, pool_name(owner.name, backend.name)),
+            "spec": {
+                "selector": {"matchLabels": match},
+                "targetPorts": [{"number": HTTP_PORT}],
+                "endpointPickerRef": {
+                    "group": "",
+                    "kind": "Service",
+                    "name": router_names(owner)["service"],
+                    "port": {"number": picker.port},
+                    "failureMode": picker.failure_mode,
+                },
+            },
+        })  # fmt: skip
+    return pools

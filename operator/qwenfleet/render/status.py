@@ -259,6 +259,10 @@ class RouterView:
     """(backend name, ready replicas) in spec order."""
     missing: Sequence[str] = field(default_factory=tuple)
     """Backends whose Qwen3Deployment does not exist."""
+    pools: Sequence[str] = ()
+    """The InferencePools applied for this router's Endpoint Picker."""
+    pools_crd_missing: bool = False
+    """The spec asks for InferencePools but their CRD is not installed."""
 
 
 def router_conditions(view: RouterView) -> list[Cond]:
@@ -283,6 +287,12 @@ def router_conditions(view: RouterView) -> list[Cond]:
         names = ", ".join(view.missing)
         message = f"no Qwen3Deployment named {names} in this namespace; the other backends keep serving"
         degraded = Cond(T.DEGRADED, True, R.BACKEND_MISSING, message)
+    elif view.pools_crd_missing:
+        message = (
+            "endpointPicker.inferencePools is on but the InferencePool CRD (inferencepools.inference."
+            "networking.k8s.io) is not installed; the Endpoint Picker serves, no InferencePool is rendered"
+        )
+        degraded = Cond(T.DEGRADED, True, R.INFERENCE_POOL_CRD_MISSING, message)
     else:
         degraded = Cond(T.DEGRADED, False, R.AS_EXPECTED, "")
     return [ready, degraded]
@@ -309,6 +319,7 @@ def router_status(view: RouterView, previous: Obj, now: str) -> tuple[Qwen3Route
             "endpoint": view.endpoint,
             "selector": view.selector,
             "backends": backends,
+            "inference_pools": list(view.pools),
         }
     )
     return status, conds

@@ -11,6 +11,7 @@ import hmac
 import json
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from qwenfleet.api.router import Qwen3RouterSpec
 from qwenfleet.router.discovery import Discovery
+from qwenfleet.router.openai import ROUTE_HEADER, error_body
 from qwenfleet.router.policy import (
     PrefixHomes,
     Refusal,
@@ -34,7 +36,6 @@ from qwenfleet.router.policy import (
 from qwenfleet.router.requests import BadRequest, route_request
 from qwenfleet.router.usage import TAIL_BYTES, Usage, usage_of_body, usage_of_stream_tail
 
-ROUTE_HEADER = "x-qwenfleet-route"
 MAX_ATTEMPTS = 3
 WHOLE_BODY_BYTES = 256 * 1024  # non-streaming answers up to this size are sent in one write
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "host"}
@@ -77,25 +78,16 @@ class RouterMetrics:
             self.tokens.labels(backend, kind, use.mode).inc(value)
 
 
-ERROR_TYPES = {400: "BadRequestError", 401: "AuthenticationError", 404: "NotFoundError", 408: "RequestTimeoutError",
-               413: "RequestTooLargeError", 429: "RateLimitError", 502: "BadGatewayError",
-               503: "ServiceUnavailableError"}  # fmt: skip
-
-
-def _error_body(status: int, message: str) -> dict[str, Any]:
-    return {"error": {"message": message, "type": ERROR_TYPES.get(status, "APIError"), "param": None, "code": status}}
-
-
 def _error(status: int, message: str, route: str | None = None, retry_after: int | None = None) -> web.Response:
     headers = {ROUTE_HEADER: route} if route else {}
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
-    return web.json_response(_error_body(status, message), status=status, headers=headers)
+    return web.json_response(error_body(status, message), status=status, headers=headers)
 
 
 def _sse_error(status: int, message: str) -> bytes:
     """An error as an SSE event, for a stream whose headers are already sent (a held stream)."""
-    return b"data: " + json.dumps(_error_body(status, message)).encode() + b"\n\ndata: [DONE]\n\n"
+    return b"data: " + json.dumps(error_body(status, message)).encode() + b"\n\ndata: [DONE]\n\n"
 
 
 class Router:
@@ -153,9 +145,13 @@ class Router:
             await self.session.close()
 
     def _authorized(self, request: web.Request) -> bool:
+        return self.authorized(request.headers.get("Authorization", ""))
+
+    def authorized(self, authorization: str) -> bool:
+        """Whether an Authorization header value carries an accepted API key (any value when none is set)."""
         if not self.api_keys:
             return True
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip().encode()
+        given = authorization.removeprefix("Bearer ").strip().encode()
         return any(hmac.compare_digest(given, key) for key in self.api_keys)
 
     async def health(self, _: web.Request) -> web.Response:
@@ -173,9 +169,24 @@ class Router:
         """The union of aliases, served model names and `auto`."""
         if not self._authorized(request):
             return _error(401, "invalid API key")
+        return web.json_response(self.models_list())
+
+    def models_list(self) -> dict[str, Any]:
+        """/v1/models: the union of aliases, served model names and `auto`."""
         names = model_names(self.spec, self.discovery.states)
         data = [{"id": n, "object": "model", "owned_by": "qwenfleet", "backend": b or "auto"} for n, b in names.items()]
-        return web.json_response({"object": "list", "data": data})
+        return {"object": "list", "data": data}
+
+    def unknown_model_message(self, model: str) -> str:
+        """The 404 message for a model name no backend answers to, with the names that do."""
+        known = ", ".join(sorted(model_names(self.spec, self.discovery.states)))
+        return f"The model `{model}` does not exist. Known models: {known}"
+
+    def homes(self, backend: str) -> PrefixHomes | None:
+        """The prefix homes of one backend (None when prefix affinity is off)."""
+        if not self.spec.prefix_affinity.enabled:
+            return None
+        return self.prefix_homes.setdefault(backend, PrefixHomes())
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """/v1/chat/completions."""
@@ -185,18 +196,22 @@ class Router:
         """/v1/completions."""
         return await self._proxy(request, chat=False)
 
-    def _wake(self, backend: str) -> None:
+    def wake(self, backend: str) -> None:
         """Wake a backend in the background (discovery rate-limits the patches)."""
         task = asyncio.create_task(self.discovery.wake(backend))
         self._waking.add(task)
         task.add_done_callback(self._waking.discard)
 
-    async def _hold(
-        self, request: web.Request, parsed: RouteRequest, route: Route, stream: bool
-    ) -> tuple[Route, web.StreamResponse | None]:
+    async def hold(
+        self,
+        parsed: RouteRequest,
+        route: Route,
+        gone: Callable[[], bool],
+        tick: Callable[[Route], Awaitable[None]] | None = None,
+    ) -> Route:
         """Hold a request until the policy no longer says hold (its target is ready, or a fallback is), up to
-        holdSeconds or until the client goes away. A streaming request gets SSE keep-alive comments every
-        `keepalive_seconds`, so its headers are sent then; the prepared response is returned to write into."""
+        holdSeconds or until `gone()` (the client went away). `tick` runs every `keepalive_seconds` meanwhile (a
+        stream's keep-alive). Returns the route that serves it, or one that still says hold (time is up)."""
         held = route
         state = self.discovery.states[route.target]
         state.held += 1
@@ -204,31 +219,25 @@ class Router:
         started = time.monotonic()
         deadline = started + self.spec.scale_from_zero.hold_seconds
         last_sign = started
-        prepared: web.StreamResponse | None = None
         try:
             while route.hold:
                 now = time.monotonic()
-                if now >= deadline or request.transport is None or request.transport.is_closing():
+                if now >= deadline or gone():
                     break
                 wait = deadline - now
-                if stream:
+                if tick is not None:
                     wait = min(wait, last_sign + self.keepalive_seconds - now)
                 await self.discovery.wait_changed(wait)
-                if stream and time.monotonic() - last_sign >= self.keepalive_seconds:
-                    if prepared is None:
-                        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                   ROUTE_HEADER: f"{route.target};{route.reason}>held"}  # fmt: skip
-                        prepared = web.StreamResponse(status=200, headers=headers)
-                        await prepared.prepare(request)
-                    await prepared.write(KEEPALIVE)
+                if tick is not None and time.monotonic() - last_sign >= self.keepalive_seconds:
+                    await tick(route)
                     last_sign = time.monotonic()
                 try:
                     route = decide(parsed, self.spec, self.discovery.states, already_held=True)
                 except UnknownModel:  # the served model name it asked for went away while it was held
-                    gone = Refusal(404, f"The model `{parsed.model}` does not exist any more")
-                    route = Route(route.backend, route.reason, route.target, refusal=gone)
+                    gone_model = Refusal(404, f"The model `{parsed.model}` does not exist any more")
+                    route = Route(route.backend, route.reason, route.target, refusal=gone_model)
                 if route.wake:
-                    self._wake(route.target)
+                    self.wake(route.target)
         finally:
             state.held -= 1
             self.metrics.held.labels(state.name).dec()
@@ -236,6 +245,28 @@ class Router:
         if not route.hold and route.refusal is None:  # served now: by the target that woke, or a fallback
             reason = f"{held.reason}>held" if route.backend == held.target else f"{route.reason}>held"
             route = Route(route.backend, reason, route.target, meanwhile=route.meanwhile)
+        return route
+
+    async def _hold(
+        self, request: web.Request, parsed: RouteRequest, route: Route, stream: bool
+    ) -> tuple[Route, web.StreamResponse | None]:
+        """`hold` for an HTTP request. A streaming request gets SSE keep-alive comments every
+        `keepalive_seconds`, so its headers are sent then; the prepared response is returned to write into."""
+        prepared: web.StreamResponse | None = None
+
+        async def keepalive(held: Route) -> None:
+            nonlocal prepared
+            if prepared is None:
+                headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                           ROUTE_HEADER: f"{held.target};{held.reason}>held"}  # fmt: skip
+                prepared = web.StreamResponse(status=200, headers=headers)
+                await prepared.prepare(request)
+            await prepared.write(KEEPALIVE)
+
+        def gone() -> bool:
+            return request.transport is None or request.transport.is_closing()
+
+        route = await self.hold(parsed, route, gone, keepalive if stream else None)
         return route, prepared
 
     async def _refuse(
@@ -274,10 +305,9 @@ class Router:
         except RecursionError:
             return _error(400, "invalid JSON body: nested too deeply")
         except UnknownModel as exc:
-            known = ", ".join(sorted(model_names(self.spec, self.discovery.states)))
-            return _error(404, f"The model `{exc}` does not exist. Known models: {known}")
+            return _error(404, self.unknown_model_message(str(exc)))
         if route.wake:
-            self._wake(route.target)
+            self.wake(route.target)
         prepared = None
         if route.hold:
             route, prepared = await self._hold(request, parsed, route, stream=body.get("stream") is True)
@@ -292,7 +322,7 @@ class Router:
         last_error = "no replica"
         affinity = self.spec.prefix_affinity
         prefix_chars = affinity.prefix_chars if affinity.enabled else 0
-        homes = self.prefix_homes.setdefault(route.backend, PrefixHomes()) if affinity.enabled else None
+        homes = self.homes(route.backend)
         payloads: dict[str, bytes] = {}
         for _ in range(MAX_ATTEMPTS):
             replica = choose_replica(
@@ -305,7 +335,7 @@ class Router:
             upstream_model = replica.served_model or state.served_model or body["model"]
             if upstream_model not in payloads:
                 try:
-                    payloads[upstream_model] = _with_model(raw, body, upstream_model)
+                    payloads[upstream_model] = with_model(raw, body, upstream_model)
                 except RecursionError:
                     return await self._refuse(route, 400, "invalid JSON body: nested too deeply", prepared)
             self.metrics.overhead.observe(time.perf_counter() - started)
@@ -382,7 +412,7 @@ class Router:
             self.metrics.inflight.labels(route.backend).dec()
 
 
-def _with_model(raw: bytes, body: dict[str, Any], model: str) -> bytes:
+def with_model(raw: bytes, body: dict[str, Any], model: str) -> bytes:
     """The request body for a replica serving `model`: the client's bytes when the name is already right."""
     if body["model"] == model:
         return raw

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -22,6 +23,12 @@ def _keys(path: str | None) -> set[str]:
     return {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
 
 
+async def _serving_once_discovered(discovery: Discovery, update: Callable[[bool], Awaitable[None]]) -> None:
+    while not discovery.refreshed:
+        await discovery.wait_changed(1.0)
+    await update(True)
+
+
 async def _serve(args: argparse.Namespace) -> None:
     spec = load_spec(args.config)
     keys = _keys(args.api_keys_file)
@@ -33,12 +40,22 @@ async def _serve(args: argparse.Namespace) -> None:
     runner = router.runner()
     await runner.setup()
     await web.TCPSite(runner, args.host, args.port).start()
+    picker = None
+    if args.epp_port:
+        from qwenfleet.router.epp import start_picker  # gRPC only where a gateway uses the router
+
+        picker, checks = await start_picker(router, args.host, args.epp_port)
+        print(f"qwenfleet endpoint picker (ext_proc) on {args.host}:{args.epp_port}", flush=True)
+        ready = asyncio.create_task(_serving_once_discovered(discovery, checks.update))
     gc.freeze()  # start-up objects (models, modules) never need collecting: shorter collector pauses per request
     print(f"qwenfleet router on http://{args.host}:{args.port}/v1", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
         stop.set()
+        if picker is not None:
+            ready.cancel()
+            await picker.stop(grace=5)
         with contextlib.suppress(asyncio.CancelledError):
             await loop
         await runner.cleanup()
@@ -65,4 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--api-keys-file", default=None, help="accepted API keys, one per line")
     p.add_argument("--discovery-interval", type=float, default=1.0)
+    p.add_argument(
+        "--epp-port", type=int, default=0, help="also serve the policy as a gateway's Endpoint Picker (ext_proc, gRPC)"
+    )
     p.set_defaults(func=run)
