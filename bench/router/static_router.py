@@ -1,4 +1,7 @@
-"""`qwenfleet router` with a fixed backend list instead of Kubernetes discovery (for the benchmark only)."""
+"""`qwenfleet router` with a fixed backend list instead of Kubernetes discovery (for the benchmark only).
+
+With `--epp-port`, the same router also serves its policy as a gateway's Endpoint Picker (Envoy ext_proc, gRPC).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from aiohttp import web
 from qwenfleet.api.router import Qwen3RouterSpec
 from qwenfleet.router.app import Router
 from qwenfleet.router.discovery import FULL_SCRAPE_EVERY, Discovery, QueueSignal
+from qwenfleet.router.epp import start_picker
 from qwenfleet.router.policy import BackendState, Replica
 
 
@@ -38,7 +42,14 @@ class StaticDiscovery(Discovery):
 
 
 async def main(
-    addresses: list[str], port: int, affinity: bool, model: str, load_bound: float | None, signal: str, seqs: int
+    addresses: list[str],
+    port: int,
+    affinity: bool,
+    model: str,
+    load_bound: float | None,
+    signal: str,
+    seqs: int,
+    epp_port: int | None = None,
 ) -> None:
     bound = {"loadBound": load_bound} if load_bound else {}
     spec = Qwen3RouterSpec.model_validate({
@@ -48,9 +59,13 @@ async def main(
     discovery = StaticDiscovery(spec, addresses, model, QueueSignal(signal == "load", seqs))
     discovery.every_pass = signal == "metrics-every-pass"
     scraper = asyncio.ensure_future(discovery.run(asyncio.Event()))
-    runner = web.AppRunner(Router(spec, discovery).app(), access_log=None)
+    router = Router(spec, discovery)
+    runner = web.AppRunner(router.app(), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
+    if epp_port is not None:
+        _picker, health = await start_picker(router, "127.0.0.1", epp_port)
+        await health.update(True)
     gc.freeze()
     print("ready", flush=True)
     await asyncio.Event().wait()
@@ -71,7 +86,8 @@ if __name__ == "__main__":
     )
     parser.add_argument("--max-num-seqs", type=int, default=16, help="the replicas' --max-num-seqs")
     parser.add_argument("--load-bound", type=float, default=None, help="prefix affinity's load bound (default: API's)")
+    parser.add_argument("--epp-port", type=int, default=None, help="also serve the Endpoint Picker (gRPC) here")
     a = parser.parse_args()
     import uvloop
 
-    uvloop.run(main(a.backends, a.port, a.prefix_affinity, a.model, a.load_bound, a.signal, a.max_num_seqs))
+    uvloop.run(main(a.backends, a.port, a.prefix_affinity, a.model, a.load_bound, a.signal, a.max_num_seqs, a.epp_port))

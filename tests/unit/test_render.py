@@ -184,14 +184,15 @@ def test_long_names_are_bounded() -> None:
     assert len(bounded(long)) == 63 and bounded(long) != bounded(long + "y")
 
 
-def test_network_policy_admits_only_routers_monitoring_and_the_operator_on_the_serving_port() -> None:
+def test_network_policy_admits_only_routers_gateways_monitoring_and_the_operator_on_the_serving_port() -> None:
     single = _by_kind(desired_children(_input({"model": "Qwen3-0.6B", "gpu": "L4-24GB"})))["NetworkPolicy"]["spec"]
     assert single["policyTypes"] == ["Ingress"]
     assert single["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "model-server"
     [rule] = single["ingress"]
     assert rule["ports"] == [{"port": 8000, "protocol": "TCP"}]
     peers = [json.dumps(p, sort_keys=True) for p in rule["from"]]
-    assert len(peers) == 3 and any('component": "router"' in p for p in peers)
+    assert len(peers) == 4 and any('component": "router"' in p for p in peers)
+    assert any('"qwenfleet.dev/inference-gateway": "true"' in p for p in peers)  # gateways' pods, by label
     assert any('component": "operator"' in p and 'name": "qwenfleet"' in p for p in peers)  # the chart's labels
     assert all("ipBlock" not in p for p in peers) and all(p != "{}" for p in peers)  # never everyone
     multi = _by_kind(desired_children(_input({"model": "Qwen3-235B-A22B", "gpu": "A100-40GB"})))["NetworkPolicy"]

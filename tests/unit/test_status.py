@@ -137,6 +137,15 @@ def test_router_names_missing_backends_and_keeps_serving() -> None:
     assert _conds(healthy.to_wire())["Degraded"][:2] == ("False", "AsExpected")
 
 
+def test_router_says_when_its_pools_cannot_be_rendered_and_lists_those_it_has() -> None:
+    view = RouterView(generation=1, desired=1, ready=1, backends=[("small", 1)], pools_crd_missing=True)
+    conds = _conds(router_status(view, {}, NOW)[0].to_wire())
+    assert conds["Degraded"][:2] == ("True", "InferencePoolCRDMissing") and "not installed" in conds["Degraded"][2]
+    assert conds["Ready"][0] == "True"  # the router and its picker serve regardless
+    status, _ = router_status(RouterView(generation=1, desired=1, ready=1, pools=["chat-small"]), {}, NOW)
+    assert status.to_wire()["inferencePools"] == ["chat-small"]
+
+
 def _documented_reasons() -> set[str]:
     """Reasons in the reason column of the condition tables of docs/operations.md."""
     reasons: set[str] = set()

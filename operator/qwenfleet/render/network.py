@@ -47,10 +47,17 @@ def render_pdb(inp: DeploymentInput) -> Manifest:
     }
 
 
+GATEWAY_LABEL = "qwenfleet.dev/inference-gateway"
+"""Put `qwenfleet.dev/inference-gateway: "true"` on an inference gateway's pods (in any namespace) to let it reach
+the model servers an InferencePool selects."""
+
+
 def render_network_policy(inp: DeploymentInput) -> Manifest:
-    """Only routers, monitoring, the operator and the replica's own group may reach the model servers."""
+    """Only routers, inference gateways (by label), monitoring, the operator and the replica's own group may reach
+    the model servers."""
     peers: list[Manifest] = [
         {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "router"}}},
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {GATEWAY_LABEL: "true"}}},
         {
             "namespaceSelector": {},
             "podSelector": {
