@@ -6,6 +6,9 @@ HTTPRoute to an InferencePool, written as one static Envoy bootstrap.
   cluster keyed on the header.
 - Requests without a pick go to the pool's endpoints round-robin: that is what FailOpen means once the picker is
   unreachable (`failure_mode_allow`). With FailClose, Envoy answers 500 itself.
+- The pickers are health-checked with gRPC health (`envoy.service.ext_proc.v3.ExternalProcessor`), without panic
+  routing: in FULL_DUPLEX_STREAMED mode Envoy 1.40 can fail open only before the first body chunk went out, and a
+  picker that refuses connections is noticed after that, so without the health check FailOpen fails closed.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from qwenfleet.router.extproc import DESTINATION
+from qwenfleet.router.extproc import DESTINATION, PROCESSOR_SERVICE
 
 Obj = dict[str, Any]
 HCM = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
@@ -74,8 +77,15 @@ def envoy_bootstrap(
             "name": "picked", "type": "ORIGINAL_DST", "lb_policy": "CLUSTER_PROVIDED", "connect_timeout": "5s",
             "original_dst_lb_config": {"use_http_header": True, "http_header_name": DESTINATION},
         })  # fmt: skip
+        # the pickers are health-checked over gRPC and a cluster with none healthy fails at once ("no healthy
+        # upstream", no panic routing): Envoy fails open only before the first body chunk went to a picker, and a
+        # refused connection is noticed only after that
         clusters.append({
             "name": "epp", "type": "STATIC", "lb_policy": "ROUND_ROBIN", "connect_timeout": "2s",
+            "common_lb_config": {"healthy_panic_threshold": {"value": 0.0}},
+            "health_checks": [{"timeout": "1s", "interval": "1s", "no_traffic_interval": "1s",
+                               "unhealthy_threshold": 1, "healthy_threshold": 1,
+                               "grpc_health_check": {"service_name": PROCESSOR_SERVICE}}],
             "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {"http2_protocol_options": {}},

@@ -54,6 +54,8 @@ _KNOWN = (
     Resource("keda.sh/v1alpha1", "ScaledObject", "scaledobjects"),
     Resource("monitoring.coreos.com/v1", "ServiceMonitor", "servicemonitors"),
     Resource("inference.networking.k8s.io/v1", "InferencePool", "inferencepools"),
+    Resource("gateway.networking.k8s.io/v1", "Gateway", "gateways"),
+    Resource("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes"),
     Resource("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", namespaced=False),
     Resource(API_VERSION, "Qwen3Deployment", "qwen3deployments"),
     Resource(API_VERSION, "Qwen3Router", "qwen3routers"),

