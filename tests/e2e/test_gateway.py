@@ -53,11 +53,11 @@ def _router(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": API, "kind": ROUTER_KIND, "metadata": {"name": name}, "spec": spec}
 
 
-async def _pools(kube: Kube, namespace: str) -> dict[str, dict[str, Any]]:
+async def pools_of(kube: Kube, namespace: str) -> dict[str, dict[str, Any]]:
     return {p["metadata"]["name"]: p for p in await kube.list(POOL_API, "InferencePool", namespace)}
 
 
-async def _endpoints(kube: Kube, namespace: str, pool: dict[str, Any]) -> list[str]:
+async def pool_endpoints(kube: Kube, namespace: str, pool: dict[str, Any]) -> list[str]:
     """What a gateway makes of an InferencePool: the ready pods its selector matches, at its target ports."""
     match = pool["spec"]["selector"]["matchLabels"]
     selector = ",".join(f"{k}={v}" for k, v in match.items())
@@ -67,18 +67,20 @@ async def _endpoints(kube: Kube, namespace: str, pool: dict[str, Any]) -> list[s
 
 
 @contextlib.contextmanager
-def _picker(namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """`qwenfleet router` with its Endpoint Picker on a free loopback port, discovering in `namespace`."""
+def picker_process(routes: dict[str, Any], namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[
+        tuple[subprocess.Popen[bytes], int, str]]:  # fmt: skip
+    """`qwenfleet router` over `routes` with its Endpoint Picker on a free loopback port, discovering in `namespace`;
+    yields the process, the picker's port and the router's HTTP base URL (its /metrics)."""
     config = tmp_path / "routes.json"
-    config.write_text(json.dumps({"spec": ROUTES}))
+    config.write_text(json.dumps({"spec": routes}))
     port, epp = free_port(), free_port()
-    log = (tmp_path / "picker.log").open("ab")
+    log = (tmp_path / f"picker-{epp}.log").open("ab")
     cmd = [sys.executable, "-m", "qwenfleet.cli", "router", f"--config={config}", f"--namespace={namespace}",
            f"--kubeconfig={kubeconfig}", "--host=127.0.0.1", f"--port={port}", f"--epp-port={epp}",
            "--discovery-interval=0.5"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
-        yield proc, epp
+        yield proc, epp, f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(10)
@@ -86,11 +88,15 @@ def _picker(namespace: str, kubeconfig: Path, tmp_path: Path) -> Iterator[tuple[
 
 
 @contextlib.contextmanager
-def _envoy(tmp_path: Path, name: str, picker: int, pool: list[str], *, fail_open: bool) -> Iterator[str]:
+def envoy_gateway(tmp_path: Path, name: str, picker: int | list[int], pool: list[str], *,
+                  fail_open: bool = False) -> Iterator[tuple[str, str]]:  # fmt: skip
+    """A real Envoy on loopback for one InferencePool (`pool`: its endpoints) picked by the picker(s) on `picker`;
+    yields its base URL and its admin's."""
     port, admin = free_port(), free_port()
-    boot = envoy_bootstrap(port=port, admin_port=admin, pickers=[f"127.0.0.1:{picker}"], pool=pool, fail_open=fail_open)
+    pickers = [f"127.0.0.1:{p}" for p in (picker if isinstance(picker, list) else [picker])]
+    boot = envoy_bootstrap(port=port, admin_port=admin, pickers=pickers, pool=pool, fail_open=fail_open)
     with run_envoy(ensure_envoy(), boot, tmp_path / name, admin):
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
 
 
 async def test_a_router_with_a_picker_gets_an_inference_pool_per_backend_restored_and_pruned(
@@ -101,7 +107,7 @@ async def test_a_router_with_a_picker_gets_an_inference_pool_per_backend_restore
     await _create(kube, namespace, _router("chat", spec))
 
     async def both() -> dict[str, dict[str, Any]] | None:
-        pools = await _pools(kube, namespace)
+        pools = await pools_of(kube, namespace)
         return pools if set(pools) == {"chat-small", "chat-big"} else None
 
     pools = await wait_for(both, 30, "an InferencePool per backend")
@@ -123,20 +129,20 @@ async def test_a_router_with_a_picker_gets_an_inference_pool_per_backend_restore
     await kube.delete(POOL_API, "InferencePool", "chat-big", namespace)  # someone deletes one: it comes back
 
     async def restored() -> bool:
-        return "chat-big" in await _pools(kube, namespace)
+        return "chat-big" in await pools_of(kube, namespace)
 
     await wait_for(restored, 30, "the deleted InferencePool restored")
 
     await _create(kube, namespace, _router("chat", {**spec, "backends": [{"name": "small"}]}))
 
     async def pruned() -> bool:
-        return set(await _pools(kube, namespace)) == {"chat-small"}
+        return set(await pools_of(kube, namespace)) == {"chat-small"}
 
     await wait_for(pruned, 30, "the removed backend's InferencePool pruned")
     await _create(kube, namespace, _router("chat", {**spec, "backends": [{"name": "small"}], "endpointPicker": {}}))
 
     async def none() -> bool:
-        return not await _pools(kube, namespace)
+        return not await pools_of(kube, namespace)
 
     await wait_for(none, 30, "every InferencePool pruned once the picker is off")
 
@@ -157,13 +163,13 @@ async def test_envoy_with_the_picker_serves_the_fleet_with_qwenfleets_routing(
     await _wait_ready(kube, namespace, "big")
 
     async def small_pool() -> list[str] | None:
-        pool = (await _pools(kube, namespace)).get("chat-small")
-        return (await _endpoints(kube, namespace, pool)) if pool else None
+        pool = (await pools_of(kube, namespace)).get("chat-small")
+        return (await pool_endpoints(kube, namespace, pool)) if pool else None
 
     pool = await wait_for(small_pool, 30, "the InferencePool of small and its endpoints")
-    with _picker(namespace, kubeconfig, tmp_path) as (proc, epp), \
-            _envoy(tmp_path, "fail-closed", epp, pool, fail_open=False) as gateway, \
-            _envoy(tmp_path, "fail-open", epp, pool, fail_open=True) as open_gateway:  # fmt: skip
+    with picker_process(ROUTES, namespace, kubeconfig, tmp_path) as (proc, epp, _), \
+            envoy_gateway(tmp_path, "fail-closed", epp, pool, fail_open=False) as (gateway, _), \
+            envoy_gateway(tmp_path, "fail-open", epp, pool, fail_open=True) as (open_gateway, _):  # fmt: skip
         client = openai.AsyncOpenAI(base_url=f"{gateway}/v1", api_key="unused", max_retries=0)
         messages: Any = [{"role": "user", "content": "hello"}]
         quiet: Any = {"chat_template_kwargs": {"enable_thinking": False}}
@@ -301,3 +307,52 @@ async def test_envoy_with_the_picker_serves_the_fleet_with_qwenfleets_routing(
             await wait_for(served_open, 10, "FailOpen serving from the pool without the picker")
             async with s.post(f"{gateway}/v1/chat/completions", json=chat) as closed:
                 assert closed.status >= 500  # and FailClose still refuses
+
+
+async def _gateway_requests(session: aiohttp.ClientSession, router: str) -> float:
+    async with session.get(f"{router}/metrics") as r:
+        text = await r.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("qwenfleet_router_gateway_requests_total{"))  # fmt: skip
+
+
+async def test_two_pickers_serve_one_gateway_at_once_and_one_going_away_loses_no_request(
+    kube: Kube, namespace: str, operator: OperatorProcess, kubeconfig: Path, tmp_path: Path
+) -> None:
+    await _create(kube, namespace, _q3d("small", "Qwen3-0.6B", replicas=1))
+    await _create(kube, namespace, _router("chat", ROUTES))
+    await _wait_ready(kube, namespace, "small")
+
+    async def small_pool() -> list[str] | None:
+        pool = (await pools_of(kube, namespace)).get("chat-small")
+        return (await pool_endpoints(kube, namespace, pool)) or None if pool else None
+
+    pool = await wait_for(small_pool, 30, "the InferencePool of small and its endpoints")
+    with picker_process(ROUTES, namespace, kubeconfig, tmp_path) as (first, epp1, router1), \
+            picker_process(ROUTES, namespace, kubeconfig, tmp_path) as (_, epp2, router2), \
+            envoy_gateway(tmp_path, "two-pickers", [epp1, epp2], pool) as (gateway, admin):  # fmt: skip
+        chat = {"model": "qwen3-small", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        async with aiohttp.ClientSession() as s:
+
+            async def both_serving() -> bool:
+                for _ in range(10):
+                    async with s.post(f"{gateway}/v1/chat/completions", json=chat) as r:
+                        if r.status != 200:
+                            return False
+                return min([await _gateway_requests(s, router1), await _gateway_requests(s, router2)]) > 0
+
+            await wait_for(both_serving, 60, "both pickers answering the gateway's requests")
+            first.terminate()
+            first.wait(10)
+
+            async def noticed() -> bool:  # the gateway's health check has seen it go
+                async with s.get(f"{admin}/clusters") as r:
+                    text = await r.text()
+                return f"epp::127.0.0.1:{epp1}::health_flags::/failed_active_hc" in text
+
+            await wait_for(noticed, 15, "the gateway marking the stopped picker unhealthy")
+            statuses = []
+            for _ in range(20):
+                async with s.post(f"{gateway}/v1/chat/completions", json=chat) as r:
+                    statuses.append(r.status)
+            assert statuses == [200] * 20

@@ -1,5 +1,6 @@
 """The framework's rails on the real control plane: a forbidden watch stops the operator and names the kind; a KEDA
-CRD installed after the operator started is used and its kind watched, and its objects pruned."""
+CRD, and an InferencePool CRD, installed after the operator started is used and its kind watched, and its objects
+pruned."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import aiohttp
 import yaml
 
 from qwenfleet.kube import Kube
+from qwenfleet.render.router import POOL_API, POOL_CRD
 from tests.e2e.operator_proc import OperatorProcess, free_port, wait_for
 from tests.e2e.test_reconciler import API, KIND
 
@@ -20,7 +22,7 @@ EVERYTHING_BUT_SERVICES = [
     "pods", "configmaps", "serviceaccounts", "secrets", "events", "persistentvolumeclaims", "namespaces",
     "deployments", "jobs", "poddisruptionbudgets", "networkpolicies", "roles", "rolebindings", "leases",
     "qwen3deployments", "qwen3deployments/status", "qwen3routers", "qwen3routers/status",
-    "customresourcedefinitions", "scaledobjects", "nodepools", "servicemonitors", "leaderworkersets",
+    "customresourcedefinitions", "scaledobjects", "nodepools", "servicemonitors", "leaderworkersets", "inferencepools",
 ]  # fmt: skip
 
 
@@ -100,8 +102,8 @@ def _crd_manifest(crd: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": CRD_API, "kind": "CustomResourceDefinition", "metadata": meta, "spec": crd["spec"]}
 
 
-async def _established(kube: Kube) -> bool:
-    crd = await kube.get(CRD_API, "CustomResourceDefinition", KEDA_CRD)
+async def _established(kube: Kube, name: str = KEDA_CRD) -> bool:
+    crd = await kube.get(CRD_API, "CustomResourceDefinition", name)
     conds = {c["type"]: c["status"] for c in ((crd or {}).get("status") or {}).get("conditions") or []}
     return conds.get("Established") == "True"
 
@@ -160,3 +162,56 @@ async def test_a_keda_crd_installed_after_start_is_used_watched_and_pruned(
             await kube.apply(manifest)
         await wait_for(lambda: _established(kube), 60, "the KEDA CRD back for the other tests")
         await asyncio.sleep(0)
+
+
+async def test_an_inference_pool_crd_installed_after_start_brings_the_routers_pools(
+    kube: Kube, kubeconfig: Path, namespace: str, session_operator_paused: None, tmp_path: Path
+) -> None:
+    saved = await kube.get(CRD_API, "CustomResourceDefinition", POOL_CRD)
+    assert saved is not None
+    manifest = _crd_manifest(saved)
+    op = OperatorProcess(kubeconfig, tmp_path, args=(f"--namespace={namespace}",), name="late-pools")
+    op.health_port = free_port()
+    try:
+        await kube.delete(CRD_API, "CustomResourceDefinition", POOL_CRD)
+
+        async def gone() -> bool:
+            return await kube.get(CRD_API, "CustomResourceDefinition", POOL_CRD) is None
+
+        await wait_for(gone, 60, "the InferencePool CRD removed")
+        op.start()
+        small = {"apiVersion": API, "kind": KIND, "metadata": {"name": "small", "namespace": namespace},
+                 "spec": {"model": "Qwen3-0.6B", "gpu": "L4-24GB", "replicas": 0}}  # fmt: skip
+        await kube.apply(small)  # the backend exists (else Degraded says BackendMissing first)
+        spec = {"backends": [{"name": "small"}], "defaultBackend": "small", "endpointPicker": {"enabled": True}}
+        meta = {"name": "edge", "namespace": namespace}
+        await kube.apply({"apiVersion": API, "kind": "Qwen3Router", "metadata": meta, "spec": spec})
+
+        async def degraded() -> bool:
+            obj = await kube.get(API, "Qwen3Router", "edge", namespace)
+            conds = {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions") or []}
+            return conds.get("Degraded", {}).get("reason") == "InferencePoolCRDMissing"
+
+        await wait_for(degraded, 60, "Degraded=True InferencePoolCRDMissing")
+        await kube.apply(manifest)  # the Gateway API Inference Extension installed while the operator runs
+        await wait_for(lambda: _established(kube, POOL_CRD), 60, "the InferencePool CRD established")
+
+        async def pool() -> dict[str, Any] | None:
+            return await kube.get(POOL_API, "InferencePool", "edge-small", namespace)
+
+        await wait_for(pool, 60, "the router's InferencePool, once the CRD is installed",
+                       lambda: op.log_path.read_text()[-2000:])  # fmt: skip
+        await kube.delete(POOL_API, "InferencePool", "edge-small", namespace)  # watched: restored at once
+        await wait_for(pool, 30, "the deleted InferencePool restored (its kind is watched now)")
+
+        async def healthy() -> bool:
+            obj = await kube.get(API, "Qwen3Router", "edge", namespace)
+            conds = {c["type"]: c for c in ((obj or {}).get("status") or {}).get("conditions") or []}
+            return conds.get("Degraded", {}).get("status") == "False"
+
+        await wait_for(healthy, 30, "Degraded=False once the pools exist")
+    finally:
+        op.stop()
+        if await kube.get(CRD_API, "CustomResourceDefinition", POOL_CRD) is None:
+            await kube.apply(manifest)
+        await wait_for(lambda: _established(kube, POOL_CRD), 60, "the InferencePool CRD back for the other tests")

@@ -63,6 +63,9 @@ class RouterMetrics:
                           ["backend"], registry=r)  # fmt: skip
         self.tokens = Counter("qwenfleet_router_tokens", "Tokens of answers by backend, type and thinking mode.",
                               ["backend", "type", "mode"], registry=r)  # fmt: skip
+        self.gateway = Counter("qwenfleet_router_gateway_requests", "Requests an inference gateway asked this "
+                               "router's Endpoint Picker about, by backend and answer status.", ["backend", "status"],
+                               registry=r)  # fmt: skip
         self.hold = Histogram(
             "qwenfleet_router_hold_seconds",
             "Seconds a request was held while its backend woke, whether then served, refused or given up: time "

@@ -102,6 +102,7 @@ class Exchange:
                 retry_after: int | None = None) -> pb.ProcessingResponse:  # fmt: skip
         backend, reason = (route.backend, route.reason) if route else ("", "refused")
         self.router.metrics.requests.labels(backend, reason, str(status)).inc()
+        self.router.metrics.gateway.labels(backend, str(status)).inc()
         self.finished = True
         return immediate(status, message, f"{backend};{reason}" if route else None, retry_after)
 
@@ -211,6 +212,7 @@ class Exchange:
         metrics = self.router.metrics
         metrics.inflight.labels(route.backend).dec()
         metrics.requests.labels(route.backend, route.reason, self.status or "aborted").inc()
+        metrics.gateway.labels(route.backend, self.status or "aborted").inc()
         if self.status == "200":
             metrics.count_usage(route.backend, usage_of_stream_tail(self.tail))
 
