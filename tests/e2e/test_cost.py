@@ -162,14 +162,28 @@ async def test_demo_load_and_qwenfleet_cost_agree_with_what_the_load_received(
 
     async def router_counted() -> dict[str, Any] | None:
         obj = await kube.get(API, "Qwen3Router", "qwen3", namespace)
-        rows = {r["name"]: r for r in (((obj or {}).get("status") or {}).get("cost") or {}).get("backends") or []}
+        cost = ((obj or {}).get("status") or {}).get("cost") or {}
+        rows = {r["name"]: r for r in cost.get("backends") or []}
         done = all(rows.get(n, {}).get("outputTokens") == b["completion_tokens"] for n, b in backends.items())
-        return rows if done else None
+        return cost if done else None
 
-    rows = await wait_for(router_counted, 120, "the router's status.cost counting every token the load received")
+    routed = await wait_for(router_counted, 120, "the router's status.cost counting every token the load received")
+    rows = {r["name"]: r for r in routed["backends"]}
     for name, got in backends.items():
         assert rows[name]["promptTokens"] == got["prompt_tokens"]
         assert rows[name]["reasoningTokens"] == got["reasoning_tokens"]
+
+    # What routing saved is what GPU-hours explain: the largest backend's replica-hours at its plan's throughput for
+    # every routed token, at its hourly price, plus its own idle floor; never its idle-dominated realised price
+    # times the other backends' tokens (which made a minute of demo load "save" thousands of USD).
+    largest = await kube.get(API, KIND, routed["largestBackend"], namespace)
+    plan = ((largest or {}).get("status") or {})["plan"]
+    prompt, output = (sum(r[k] for r in routed["backends"]) for k in ("promptTokens", "outputTokens"))
+    hours = (output / plan["decodeTokensPerSecond"] + prompt / plan["prefillTokensPerSecond"]) / 3600
+    assert routed["onLargestReplicaHours"] == pytest.approx(hours, rel=1e-3, abs=1e-6)
+    own = rows.get(routed["largestBackend"], {}).get("usd", 0.0)
+    assert 0 <= routed["onLargestUSD"] <= hours * plan["costPerHourUSD"] + own + 1e-3, routed
+    assert routed["savedVsLargestUSD"] == pytest.approx(routed["onLargestUSD"] - routed["usd"], abs=1e-3)
 
     shown = _cli("cost", f"--kubeconfig={kubeconfig}", f"--namespace={namespace}", "-o", "json")
     assert shown.returncode == 0, shown.stderr

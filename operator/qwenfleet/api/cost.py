@@ -134,7 +134,20 @@ class RouterCost(ApiModel):
     modes: list[ModeCost] = Field(default_factory=list, description="Thinking against non-thinking.")
     largest_backend: str | None = Field(default=None, description="The backend with the most GPUs per replica.")
     on_largest_usd: float | None = Field(
-        default=None, alias="onLargestUSD", description="The same output tokens at the largest backend's price."
+        default=None,
+        alias="onLargestUSD",
+        description="What the largest backend would have cost to serve every routed token: onLargestReplicaHours at "
+        "its hourly price, plus its idle floor as it was (largestIdleUSD).",
+    )
+    on_largest_replica_hours: float | None = Field(
+        default=None,
+        description="Replica-hours the largest backend needs for every routed prompt and output token at its plan's "
+        "throughput (decodeTokensPerSecond, prefillTokensPerSecond).",
+    )
+    largest_idle_usd: float | None = Field(
+        default=None,
+        alias="largestIdleUSD",
+        description="The largest backend's idle floor: what its own routed tokens cost beyond the work they needed.",
     )
     saved_vs_largest_usd: float | None = Field(
         default=None, alias="savedVsLargestUSD", description="onLargestUSD minus usd."

@@ -156,12 +156,14 @@ async def scrape_router(session: aiohttp.ClientSession, ip: str) -> routing.Coun
 
 
 def backend_price(body: dict[str, Any]) -> routing.BackendPrice:
-    """A backend's realised USD per 1M output tokens since creation, else the planner's estimate."""
+    """A backend's realised USD per 1M output tokens since creation (else the planner's estimate), and its plan's
+    size, hourly price and throughput."""
     status = body.get("status") or {}
     plan = status.get("plan") or {}
     realised = ((status.get("cost") or {}).get("sinceCreation") or {}).get("usdPerMillionOutputTokens")
     rate = realised if realised is not None else plan.get("costPerMillionOutputTokensUSD")
-    return routing.BackendPrice(rate, int(plan.get("gpusPerReplica") or 0), float(plan.get("costPerHourUSD") or 0))
+    return routing.BackendPrice(rate, int(plan.get("gpusPerReplica") or 0), float(plan.get("costPerHourUSD") or 0),
+                                plan.get("decodeTokensPerSecond"), plan.get("prefillTokensPerSecond"))  # fmt: skip
 
 
 class CostLoop(Collector):

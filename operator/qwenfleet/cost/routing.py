@@ -1,5 +1,13 @@
 """What routing saved: a Qwen3Router's tokens per backend and thinking mode, priced at each backend's realised cost,
-beside the same tokens on the largest backend and at a user-supplied reference API price. Pure."""
+beside the same tokens on the largest backend and at a user-supplied reference API price. Pure.
+
+The counterfactual "all on the largest backend" is what the largest backend's GPUs would have cost to serve every
+routed token: the replica-hours its plan's throughput needs for those prompt and output tokens, at its hourly
+price, plus its own idle floor as it was (what its routed share cost beyond the work at planned throughput). A
+backend's realised price (idle time included) is shown for that backend, and never multiplies another backend's
+tokens: a large backend that served a few tokens in an idle hour has a realised price in the thousands of USD per
+1M tokens, which says nothing about what serving more tokens on it would have cost.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +24,20 @@ Counters = dict[str, float]
 
 @dataclass(frozen=True)
 class BackendPrice:
-    """One backend's price of an output token: realised when it served, else the planner's estimate."""
+    """One backend's price of an output token (realised when it served, else the planner's estimate), its size,
+    the hourly price of one replica, and one replica's planned throughput at load (tokens per second)."""
 
     usd_per_million_output: float | None
     gpus_per_replica: int
     cost_per_hour_usd: float
+    decode_tokens_per_second: float | None = None
+    prefill_tokens_per_second: float | None = None
+
+    def replica_hours(self, prompt_tokens: float, output_tokens: float) -> float | None:
+        """Replica-hours this backend needs for these tokens at its planned throughput (None when unplanned)."""
+        if not self.decode_tokens_per_second or not self.prefill_tokens_per_second:
+            return None
+        return (output_tokens / self.decode_tokens_per_second + prompt_tokens / self.prefill_tokens_per_second) / 3600
 
 
 def advance_counters(
@@ -51,6 +68,18 @@ def _split(totals: Counters) -> dict[tuple[str, str, str], float]:
 
 def _usd(tokens: float, rate: float | None) -> float:
     return tokens / 1e6 * rate if rate else 0.0
+
+
+def _on_largest(price: BackendPrice, prompt: float, output: float, own_prompt: float,
+                own_output: float) -> tuple[float, float] | None:  # fmt: skip
+    """(replica-hours the largest backend needs for every routed token at its planned throughput, its idle floor in
+    USD: its own routed tokens' realised cost beyond the work they needed), or None without a planned throughput."""
+    hours = price.replica_hours(prompt, output)
+    own_hours = price.replica_hours(own_prompt, own_output)
+    if hours is None or own_hours is None:
+        return None
+    own_cost = _usd(own_output, price.usd_per_million_output)
+    return hours, max(0.0, own_cost - own_hours * price.cost_per_hour_usd)
 
 
 def report(
@@ -92,9 +121,14 @@ def report(
     out = RouterCost(usd=round(usd, 4), backends=rows, modes=mode_rows, ledger=ledger)
     if prices:
         largest = max(prices, key=lambda n: (prices[n].gpus_per_replica, prices[n].cost_per_hour_usd, n))
-        on_largest = _usd(all_output, rate(largest))
-        out.largest_backend, out.on_largest_usd = largest, round(on_largest, 4)
-        out.saved_vs_largest_usd = round(on_largest - usd, 4)
+        out.largest_backend = largest
+        on_largest = _on_largest(prices[largest], tokens(kind="prompt"), all_output, tokens(largest, "prompt"),
+                                 tokens(largest, "output"))  # fmt: skip
+        if on_largest is not None:
+            hours, idle = on_largest
+            total = hours * prices[largest].cost_per_hour_usd + idle
+            out.on_largest_replica_hours, out.largest_idle_usd = round(hours, 6), round(idle, 4)
+            out.on_largest_usd, out.saved_vs_largest_usd = round(total, 4), round(total - usd, 4)
     if reference:
         ref = tokens(kind="prompt") / 1e6 * float(reference.get("inputPerMillionUSD", 0)) + all_output / 1e6 * float(
             reference.get("outputPerMillionUSD", 0)
