@@ -108,3 +108,19 @@ def test_the_router_reconcile_does_not_own_status_cost() -> None:
 
     assert "cost" not in ROUTER_STATUS_FIELDS and "cost" not in DEPLOYMENT_STATUS_FIELDS
     assert "backends" in ROUTER_STATUS_FIELDS
+
+
+def test_an_external_api_is_priced_at_its_list_prices_and_is_the_all_on_the_api_reference() -> None:
+    totals = {"premium/prompt/non_thinking": 2e6, "premium/output/non_thinking": 1e6,
+              "small/prompt/non_thinking": 8e6, "small/output/non_thinking": 4e6}  # fmt: skip
+    prices = {"premium": BackendPrice(15.0, 0, 0.0, usd_per_million_input=3.0, external=True),
+              "small": BackendPrice(0.5, 1, 2.0, 500, 5000)}  # fmt: skip
+    out = report(totals, prices, None).to_patch()
+    rows = {b["name"]: b for b in out["backends"]}
+    assert rows["premium"]["usd"] == pytest.approx(2 * 3.0 + 1 * 15.0) and rows["premium"]["external"] is True
+    assert out["externalUSD"] == pytest.approx(21.0)
+    assert out["usd"] == pytest.approx(21.0 + 4 * 0.5)
+    assert out["largestBackend"] == "small"  # an API has no GPUs to count
+    assert out["referenceName"] == "premium (external API)"  # without a costReference: all on the API
+    assert out["referenceUSD"] == pytest.approx(10 * 3.0 + 5 * 15.0)
+    assert out["savedVsReferenceUSD"] == pytest.approx(105.0 - 23.0)

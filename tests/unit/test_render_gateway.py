@@ -60,3 +60,16 @@ def test_one_pool_per_backend_picked_by_the_routers_service() -> None:
 
 def test_pools_can_be_left_to_the_user() -> None:
     assert render_inference_pools(OWNER, _spec(enabled=True, inferencePools=False)) == []
+
+
+def test_an_external_backends_key_is_mounted_and_it_gets_no_pool() -> None:
+    api = {"baseURL": "https://api.example.com/v1", "model": "m", "apiKeySecretRef": {"name": "vendor", "key": "token"},
+           "prices": {"inputPerMillionUSD": 1, "outputPerMillionUSD": 2}}  # fmt: skip
+    spec = Qwen3RouterSpec.model_validate({**BASE, "backends": [*BASE["backends"], {"name": "vendor", "external": api}],
+                                           "endpointPicker": {"enabled": True}})  # fmt: skip
+    pod = _by_kind(render_router(OWNER, spec))["Deployment"]["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "external-vendor")
+    assert volume["secret"] == {"secretName": "vendor", "items": [{"key": "token", "path": "key"}]}
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "external-vendor")
+    assert mount["mountPath"] == "/etc/qwenfleet/external/vendor" and mount["readOnly"]
+    assert [p["metadata"]["name"] for p in render_inference_pools(OWNER, spec)] == ["chat-small", "chat-large"]

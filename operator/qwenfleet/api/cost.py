@@ -101,7 +101,8 @@ class BackendCost(ApiModel):
         alias="usdPerMillionOutputTokens",
         description="The backend's realised USD per 1M output tokens since creation (else the planner's estimate).",
     )
-    usd: float = Field(description="Output tokens times that price.")
+    usd: float = Field(description="Output tokens times that price (an external API's: its input and output prices).")
+    external: bool | None = Field(default=None, description="An external API backend, priced at its list prices.")
 
 
 class ModeCost(ApiModel):
@@ -152,7 +153,12 @@ class RouterCost(ApiModel):
     saved_vs_largest_usd: float | None = Field(
         default=None, alias="savedVsLargestUSD", description="onLargestUSD minus usd."
     )
-    reference_name: str | None = Field(default=None, description="spec.costReference.name.")
+    external_usd: float | None = Field(
+        default=None, alias="externalUSD", description="What the external API backends' answers cost at their prices."
+    )
+    reference_name: str | None = Field(
+        default=None, description="spec.costReference.name, else the first external API backend's."
+    )
     reference_usd: float | None = Field(
         default=None, alias="referenceUSD", description="The same tokens at spec.costReference's prices."
     )

@@ -16,10 +16,49 @@ Alias = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*
 Tier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+$", max_length=63)]
 
 
-class Backend(ApiModel):
-    """A Qwen3Deployment the router sends requests to, and the model names that reach it."""
+class ApiPrices(ApiModel):
+    """An API's list prices, as you pay them (qwenfleet ships no prices)."""
 
-    name: ResourceName = Field(description="Name of a Qwen3Deployment in the router's namespace.")
+    input_per_million_usd: float = Field(
+        alias="inputPerMillionUSD", ge=0, le=10000, description="USD per 1M input tokens."
+    )
+    output_per_million_usd: float = Field(
+        alias="outputPerMillionUSD", ge=0, le=10000, description="USD per 1M output tokens."
+    )
+
+
+class ExternalApi(ApiModel):
+    """An OpenAI-compatible API that serves a backend instead of a Qwen3Deployment (a closed model for premium work,
+    or the overflow while a replica starts)."""
+
+    base_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/$.?#][^\s]*$", max_length=512)] = Field(
+        alias="baseURL", description="The API's OpenAI base URL, e.g. https://api.example.com/v1."
+    )
+    model: Alias = Field(description="The model name there.")
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the API key (sent as a bearer token; never logged or echoed)."
+    )
+    prices: ApiPrices = Field(description="Its list prices: what each routed token costs (status.cost).")
+    timeout_seconds: float = Field(default=120.0, gt=0, le=3600, description="Longest a request to it may take.")
+    connect_timeout_seconds: float = Field(default=10.0, gt=0, le=120, description="Connect timeout.")
+    max_concurrency: int = Field(
+        default=16,
+        ge=1,
+        le=10000,
+        description="Requests in flight to it at once, per router replica: a burst cannot run up an unbounded bill. "
+        "Beyond it the API is not chosen for spillover or fallback, and a request for it gets 429.",
+    )
+
+
+class Backend(ApiModel):
+    """A Qwen3Deployment (or an external API) the router sends requests to, and the model names that reach it."""
+
+    name: ResourceName = Field(
+        description="Name of a Qwen3Deployment in the router's namespace, or of the external API backend."
+    )
+    external: ExternalApi | None = Field(
+        default=None, description="Serve this backend from an OpenAI-compatible API instead of a Qwen3Deployment."
+    )
     aliases: list[Alias] = Field(
         default_factory=list,
         max_length=16,
@@ -188,6 +227,15 @@ class Qwen3RouterSpec(ApiModel):
     endpoint_picker: EndpointPicker = Field(
         default_factory=EndpointPicker,
         description="Serve this router's policy to an inference gateway (Gateway API Inference Extension).",
+    )
+    external_daily_budget_usd: float | None = Field(
+        default=None,
+        alias="externalDailyBudgetUSD",
+        gt=0,
+        le=1e7,
+        description="Most the external API backends may cost per UTC day (at their list prices), split evenly over "
+        "the router's replicas; past it they are no longer chosen for spillover or fallback (a request that names "
+        "one is still served).",
     )
 
     @model_validator(mode="after")

@@ -68,7 +68,7 @@ async def reconcile_router(
         endpoint=f"http://{router_names(owner)['service']}.{namespace}.svc/v1",
         selector=selector_string(selector(name, "router")),
         backends=[(b.name, ready_by_backend.get(b.name, 0)) for b in spec.backends],
-        missing=[b.name for b in spec.backends if b.name not in existing],
+        missing=[b.name for b in spec.backends if b.external is None and b.name not in existing],
         pools=sorted(p["metadata"]["name"] for p in pools),
         pools_crd_missing=spec.endpoint_picker.enabled and spec.endpoint_picker.inference_pools and not pools_installed,
     )

@@ -81,13 +81,16 @@ def tables(view: dict[str, list[dict[str, Any]]]) -> list[Table]:
             rt.add_row("", m["mode"], f"{m['promptTokens']:,}", f"{m['outputTokens']:,}", "", _num(m["usd"], 4),
                        f"{_num(m['tokenShare'], 2)} tok / {_num(m.get('costShare'), 2)} USD")  # fmt: skip
         rt.add_row("", "routed", "", "", "", _num(cost.get("usd"), 4), "")
+        if cost.get("externalUSD") is not None:
+            rt.add_row("", "of which external APIs", "", "", "", _num(cost.get("externalUSD"), 4),
+                       f"{_num(cost['externalUSD'] / cost['usd'], 2) if cost.get('usd') else '-'} of USD")  # fmt: skip
         if cost.get("largestBackend"):
             basis = (f"{_num(cost.get('onLargestReplicaHours'), 3)} replica-h at planned throughput + idle "
                      f"{_num(cost.get('largestIdleUSD'), 2)}")  # fmt: skip
             rt.add_row("", f"all on {cost['largestBackend']}", "", "", "", _num(cost.get("onLargestUSD"), 4),
                        f"saved {_num(cost.get('savedVsLargestUSD'), 4)} ({basis})")  # fmt: skip
         if cost.get("referenceName"):
-            rt.add_row("", f"at {cost['referenceName']}", "", "", "", _num(cost.get("referenceUSD"), 4),
+            rt.add_row("", f"all at {cost['referenceName']}", "", "", "", _num(cost.get("referenceUSD"), 4),
                        f"saved {_num(cost.get('savedVsReferenceUSD'), 4)}")  # fmt: skip
     return [dep, rt]
 

@@ -166,6 +166,19 @@ def backend_price(body: dict[str, Any]) -> routing.BackendPrice:
                                 plan.get("decodeTokensPerSecond"), plan.get("prefillTokensPerSecond"))  # fmt: skip
 
 
+def external_prices(spec: dict[str, Any]) -> dict[str, routing.BackendPrice]:
+    """The external API backends of a router spec, at their list prices."""
+    out = {}
+    for backend in spec.get("backends") or []:
+        prices = (backend.get("external") or {}).get("prices")
+        if prices:
+            out[str(backend["name"])] = routing.BackendPrice(
+                float(prices.get("outputPerMillionUSD") or 0), 0, 0.0,
+                usd_per_million_input=float(prices.get("inputPerMillionUSD") or 0), external=True,
+            )  # fmt: skip
+    return out
+
+
 class CostLoop(Collector):
     """The fleet's cost ledgers, advanced every `interval` seconds; also a Prometheus collector of them."""
 
@@ -260,6 +273,7 @@ class CostLoop(Collector):
             spec = body.get("spec") or {}
             names = [b.get("name") for b in spec.get("backends") or []]
             prices = {n: backend_price(deployments[(key[0], n)]) for n in names if (key[0], n) in deployments}
+            prices.update(external_prices(spec))
             record = routing.report(book.totals, prices, spec.get("costReference"), book.pods).to_patch()
             now = time.time()
             if book.written and now - book.written_at < WRITE_EVERY_SECONDS:

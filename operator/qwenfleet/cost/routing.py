@@ -32,6 +32,9 @@ class BackendPrice:
     cost_per_hour_usd: float
     decode_tokens_per_second: float | None = None
     prefill_tokens_per_second: float | None = None
+    usd_per_million_input: float | None = None
+    """An external API's input price (a Qwen3Deployment's price is per output token, its GPUs' whole cost)."""
+    external: bool = False
 
     def replica_hours(self, prompt_tokens: float, output_tokens: float) -> float | None:
         """Replica-hours this backend needs for these tokens at its planned throughput (None when unplanned)."""
@@ -102,16 +105,22 @@ def report(
         price = prices.get(backend)
         return price.usd_per_million_output if price else None
 
+    def cost(backend: str, mode: str | None = None) -> float:
+        price = prices.get(backend)
+        prompt = _usd(tokens(backend, "prompt", mode), price.usd_per_million_input) if price else 0.0
+        return _usd(tokens(backend, "output", mode), rate(backend)) + prompt
+
     rows = []
     for b in backends:
+        external = bool(prices.get(b) and prices[b].external) or None
         rows.append(BackendCost(name=b, prompt_tokens=int(tokens(b, "prompt")), output_tokens=int(tokens(b, "output")),
                                 reasoning_tokens=int(tokens(b, "reasoning")), usd_per_million_output_tokens=rate(b),
-                                usd=round(_usd(tokens(b, "output"), rate(b)), 4)))  # fmt: skip
-    usd = sum(_usd(tokens(b, "output"), rate(b)) for b in backends)
+                                usd=round(cost(b), 4), external=external))  # fmt: skip
+    usd = sum(cost(b) for b in backends)
     all_output = tokens(kind="output")
     mode_rows = []
     for m in modes:
-        m_usd = sum(_usd(tokens(b, "output", m), rate(b)) for b in backends)
+        m_usd = sum(cost(b, m) for b in backends)
         mode_rows.append(ModeCost(mode=m, prompt_tokens=int(tokens(kind="prompt", mode=m)),
                                   output_tokens=int(tokens(kind="output", mode=m)),
                                   token_share=round((tokens(mode=m) - tokens(kind="reasoning", mode=m))
@@ -119,8 +128,12 @@ def report(
                                   usd=round(m_usd, 4), cost_share=round(m_usd / usd, 4) if usd else None))  # fmt: skip
     ledger = RouterCostLedger(totals=dict(totals), pods={k: dict(v) for k, v in (pods or {}).items()})
     out = RouterCost(usd=round(usd, 4), backends=rows, modes=mode_rows, ledger=ledger)
-    if prices:
-        largest = max(prices, key=lambda n: (prices[n].gpus_per_replica, prices[n].cost_per_hour_usd, n))
+    apis = [b for b in prices if prices[b].external]
+    if apis:
+        out.external_usd = round(sum(cost(b) for b in apis), 4)
+    hosted = {n: p for n, p in prices.items() if not p.external}
+    if hosted:
+        largest = max(hosted, key=lambda n: (hosted[n].gpus_per_replica, hosted[n].cost_per_hour_usd, n))
         out.largest_backend = largest
         on_largest = _on_largest(prices[largest], tokens(kind="prompt"), all_output, tokens(largest, "prompt"),
                                  tokens(largest, "output"))  # fmt: skip
@@ -129,6 +142,10 @@ def report(
             total = hours * prices[largest].cost_per_hour_usd + idle
             out.on_largest_replica_hours, out.largest_idle_usd = round(hours, 6), round(idle, 4)
             out.on_largest_usd, out.saved_vs_largest_usd = round(total, 4), round(total - usd, 4)
+    if not reference and apis:  # "all on the API": the first external backend's list prices
+        api = prices[apis[0]]
+        reference = {"name": f"{apis[0]} (external API)", "inputPerMillionUSD": api.usd_per_million_input or 0.0,
+                     "outputPerMillionUSD": api.usd_per_million_output or 0.0}  # fmt: skip
     if reference:
         ref = tokens(kind="prompt") / 1e6 * float(reference.get("inputPerMillionUSD", 0)) + all_output / 1e6 * float(
             reference.get("outputPerMillionUSD", 0)

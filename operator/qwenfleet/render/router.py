@@ -16,6 +16,8 @@ ROUTER_PORT = 8080
 CONFIG_KEY = "routes.json"
 CONFIG_DIR = "/etc/qwenfleet"
 KEYS_DIR = "/etc/qwenfleet/api-keys"
+EXTERNAL_KEYS_DIR = "/etc/qwenfleet/external"
+"""Each external API backend's key is mounted at <dir>/<backend>/key."""
 POOL_API = "inference.networking.k8s.io/v1"
 POOL_CRD = "inferencepools.inference.networking.k8s.io"
 
@@ -56,6 +58,13 @@ def render_router(owner: Owner, spec: Qwen3RouterSpec, image: str = OPERATOR_IMA
                                                        "items": [{"key": ref.key, "path": "keys"}]}})  # fmt: skip
         mounts.append({"name": "api-keys", "mountPath": KEYS_DIR, "readOnly": True})
         args.append(f"--api-keys-file={KEYS_DIR}/keys")
+    for backend in spec.backends:
+        key_ref = backend.external.api_key_secret_ref if backend.external else None
+        if key_ref is not None:
+            volume = bounded(f"external-{backend.name}")
+            volumes.append({"name": volume, "secret": {"secretName": key_ref.name, "items": [{"key": key_ref.key,
+                                                                                     "path": "key"}]}})  # fmt: skip
+            mounts.append({"name": volume, "mountPath": f"{EXTERNAL_KEYS_DIR}/{backend.name}", "readOnly": True})
     ports = [{"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"}]
     service_ports = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
     picker = spec.endpoint_picker
@@ -161,6 +170,8 @@ def render_inference_pools(owner: Owner, spec: Qwen3RouterSpec, multi_node: froz
         return []
     pools = []
     for backend in spec.backends:
+        if backend.external is not None:  # an API has no pods to pool
+            continue
         match = selector(backend.name)
         if backend.name in multi_node:
             match[ROLE_LABEL] = "leader"

@@ -19,10 +19,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from qwenfleet.api.router import Qwen3RouterSpec
+from qwenfleet.api.router import ApiPrices, Qwen3RouterSpec
 from qwenfleet.router.discovery import Discovery
+from qwenfleet.router.external import DailySpend, UsageFilter, api_error, api_payload, api_url, host_of, price
 from qwenfleet.router.openai import ROUTE_HEADER, error_body
 from qwenfleet.router.policy import (
+    BackendState,
     PrefixHomes,
     Refusal,
     Replica,
@@ -66,6 +68,10 @@ class RouterMetrics:
         self.gateway = Counter("qwenfleet_router_gateway_requests", "Requests an inference gateway asked this "
                                "router's Endpoint Picker about, by backend and answer status.", ["backend", "status"],
                                registry=r)  # fmt: skip
+        self.external_usd = Counter("qwenfleet_router_external_usd", "USD of the external API backends' answers at "
+                                    "their list prices.", ["backend"], registry=r)  # fmt: skip
+        self.budget_exhausted = Gauge("qwenfleet_router_external_budget_exhausted", "1 while today's share of the "
+                                      "external APIs' daily budget is spent on this replica.", registry=r)  # fmt: skip
         self.hold = Histogram(
             "qwenfleet_router_hold_seconds",
             "Seconds a request was held while its backend woke, whether then served, refused or given up: time "
@@ -103,6 +109,7 @@ class Router:
         api_keys: set[str] | None = None,
         *,
         keepalive_seconds: float = 10.0,
+        external_keys: dict[str, str] | None = None,
     ) -> None:
         self.spec = spec
         self.discovery = discovery
@@ -113,6 +120,10 @@ class Router:
         self.prefix_homes: dict[str, PrefixHomes] = {}  # per backend
         self.metrics = RouterMetrics()
         self.session: aiohttp.ClientSession | None = None
+        self.external_keys = dict(external_keys or {})
+        """API key per external backend (read from its mounted Secret)."""
+        budget = spec.external_daily_budget_usd
+        self.spend = DailySpend(None if budget is None else budget / max(1, spec.replicas))
 
     def app(self) -> web.Application:
         """The aiohttp application."""
@@ -300,6 +311,7 @@ class Router:
         try:
             body = json.loads(raw)
             parsed = route_request(body, {k.lower(): v for k, v in request.headers.items()}, chat=chat)
+            self.check_budget()
             route = decide(parsed, self.spec, self.discovery.states)
         except BadRequest as exc:
             return _error(400, str(exc))
@@ -321,6 +333,8 @@ class Router:
             refusal = route.refusal
             return await self._refuse(route, refusal.status, refusal.message, prepared, refusal.retry_after)
         state = self.discovery.states[route.backend]
+        if state.external:
+            return await self._external(request, route, state, body, prepared)
         tried: set[str] = set()
         last_error = "no replica"
         affinity = self.spec.prefix_affinity
@@ -347,6 +361,101 @@ class Router:
                 return result
             last_error = result
         return await self._refuse(route, 502, f"upstream failed before responding: {last_error}", prepared)
+
+    async def _external(
+        self, request: web.Request, route: Route, state: BackendState, body: dict[str, Any],
+        prepared: web.StreamResponse | None,
+    ) -> web.StreamResponse:  # fmt: skip
+        """Serve from an external API backend: its model name and key, usage asked for (and kept from a client that
+        did not ask), its errors as the router's, its cost counted against the daily budget."""
+        assert self.session is not None
+        backend = next(b for b in self.spec.backends if b.name == route.backend)
+        api = backend.external
+        assert api is not None
+        replica = state.replicas[0]
+        payload, injected = api_payload(body, api.model)
+        headers = {"Content-Type": "application/json"}
+        if route.backend in self.external_keys:
+            headers["Authorization"] = f"Bearer {self.external_keys[route.backend]}"
+        secret = f"{api.api_key_secret_ref.name}/{api.api_key_secret_ref.key}" if api.api_key_secret_ref else None
+        timeout = aiohttp.ClientTimeout(total=api.timeout_seconds, sock_connect=api.connect_timeout_seconds)
+        replica.outstanding += 1
+        self.metrics.inflight.labels(route.backend).inc()
+        sent = time.perf_counter()
+        use: Usage | None = None
+        response: web.StreamResponse | None = prepared
+        try:
+            url = api_url(api.base_url, request.path)
+            async with self.session.post(url, data=payload, headers=headers, timeout=timeout) as upstream:
+                if upstream.status != 200:
+                    status, message = api_error(upstream.status, route.backend, api.base_url, secret,
+                                                await upstream.read())  # fmt: skip
+                    retry = upstream.headers.get("Retry-After")
+                    return await self._refuse(route, status, message, prepared,
+                                              int(retry) if retry and retry.isdigit() else None)  # fmt: skip
+                self.metrics.ttfb.labels(route.backend).observe(time.perf_counter() - sent)
+                route_header = f"{route.backend};{route.reason};{replica.id}"
+                if body.get("stream") is not True:
+                    answer = await upstream.read()
+                    use = usage_of_body(answer)
+                    self.metrics.requests.labels(route.backend, route.reason, "200").inc()
+                    return web.Response(status=200, body=answer, content_type="application/json",
+                                        headers={ROUTE_HEADER: route_header})  # fmt: skip
+                if response is None:
+                    response = web.StreamResponse(
+                        status=200,
+                        headers={
+                            "Content-Type": "text/event-stream",
+                            "Cache-Control": "no-cache",
+                            ROUTE_HEADER: route_header,
+                        },
+                    )
+                    await response.prepare(request)  # fmt: skip
+                events = UsageFilter(strip=injected)
+                async for chunk in upstream.content.iter_any():
+                    out = events.feed(chunk)
+                    if out:
+                        await response.write(out)  # a client that went away raises here; the API call is closed
+                rest = events.close()
+                if rest:
+                    await response.write(rest)
+                use = events.usage
+                await response.write_eof()
+                self.metrics.requests.labels(route.backend, route.reason, "200").inc()
+                return response
+        except TimeoutError:
+            if response is not None and response.prepared and prepared is None:
+                raise
+            message = f"the API backend {route.backend} did not answer within {api.timeout_seconds:g}s"
+            return await self._refuse(route, 504, message, prepared)
+        except aiohttp.ClientConnectionError as exc:
+            if response is not None and response.prepared and prepared is None:
+                raise
+            message = f"the API backend {route.backend} is unreachable ({host_of(api.base_url)}: {type(exc).__name__})"
+            return await self._refuse(route, 502, message, prepared)
+        finally:
+            replica.outstanding -= 1
+            self.metrics.inflight.labels(route.backend).dec()
+            self._count_external(route.backend, use, api.prices)
+
+    def check_budget(self) -> None:
+        """Mark the external backends over budget while today's share is spent (a new UTC day clears it)."""
+        if not self.discovery.external:
+            return
+        exhausted = self.spend.exhausted(time.time())
+        self.metrics.budget_exhausted.set(1 if exhausted else 0)
+        for name in self.discovery.external:
+            self.discovery.states[name].over_budget = exhausted
+
+    def _count_external(self, backend: str, use: Usage | None, prices: ApiPrices) -> None:
+        """Count an external answer's tokens and cost; past the budget, the APIs are no longer chosen as
+        alternates."""
+        self.metrics.count_usage(backend, use)
+        usd = price(use, prices)
+        now = time.time()
+        self.spend.add(usd, now)
+        self.metrics.external_usd.labels(backend).inc(usd)
+        self.check_budget()
 
     async def _forward(
         self,

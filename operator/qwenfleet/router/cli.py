@@ -13,6 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from qwenfleet.kube import Kube, make_api_client
+from qwenfleet.render.router import EXTERNAL_KEYS_DIR
 from qwenfleet.router.app import Router, load_spec
 from qwenfleet.router.discovery import Discovery
 
@@ -21,6 +22,16 @@ def _keys(path: str | None) -> set[str]:
     if not path:
         return set()
     return {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
+
+
+def _external_keys(directory: Path, backends: list[str]) -> dict[str, str]:
+    """The API key of each external backend whose Secret is mounted at <directory>/<backend>/key."""
+    keys = {}
+    for name in backends:
+        path = directory / name / "key"
+        if path.is_file():
+            keys[name] = path.read_text().strip()
+    return keys
 
 
 async def _serving_once_discovered(discovery: Discovery, update: Callable[[bool], Awaitable[None]]) -> None:
@@ -32,9 +43,10 @@ async def _serving_once_discovered(discovery: Discovery, update: Callable[[bool]
 async def _serve(args: argparse.Namespace) -> None:
     spec = load_spec(args.config)
     keys = _keys(args.api_keys_file)
+    external = _external_keys(Path(args.external_keys_dir), [b.name for b in spec.backends if b.external])
     kube = Kube(await make_api_client(args.kubeconfig))
     discovery = Discovery(kube, args.namespace, spec, interval=args.discovery_interval)
-    router = Router(spec, discovery, keys)
+    router = Router(spec, discovery, keys, external_keys=external)
     stop = asyncio.Event()
     loop = asyncio.create_task(discovery.run(stop))
     runner = router.runner()
@@ -82,6 +94,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--api-keys-file", default=None, help="accepted API keys, one per line")
     p.add_argument("--discovery-interval", type=float, default=1.0)
+    p.add_argument("--external-keys-dir", default=EXTERNAL_KEYS_DIR,
+                   help="the external API backends' keys, one <backend>/key file each")  # fmt: skip
     p.add_argument(
         "--epp-port", type=int, default=0, help="also serve the policy as a gateway's Endpoint Picker (ext_proc, gRPC)"
     )

@@ -97,6 +97,12 @@ class Discovery:
         self.spec = spec
         self.interval = interval
         self.states: dict[str, BackendState] = {b.name: BackendState(b.name) for b in spec.backends}
+        for b in spec.backends:
+            if b.external is not None:  # one pseudo-replica, the API, for its whole life: its in-flight count is kept
+                api = Replica("api", b.external.base_url, capacity=b.external.max_concurrency,
+                              served_model=b.external.model, confirmed=True)  # fmt: skip
+                self.states[b.name] = BackendState(b.name, replicas=[api], desired=1, external=True)
+        self.external = frozenset(b.name for b in spec.backends if b.external is not None)
         self.changed = asyncio.Event()
         self._woken: dict[str, float] = {}
         self._clashes: list[str] = []
@@ -107,11 +113,13 @@ class Discovery:
     async def refresh(self, session: aiohttp.ClientSession) -> None:
         """One pass: list the backends' Qwen3Deployments and model-server pods, keep ready pods, scrape queues."""
         deployments = {d["metadata"]["name"]: d for d in await self.kube.list(API, KIND, self.namespace)}
-        names = ",".join(sorted(self.states))
+        names = ",".join(sorted(set(self.states) - self.external))
         selector = f"app.kubernetes.io/component=model-server,qwenfleet.dev/deployment in ({names})"
-        pods = await self.kube.list("v1", "Pod", self.namespace, label_selector=selector)
+        pods = await self.kube.list("v1", "Pod", self.namespace, label_selector=selector) if names else []
         signals: dict[str, QueueSignal] = {}
         for name, state in self.states.items():
+            if name in self.external:
+                continue
             deployment = deployments.get(name)
             status = (deployment or {}).get("status") or {}
             state.exists = deployment is not None

@@ -122,6 +122,7 @@ class Exchange:
                 parsed = RouteRequest(model=body["model"])
             else:
                 raise BadRequest("model is required")
+            router.check_budget()
             route = decide(parsed, router.spec, router.discovery.states)
         except BadRequest as exc:
             return [self._refuse(400, str(exc))]
@@ -144,6 +145,10 @@ class Exchange:
               body_ended: bool) -> list[pb.ProcessingResponse]:  # fmt: skip
         router = self.router
         state = router.discovery.states[route.backend]
+        if state.external:  # an API is no endpoint of a pool: the gateway routes to it with its own route
+            message = (f"backend {route.backend} is an external API, which a gateway reaches through its own route, "
+                       "not an InferencePool's endpoint picker")  # fmt: skip
+            return [self._refuse(503, message, route)]
         outside = frozenset(r.id for r in state.replicas if self.subset is not None and r.address not in self.subset)
         affinity = router.spec.prefix_affinity
         replica = choose_replica(

@@ -15,6 +15,9 @@
   the target is ready (up to `holdSeconds`; at most `maxHeldRequests` per backend, beyond that 429). With scale
   from zero off and no ready fallback: 503 at once.
 - Target whose Qwen3Deployment does not exist: the fallback serves if ready; else a clear 503 at once.
+- An external API backend is always ready, up to its concurrency limit (then a request naming it gets 429). As a
+  spillover or fallback alternate it is chosen only below that limit and while the router's daily budget for the
+  APIs lasts; a request that names it (alias, rule) is served past the budget, since someone chose it.
 - Within a backend: power of two choices on outstanding requests plus scraped queue depth. With prefix
   affinity, the router remembers which replicas recently served each leading prompt (their prefix caches hold
   it) and sends the prefix to the least loaded of them that is under `load_bound` x the mean load; when none
@@ -89,6 +92,23 @@ class BackendState:
     exists: bool = True
     desired: int = 0
     held: int = 0
+    external: bool = False
+    """An external API: one pseudo-replica whose capacity is its concurrency limit."""
+    over_budget: bool = False
+    """The router's daily budget for the external APIs is spent."""
+
+    @property
+    def full(self) -> bool:
+        """An external API at its concurrency limit."""
+        return self.external and all(r.capacity is not None and r.outstanding >= r.capacity for r in self.replicas)
+
+    def takes_overflow(self, threshold: float | None = None) -> bool:
+        """Whether it may take requests meant for another backend (spillover below `threshold`, or fallback)."""
+        if self.external:
+            return self.exists and bool(self.replicas) and not self.full and not self.over_budget
+        if not (self.exists and self.replicas):
+            return False
+        return threshold is None or self.queue_per_replica < threshold
 
     @property
     def queue_per_replica(self) -> float:
@@ -196,7 +216,7 @@ def _spillover(backend: Backend, state: BackendState, states: dict[str, BackendS
     if not backend.spillover_to or state.queue_per_replica <= threshold:
         return None
     alternate = states.get(backend.spillover_to)
-    if alternate and alternate.exists and alternate.replicas and alternate.queue_per_replica < threshold:
+    if alternate and alternate.takes_overflow(threshold):
         return alternate.name
     return None
 
@@ -212,13 +232,16 @@ def decide(
     target, reason = _target(req, spec, states)
     backend = next(b for b in spec.backends if b.name == target)
     state = states.get(target) or BackendState(target)
+    if state.external and state.full:
+        message = f"backend {target} (an external API) is at its concurrency limit; retry later"
+        return Route(target, reason, target, refusal=Refusal(429, message, retry_after=RETRY_AFTER_SECONDS))
     if state.phase == "ready":
         alternate = _spillover(backend, state, states)
         if alternate:
             return Route(alternate, f"{reason}>spillover", target)
         return Route(target, reason, target)
     fallback = states.get(backend.fallback) if backend.fallback else None
-    fallback_ready = fallback is not None and fallback.phase == "ready"
+    fallback_ready = fallback is not None and fallback.takes_overflow()
     if state.phase == "missing":
         if fallback is not None and fallback_ready:
             return Route(fallback.name, f"{reason}>missing>fallback", target, meanwhile=fallback.name)

@@ -26,6 +26,7 @@ async def _serve(args: argparse.Namespace) -> None:
             cold_start_seconds=args.cold_start_seconds,
             max_num_seqs=args.max_num_seqs,
         )
+        server.api_key = args.api_key
         pod = fleet.pods["sim"]
         ready = server.cold_start_seconds / args.time_scale
         print(f"simulated vLLM: {server.name} on {p.gpus_per_replica} x {p.gpu}, {p.kv_cache_tokens} KV tokens, "
@@ -68,4 +69,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--cold-start-seconds", type=float, default=None,
                    help="simulated load time before /health is 200 (default: the plan's estimate)")  # fmt: skip
     p.add_argument("--max-num-seqs", type=int, default=None, help="override the plan's max_num_seqs")
+    p.add_argument("--api-key", default=None, help="as vLLM's: /v1 requests need `Authorization: Bearer KEY`")
     p.set_defaults(func=run)

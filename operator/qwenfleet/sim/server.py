@@ -203,11 +203,22 @@ class SimServer:
 
     # ------------------------------------------------------------------------------------------ HTTP
 
+    api_key: str | None = None
+    """vLLM's `--api-key`: every /v1 path then wants `Authorization: Bearer <key>`."""
+
+    @web.middleware
+    async def _require_key(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """vLLM's API-key check: a /v1 request without the key gets 401 `{"error": "Unauthorized"}`."""
+        wanted = f"Bearer {self.api_key}"
+        if self.api_key and request.path.startswith("/v1") and request.headers.get("Authorization") != wanted:
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return await handler(request)
+
     def app(self) -> web.Application:
         """The aiohttp application. A client that disconnects cancels its handler, and so its request."""
         app = web.Application(
             client_max_size=64 * 1024 * 1024,
-            middlewares=[_errors_like_fastapi],
+            middlewares=[self._require_key, _errors_like_fastapi],
             handler_args={"handler_cancellation": True},
         )
         app.on_response_prepare.append(_uvicorn_headers)
