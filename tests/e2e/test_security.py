@@ -113,4 +113,4 @@ def test_every_granted_resource_is_one_the_operator_uses() -> None:
                 assert "patch_status" in source
     delete_kinds = {r for rule in rules if "delete" in rule["verbs"] for r in rule["resources"]}
     assert delete_kinds == {"deployments", "leaderworkersets", "jobs", "scaledobjects", "servicemonitors", "nodepools",
-                            "persistentvolumeclaims"}  # fmt: skip
+                            "persistentvolumeclaims", "inferencepools"}  # fmt: skip

@@ -124,3 +124,13 @@ def test_an_external_api_is_priced_at_its_list_prices_and_is_the_all_on_the_api_
     assert out["referenceName"] == "premium (external API)"  # without a costReference: all on the API
     assert out["referenceUSD"] == pytest.approx(10 * 3.0 + 5 * 15.0)
     assert out["savedVsReferenceUSD"] == pytest.approx(105.0 - 23.0)
+
+
+def test_the_cost_loop_reads_a_router_pods_tokens_and_budget_gauge() -> None:
+    from qwenfleet.cost.loop import parse_router
+
+    text = ('qwenfleet_router_tokens_total{backend="premium",mode="non_thinking",type="output"} 12.0\n'
+            "qwenfleet_router_external_budget_exhausted 1.0\n")  # fmt: skip
+    sample = parse_router(text)
+    assert sample.tokens == {"premium/output/non_thinking": 12.0} and sample.budget_exhausted
+    assert not parse_router(text.replace("exhausted 1.0", "exhausted 0.0")).budget_exhausted

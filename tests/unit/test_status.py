@@ -186,3 +186,9 @@ def test_one_reading_of_a_pod_a_terminating_pod_is_not_ready_for_anyone() -> Non
     assert [s.ready_to_serve for s in states] == [True, False, False]
     assert states[1].terminating and not states[1].ready and states[0].node == "n1"
     assert ready_replicas(states) == 1 and serving_ips(states) == ["127.1.0.9"]
+
+
+def test_router_says_when_todays_external_budget_is_spent() -> None:
+    view = RouterView(generation=1, desired=1, ready=1, backends=[("small", 1)], budget_exhausted=50.0)
+    conds = _conds(router_status(view, {}, NOW)[0].to_wire())
+    assert conds["Degraded"][:2] == ("True", "ExternalBudgetExhausted") and "50 USD" in conds["Degraded"][2]

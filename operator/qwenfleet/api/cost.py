@@ -156,6 +156,11 @@ class RouterCost(ApiModel):
     external_usd: float | None = Field(
         default=None, alias="externalUSD", description="What the external API backends' answers cost at their prices."
     )
+    external_budget_exhausted: bool | None = Field(
+        default=None,
+        description="A router replica has spent its share of today's externalDailyBudgetUSD (the APIs are no "
+        "longer chosen for spillover or fallback until 00:00 UTC).",
+    )
     reference_name: str | None = Field(
         default=None, description="spec.costReference.name, else the first external API backend's."
     )

@@ -63,6 +63,7 @@ class Reason(StrEnum):
     ROUTER_NOT_READY = "RouterNotReady"
     BACKEND_MISSING = "BackendMissing"
     INFERENCE_POOL_CRD_MISSING = "InferencePoolCRDMissing"
+    EXTERNAL_BUDGET_EXHAUSTED = "ExternalBudgetExhausted"
 
 
 BLOCKING_REASONS = frozenset(

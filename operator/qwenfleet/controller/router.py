@@ -60,6 +60,7 @@ async def reconcile_router(
         outcome.retry_after = APPLY_RETRY_SECONDS
         return outcome
     workload = applied["Deployment"].get("status") or {}
+    spent = bool((status.get("cost") or {}).get("externalBudgetExhausted"))  # the cost loop reads the router pods
     view = RouterView(
         generation=generation,
         desired=spec.replicas,
@@ -71,6 +72,7 @@ async def reconcile_router(
         missing=[b.name for b in spec.backends if b.external is None and b.name not in existing],
         pools=sorted(p["metadata"]["name"] for p in pools),
         pools_crd_missing=spec.endpoint_picker.enabled and spec.endpoint_picker.inference_pools and not pools_installed,
+        budget_exhausted=spec.external_daily_budget_usd if spent else None,
     )
     return await write_status(kube, KIND, body, *router_status(view, status, now_rfc3339()))
 

@@ -42,6 +42,7 @@ SCRAPE_TIMEOUT_SECONDS = 2.0
 POD_SELECTOR = "app.kubernetes.io/managed-by=qwenfleet,app.kubernetes.io/component=model-server"
 ROUTER_SELECTOR = "app.kubernetes.io/managed-by=qwenfleet,app.kubernetes.io/component=router"
 ROUTER_TOKENS = "qwenfleet_router_tokens_total"
+BUDGET_GAUGE = "qwenfleet_router_external_budget_exhausted"
 Key = tuple[str, str]
 Obj = dict[str, Any]
 
@@ -132,25 +133,42 @@ class RouterBook:
     written_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class RouterSample:
+    """What the cost loop reads of one router pod: its token counters, and whether its share of the external APIs'
+    daily budget is spent."""
+
+    tokens: routing.Counters
+    budget_exhausted: bool = False
+
+
 def parse_router_tokens(text: str) -> routing.Counters:
     """`backend/type/mode` -> value of the router's qwenfleet_router_tokens_total."""
+    return parse_router(text).tokens
+
+
+def parse_router(text: str) -> RouterSample:
+    """A router pod's /metrics as the cost loop reads it."""
     out: routing.Counters = {}
+    exhausted = False
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == ROUTER_TOKENS:
                 key = f"{sample.labels.get('backend')}/{sample.labels.get('type')}/{sample.labels.get('mode')}"
                 out[key] = out.get(key, 0.0) + sample.value
-    return out
+            elif sample.name == BUDGET_GAUGE and sample.value >= 1:
+                exhausted = True
+    return RouterSample(out, exhausted)
 
 
-async def scrape_router(session: aiohttp.ClientSession, ip: str) -> routing.Counters | None:
-    """A router pod's token counters, or None if it did not answer."""
+async def scrape_router(session: aiohttp.ClientSession, ip: str) -> RouterSample | None:
+    """A router pod's token counters and budget state, or None if it did not answer."""
     try:
         timeout = aiohttp.ClientTimeout(total=SCRAPE_TIMEOUT_SECONDS)
         async with session.get(f"http://{ip}:{ROUTER_PORT}/metrics", timeout=timeout) as response:
             if response.status != 200:
                 return None
-            return parse_router_tokens(await response.text())
+            return parse_router(await response.text())
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return None
 
@@ -269,12 +287,16 @@ class CostLoop(Collector):
                 if (p["metadata"].get("labels") or {}).get(f"{GROUP}/deployment") == meta["name"]
                 and p["metadata"].get("namespace") == key[0]
             }
-            book.totals, book.pods = routing.advance_counters(book.totals, book.pods, mine)
+            counters = {pod: None if c is None else c.tokens for pod, c in mine.items()}
+            book.totals, book.pods = routing.advance_counters(book.totals, book.pods, counters)
+            exhausted = any(c is not None and c.budget_exhausted for c in mine.values())
             spec = body.get("spec") or {}
             names = [b.get("name") for b in spec.get("backends") or []]
             prices = {n: backend_price(deployments[(key[0], n)]) for n in names if (key[0], n) in deployments}
             prices.update(external_prices(spec))
-            record = routing.report(book.totals, prices, spec.get("costReference"), book.pods).to_patch()
+            cost = routing.report(book.totals, prices, spec.get("costReference"), book.pods)
+            cost.external_budget_exhausted = True if exhausted else None
+            record = cost.to_patch()
             now = time.time()
             if book.written and now - book.written_at < WRITE_EVERY_SECONDS:
                 continue

@@ -263,6 +263,8 @@ class RouterView:
     """The InferencePools applied for this router's Endpoint Picker."""
     pools_crd_missing: bool = False
     """The spec asks for InferencePools but their CRD is not installed."""
+    budget_exhausted: float | None = None
+    """Today's externalDailyBudgetUSD, when status.cost says a replica has spent its share."""
 
 
 def router_conditions(view: RouterView) -> list[Cond]:
@@ -287,6 +289,12 @@ def router_conditions(view: RouterView) -> list[Cond]:
         names = ", ".join(view.missing)
         message = f"no Qwen3Deployment named {names} in this namespace; the other backends keep serving"
         degraded = Cond(T.DEGRADED, True, R.BACKEND_MISSING, message)
+    elif view.budget_exhausted is not None:
+        message = (
+            f"today's external API budget ({view.budget_exhausted:g} USD) is spent; the external backends "
+            "are no longer chosen for spillover or fallback until 00:00 UTC (requests that name one are served)"
+        )
+        degraded = Cond(T.DEGRADED, True, R.EXTERNAL_BUDGET_EXHAUSTED, message)
     elif view.pools_crd_missing:
         message = (
             "endpointPicker.inferencePools is on but the InferencePool CRD (inferencepools.inference."
