@@ -166,3 +166,45 @@ def router_process(
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+async def metric_sum(session: aiohttp.ClientSession, url: str, prefix: str) -> float:
+    """The sum of the samples at `url` (Prometheus text) whose line starts with `prefix`."""
+    async with session.get(url) as r:
+        text = await r.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def assert_disconnect_cancels(session: aiohttp.ClientSession, response: aiohttp.ClientResponse,
+                                    metrics_url: str) -> None:  # fmt: skip
+    """`response` is a stream still open: once the engine behind `metrics_url` runs it, the client goes away, and
+    the engine's running count must return to zero (the request was cancelled all the way down)."""
+
+    async def running() -> float:
+        return await metric_sum(session, metrics_url, "vllm:num_requests_running{")
+
+    async def busy() -> bool:
+        return await running() >= 1
+
+    async def idle() -> bool:
+        return await running() == 0
+
+    await wait_for(busy, 10, "the streamed request running at the engine")
+    response.close()
+    await wait_for(idle, 15, "the engine's request cancelled after the client went away")
+
+
+async def wait_openai_serving(client: Any, models: Sequence[str], within: float, what: str) -> None:
+    """Wait until the openai `client` gets an answer for each of `models` (an error or no connection: not yet)."""
+    import openai
+
+    async def served() -> bool:
+        try:
+            for model in models:
+                await client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                                     max_tokens=2)  # fmt: skip
+        except (openai.APIStatusError, openai.APIConnectionError):
+            return False
+        return True
+
+    await wait_for(served, within, what)

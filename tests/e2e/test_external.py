@@ -18,7 +18,15 @@ import aiohttp
 import pytest
 
 from qwenfleet.kube import Kube
-from tests.e2e.operator_proc import OperatorProcess, free_port, router_process, wait_for
+from tests.e2e.operator_proc import (
+    OperatorProcess,
+    assert_disconnect_cancels,
+    free_port,
+    metric_sum,
+    router_process,
+    wait_for,
+    wait_openai_serving,
+)
 from tests.e2e.test_reconciler import API, KIND, _create, _wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -52,12 +60,6 @@ def _external(base_url: str, **extra: Any) -> dict[str, Any]:
             **extra}  # fmt: skip
 
 
-async def _metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
-    async with session.get(url) as r:
-        text = await r.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
-
-
 @pytest.mark.timeout(900)
 async def test_a_closed_api_serves_premium_work_and_overflow_within_its_budget(
     kube: Kube, namespace: str, operator: OperatorProcess, kubeconfig: Path, tmp_path: Path
@@ -68,7 +70,7 @@ async def test_a_closed_api_serves_premium_work_and_overflow_within_its_budget(
                                     "spec": {"model": "Qwen3-0.6B", "gpu": "L4-24GB", "replicas": 1}})  # fmt: skip
     for name, model in (("sleepy", "Qwen3-4B"), ("dormant", "Qwen3-1.7B")):
         await _create(kube, namespace, {"apiVersion": API, "kind": KIND, "metadata": {"name": name},
-                                        "spec": {"model": model, "gpu": "L4-24GB", **AT_ZERO}})  # fmt: skip
+                                        "spec": {"model": model, "gpu": "H100-80GB", **AT_ZERO}})  # fmt: skip
     await _wait_ready(kube, namespace, "small")
     keys = tmp_path / "keys"
     for backend, key in (("premium", KEY), ("slow", KEY), ("wrongkey", "sk-not-the-right-one")):
@@ -99,14 +101,7 @@ async def test_a_closed_api_serves_premium_work_and_overflow_within_its_budget(
                 received["prompt"] += usage.prompt_tokens
                 received["output"] += usage.completion_tokens
 
-            async def serving() -> bool:
-                try:
-                    await client.chat.completions.create(model="qwen3-small", messages=messages, max_tokens=2)
-                except (openai.APIStatusError, openai.APIConnectionError):
-                    return False
-                return True
-
-            await wait_for(serving, 60, "the router serving small")
+            await wait_openai_serving(client, ["qwen3-small"], 60, "the router serving small")
 
             # premium work: the tier header's rule sends it to the API, which the route header says
             raw = await client.chat.completions.with_raw_response.create(
@@ -133,7 +128,7 @@ async def test_a_closed_api_serves_premium_work_and_overflow_within_its_budget(
             async with aiohttp.ClientSession() as s:
                 metrics = f"{router}/metrics"
                 # the cost of the un-asked stream's usage is counted too: spend so far = what the client saw + it
-                counted = await _metric(s, metrics, 'qwenfleet_router_tokens_total{backend="premium",mode="non_'
+                counted = await metric_sum(s, metrics, 'qwenfleet_router_tokens_total{backend="premium",mode="non_'
                                         'thinking",type="output"}')  # fmt: skip
                 assert counted > received["output"]
 
@@ -150,14 +145,7 @@ async def test_a_closed_api_serves_premium_work_and_overflow_within_its_budget(
                 body = {"model": "frontier", "prompt": "long", "max_tokens": 30000, "stream": True}
                 r = await s.post(f"{router}/v1/completions", json=body)
                 await r.content.readline()
-                api_metrics = api.removesuffix("/v1") + "/metrics"
-
-                async def running() -> float:
-                    return await _metric(s, api_metrics, "vllm:num_requests_running{")
-
-                await wait_for(lambda: _at_least(running, 1), 10, "the stream running at the API")
-                r.close()
-                await wait_for(lambda: _at_most(running, 0), 15, "the API's request cancelled after the client left")
+                await assert_disconnect_cancels(s, r, api.removesuffix("/v1") + "/metrics")
 
                 # overflow while a backend wakes: the API answers meanwhile, the backend is woken
                 raw = await client.chat.completions.with_raw_response.create(model="qwen3-sleepy", messages=messages,
@@ -166,26 +154,18 @@ async def test_a_closed_api_serves_premium_work_and_overflow_within_its_budget(
 
                 # past the daily budget the API is no longer the overflow: a request for dormant (at zero, the API
                 # its fallback) waits for it instead
-                spent = await _metric(s, metrics, 'qwenfleet_router_external_usd_total{backend="premium"}')
+                spent = await metric_sum(s, metrics, 'qwenfleet_router_external_usd_total{backend="premium"}')
                 while spent < 0.02:
                     big = await client.chat.completions.create(model="frontier", messages=messages, max_tokens=400,
                                                                extra_body={"ignore_eos": True})  # fmt: skip
                     assert big.usage is not None
-                    spent = await _metric(s, metrics, 'qwenfleet_router_external_usd_total{backend="premium"}')
-                assert await _metric(s, metrics, "qwenfleet_router_external_budget_exhausted") == 1.0
+                    spent = await metric_sum(s, metrics, 'qwenfleet_router_external_usd_total{backend="premium"}')
+                assert await metric_sum(s, metrics, "qwenfleet_router_external_budget_exhausted") == 1.0
                 raw = await asyncio.wait_for(client.chat.completions.with_raw_response.create(
                     model="qwen3-dormant", messages=messages, max_tokens=4), 260)  # fmt: skip
                 assert raw.headers["x-qwenfleet-route"].startswith("dormant;alias>wake>held;dormant-")
                 # a request that names the API is still served past the budget
                 assert (await client.chat.completions.create(model="frontier", messages=messages, max_tokens=2)).usage
-
-
-async def _at_least(probe: Any, value: float) -> bool:
-    return bool(await probe() >= value)
-
-
-async def _at_most(probe: Any, value: float) -> bool:
-    return bool(await probe() <= value)
 
 
 @pytest.mark.timeout(300)
@@ -221,5 +201,7 @@ async def test_the_apis_spend_is_what_the_client_received_at_its_list_prices(
                 prompt += reply.usage.prompt_tokens
                 output += reply.usage.completion_tokens
             async with aiohttp.ClientSession() as s:
-                spent = await _metric(s, f"{router}/metrics", 'qwenfleet_router_external_usd_total{backend="premium"}')
+                spent = await metric_sum(
+                    s, f"{router}/metrics", 'qwenfleet_router_external_usd_total{backend="premium"}'
+                )
             assert spent == pytest.approx(prompt / 1e6 * 3.0 + output / 1e6 * 15.0, rel=1e-9)

@@ -21,7 +21,14 @@ from qwenfleet.devcluster.gateway import envoy_bootstrap, run_envoy
 from qwenfleet.devcluster.tools import ensure_envoy
 from qwenfleet.kube import Kube
 from qwenfleet.render.router import POOL_API
-from tests.e2e.operator_proc import OperatorProcess, free_port, wait_for
+from tests.e2e.operator_proc import (
+    OperatorProcess,
+    assert_disconnect_cancels,
+    free_port,
+    metric_sum,
+    wait_for,
+    wait_openai_serving,
+)
 from tests.e2e.test_reconciler import API, KIND, _create, _wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -99,6 +106,18 @@ def envoy_gateway(tmp_path: Path, name: str, picker: int | list[int], pool: list
         yield f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin}"
 
 
+async def stream_with_usage(client: Any, model: str, messages: Any, extra_body: Any) -> list[Any]:
+    """A streamed chat answer with usage asked for: every chunk names `model` (the name the client asked for) and
+    the last carries the usage."""
+    usage = {"include_usage": True}
+    stream = await client.chat.completions.create(model=model, messages=messages, max_tokens=8, stream=True,
+                                                  stream_options=usage, extra_body=extra_body)  # fmt: skip
+    chunks = [c async for c in stream]
+    assert chunks and all(c.model == model for c in chunks)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
+    return chunks
+
+
 async def test_a_router_with_a_picker_gets_an_inference_pool_per_backend_restored_and_pruned(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
@@ -174,15 +193,7 @@ async def test_envoy_with_the_picker_serves_the_fleet_with_qwenfleets_routing(
         messages: Any = [{"role": "user", "content": "hello"}]
         quiet: Any = {"chat_template_kwargs": {"enable_thinking": False}}
 
-        async def served() -> bool:
-            try:
-                for model in ("qwen3-small", "qwen3-big"):
-                    await client.chat.completions.create(model=model, messages=messages, max_tokens=2)
-            except (openai.APIStatusError, openai.APIConnectionError):
-                return False
-            return True
-
-        await wait_for(served, 60, "the gateway serving both sizes through the picker")
+        await wait_openai_serving(client, ["qwen3-small", "qwen3-big"], 60, "the gateway serving both sizes")
 
         # by size: an alias reaches its size, and the answer carries the name the client asked for
         raw = await client.chat.completions.with_raw_response.create(model="qwen3-big", messages=messages,
@@ -201,17 +212,8 @@ async def test_envoy_with_the_picker_serves_the_fleet_with_qwenfleets_routing(
         assert raw.headers["x-qwenfleet-route"].startswith("big;rule:thinking;big-")
 
         # streaming, with usage, through Envoy's full-duplex body path
-        stream = await client.chat.completions.create(
-            model="qwen3-small",
-            messages=messages,
-            max_tokens=8,
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_body=quiet,
-        )
-        chunks = [c async for c in stream]
+        chunks = await stream_with_usage(client, "qwen3-small", messages, quiet)
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip()
-        assert chunks[-1].usage is not None and all(c.model == "qwen3-small" for c in chunks)
 
         # a 300 KB prompt arrives whole: the gateway's answer is the one the pod gives to the same bytes sent to it,
         # and that answer counts every token of it (its usage)
@@ -273,24 +275,7 @@ async def test_envoy_with_the_picker_serves_the_fleet_with_qwenfleets_routing(
             await r.content.readline()
             pod = await kube.get("v1", "Pod", r.headers["x-qwenfleet-route"].rsplit(";", 1)[1], namespace)
             assert pod is not None
-            metrics_url = f"http://{pod['status']['podIP']}:8000/metrics"
-
-            async def running() -> float:
-                async with s.get(metrics_url) as m:
-                    text = await m.text()
-                return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                           if line.startswith("vllm:num_requests_running{"))  # fmt: skip
-
-            async def busy() -> bool:
-                return await running() >= 1
-
-            await wait_for(busy, 10, "the streamed request running on its pod")
-            r.close()
-
-            async def idle() -> bool:
-                return await running() == 0
-
-            await wait_for(idle, 15, "the upstream request cancelled after the client went away")
+            await assert_disconnect_cancels(s, r, f"http://{pod['status']['podIP']}:8000/metrics")
 
             # the picker dies: FailClose refuses, FailOpen serves from the pool without qwenfleet's routing
             proc.terminate()
@@ -310,10 +295,7 @@ async def test_envoy_with_the_picker_serves_the_fleet_with_qwenfleets_routing(
 
 
 async def _gateway_requests(session: aiohttp.ClientSession, router: str) -> float:
-    async with session.get(f"{router}/metrics") as r:
-        text = await r.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("qwenfleet_router_gateway_requests_total{"))  # fmt: skip
+    return await metric_sum(session, f"{router}/metrics", "qwenfleet_router_gateway_requests_total{")
 
 
 async def test_two_pickers_serve_one_gateway_at_once_and_one_going_away_loses_no_request(

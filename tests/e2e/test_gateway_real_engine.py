@@ -12,8 +12,15 @@ import pytest
 from qwenfleet.devcluster import engine
 from qwenfleet.devcluster.real_pods import ENGINE_ANNOTATION
 from qwenfleet.kube import Kube
-from tests.e2e.operator_proc import OperatorProcess, wait_for
-from tests.e2e.test_gateway import ROUTER_KIND, envoy_gateway, picker_process, pool_endpoints, pools_of
+from tests.e2e.operator_proc import OperatorProcess, wait_for, wait_openai_serving
+from tests.e2e.test_gateway import (
+    ROUTER_KIND,
+    envoy_gateway,
+    picker_process,
+    pool_endpoints,
+    pools_of,
+    stream_with_usage,
+)
 from tests.e2e.test_reconciler import API, KIND, _create, _wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -52,14 +59,7 @@ async def test_the_real_engine_is_served_through_envoy_and_the_picker(
         messages: Any = [{"role": "user", "content": "Say hello."}]
         quiet: Any = {"chat_template_kwargs": {"enable_thinking": False}}
 
-        async def served() -> bool:
-            try:
-                await client.chat.completions.create(model="qwen3-real", messages=messages, max_tokens=2)
-            except (openai.APIStatusError, openai.APIConnectionError):
-                return False
-            return True
-
-        await wait_for(served, 60, "the real engine answering through the gateway")
+        await wait_openai_serving(client, ["qwen3-real"], 60, "the real engine answering through the gateway")
         raw = await client.chat.completions.with_raw_response.create(model="qwen3-real", messages=messages,
                                                                      max_tokens=8, extra_body=quiet)  # fmt: skip
         reply = raw.parse()
@@ -67,17 +67,7 @@ async def test_the_real_engine_is_served_through_envoy_and_the_picker(
         assert reply.model == "qwen3-real"  # vLLM wrote its served name; the picker wrote the asked one back
         assert reply.usage is not None and reply.usage.completion_tokens >= 1
 
-        stream = await client.chat.completions.create(
-            model="qwen3-real",
-            messages=messages,
-            max_tokens=8,
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_body=quiet,
-        )
-        chunks = [c async for c in stream]
-        assert chunks and all(c.model == "qwen3-real" for c in chunks)
-        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
+        await stream_with_usage(client, "qwen3-real", messages, quiet)  # the asked name in vLLM's stream chunks
 
         raw = await client.chat.completions.with_raw_response.create(model="auto", messages=messages, max_tokens=2)
         assert raw.parse().model == "Qwen3-0.6B"  # auto: the served name, as the engine wrote it

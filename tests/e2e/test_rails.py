@@ -5,6 +5,8 @@ pruned."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -108,22 +110,37 @@ async def _established(kube: Kube, name: str = KEDA_CRD) -> bool:
     return conds.get("Established") == "True"
 
 
+@contextlib.asynccontextmanager
+async def _late_crd(kube: Kube, kubeconfig: Path, namespace: str, tmp_path: Path, crd: str, name: str) -> AsyncIterator[
+        tuple[OperatorProcess, dict[str, Any]]]:  # fmt: skip
+    """An operator started while the CRD `crd` is not installed; yields it and the CRD's manifest to install. The
+    CRD is back (established) for the other tests afterwards."""
+    saved = await kube.get(CRD_API, "CustomResourceDefinition", crd)
+    assert saved is not None
+    manifest = _crd_manifest(saved)
+    op = OperatorProcess(kubeconfig, tmp_path, args=(f"--namespace={namespace}",), name=name)
+    op.health_port = free_port()
+    try:
+        await kube.delete(CRD_API, "CustomResourceDefinition", crd)
+
+        async def gone() -> bool:
+            return await kube.get(CRD_API, "CustomResourceDefinition", crd) is None
+
+        await wait_for(gone, 60, f"the CRD {crd} removed")
+        op.start()
+        yield op, manifest
+    finally:
+        op.stop()
+        if await kube.get(CRD_API, "CustomResourceDefinition", crd) is None:
+            await kube.apply(manifest)
+        await wait_for(lambda: _established(kube, crd), 60, f"the CRD {crd} back for the other tests")
+        await asyncio.sleep(0)
+
+
 async def test_a_keda_crd_installed_after_start_is_used_watched_and_pruned(
     kube: Kube, kubeconfig: Path, namespace: str, session_operator_paused: None, tmp_path: Path
 ) -> None:
-    saved = await kube.get(CRD_API, "CustomResourceDefinition", KEDA_CRD)
-    assert saved is not None
-    manifest = _crd_manifest(saved)
-    op = OperatorProcess(kubeconfig, tmp_path, args=(f"--namespace={namespace}",), name="late-crd")
-    op.health_port = free_port()
-    try:
-        await kube.delete(CRD_API, "CustomResourceDefinition", KEDA_CRD)
-
-        async def gone() -> bool:
-            return await kube.get(CRD_API, "CustomResourceDefinition", KEDA_CRD) is None
-
-        await wait_for(gone, 60, "the KEDA CRD removed")
-        op.start()
+    async with _late_crd(kube, kubeconfig, namespace, tmp_path, KEDA_CRD, "late-crd") as (op, manifest):
         scaling = {"mode": "keda", "minReplicas": 0, "maxReplicas": 2}
         body: dict[str, Any] = {"apiVersion": API, "kind": KIND, "metadata": {"name": "late", "namespace": namespace},
                                 "spec": {"model": "Qwen3-0.6B", "gpu": "L4-24GB", "autoscaling": scaling}}  # fmt: skip
@@ -156,30 +173,12 @@ async def test_a_keda_crd_installed_after_start_is_used_watched_and_pruned(
             return await scaled() is None
 
         await wait_for(pruned, 60, "the ScaledObject pruned when the spec leaves keda mode")
-    finally:
-        op.stop()
-        if await kube.get(CRD_API, "CustomResourceDefinition", KEDA_CRD) is None:
-            await kube.apply(manifest)
-        await wait_for(lambda: _established(kube), 60, "the KEDA CRD back for the other tests")
-        await asyncio.sleep(0)
 
 
 async def test_an_inference_pool_crd_installed_after_start_brings_the_routers_pools(
     kube: Kube, kubeconfig: Path, namespace: str, session_operator_paused: None, tmp_path: Path
 ) -> None:
-    saved = await kube.get(CRD_API, "CustomResourceDefinition", POOL_CRD)
-    assert saved is not None
-    manifest = _crd_manifest(saved)
-    op = OperatorProcess(kubeconfig, tmp_path, args=(f"--namespace={namespace}",), name="late-pools")
-    op.health_port = free_port()
-    try:
-        await kube.delete(CRD_API, "CustomResourceDefinition", POOL_CRD)
-
-        async def gone() -> bool:
-            return await kube.get(CRD_API, "CustomResourceDefinition", POOL_CRD) is None
-
-        await wait_for(gone, 60, "the InferencePool CRD removed")
-        op.start()
+    async with _late_crd(kube, kubeconfig, namespace, tmp_path, POOL_CRD, "late-pools") as (op, manifest):
         small = {"apiVersion": API, "kind": KIND, "metadata": {"name": "small", "namespace": namespace},
                  "spec": {"model": "Qwen3-0.6B", "gpu": "L4-24GB", "replicas": 0}}  # fmt: skip
         await kube.apply(small)  # the backend exists (else Degraded says BackendMissing first)
@@ -210,8 +209,3 @@ async def test_an_inference_pool_crd_installed_after_start_brings_the_routers_po
             return conds.get("Degraded", {}).get("status") == "False"
 
         await wait_for(healthy, 30, "Degraded=False once the pools exist")
-    finally:
-        op.stop()
-        if await kube.get(CRD_API, "CustomResourceDefinition", POOL_CRD) is None:
-            await kube.apply(manifest)
-        await wait_for(lambda: _established(kube, POOL_CRD), 60, "the InferencePool CRD back for the other tests")

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from qwenfleet.kube import Kube
-from tests.e2e.operator_proc import OperatorProcess, router_process, wait_for
+from tests.e2e.operator_proc import OperatorProcess, assert_disconnect_cancels, router_process, wait_for
 from tests.e2e.test_reconciler import API, KIND, _create, _wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -251,24 +251,7 @@ async def test_openai_client_errors_spillover_and_disconnect(
         pod_name = r.headers["x-qwenfleet-route"].rsplit(";", 1)[1]
         pod = await kube.get("v1", "Pod", pod_name, namespace)
         assert pod is not None
-        metrics_url = f"http://{pod['status']['podIP']}:8000/metrics"
-
-        async def running() -> float:
-            async with s.get(metrics_url) as m:
-                text = await m.text()
-            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                       if line.startswith("vllm:num_requests_running{"))  # fmt: skip
-
-        async def busy() -> bool:
-            return await running() >= 1
-
-        await wait_for(busy, 10, "the streamed request running on its pod")
-        r.close()
-
-        async def idle() -> bool:
-            return await running() == 0
-
-        await wait_for(idle, 15, "upstream request cancelled after the client went away")
+        await assert_disconnect_cancels(s, r, f"http://{pod['status']['podIP']}:8000/metrics")
 
 
 @pytest.fixture
