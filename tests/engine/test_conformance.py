@@ -318,6 +318,8 @@ ERRORS: dict[str, tuple[str, Any, bytes | None]] = {
     "unknown model completion": ("/v1/completions", {"model": "nope", "prompt": "x"}, None),
     "completion without prompt": ("/v1/completions", {"model": M}, None),
     "completion bad json": ("/v1/completions", None, b"["),
+    "temperature not a number": ("/v1/chat/completions", {"model": M, "messages": HELLO, "temperature": "hot"}, None),
+    "top_p a list": ("/v1/completions", {"model": M, "prompt": "x", "top_p": [1]}, None),
 }  # fmt: skip
 
 

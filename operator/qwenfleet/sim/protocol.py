@@ -148,6 +148,8 @@ def parse_generation(raw: bytes, served: ServedModel, *, chat: bool) -> Generati
     if options is not None and not isinstance(options, dict):
         raise validation_error("model_type", ("stream_options",), _DICT_MSG, options)
     n = _optional(body, "n", int)
+    for sampling in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+        _optional(body, sampling, float)
     max_name = "max_tokens"
     max_tokens = _optional(body, "max_tokens", int)
     if chat and body.get("max_completion_tokens") is not None:
@@ -241,6 +243,14 @@ def _optional(body: dict[str, Any], key: str, kind: type) -> Any:
         raise validation_error("int_type", (key,), "Input should be a valid integer", value)
     if kind is bool and not isinstance(value, bool):
         raise validation_error("bool_type", (key,), "Input should be a valid boolean", value)
+    if kind is float and not isinstance(value, int | float):
+        if isinstance(value, str):  # pydantic's lax mode: a numeric string is a number
+            try:
+                return float(value)
+            except ValueError:
+                msg = "Input should be a valid number, unable to parse string as a number"
+                raise validation_error("float_parsing", (key,), msg, value) from None
+        raise validation_error("float_type", (key,), "Input should be a valid number", value)
     return value
 
 
