@@ -1,4 +1,5 @@
-"""A lower bound on the GPU-hours any autoscaler without foresight of surge onsets pays for an attainment.
+"""A lower bound on the GPU-hours any autoscaler without foresight of surge onsets pays for an attainment (and, with
+an API to overflow to, on its total cost: `api_bound`).
 
 A request that arrives within one cold start (less the SLO) of a surge's onset can meet the SLO only on capacity
 that was warm before the onset: a replica asked for at the onset is not ready in time. W warm replicas admit at
@@ -69,3 +70,60 @@ def blind_bound(
             hours = round(oracle_gpu_hours + (lacking + spill_seconds) / 3600, 2)
             return Bound(warm, hours, round(hours / oracle_gpu_hours, 2))
     return Bound(None, None)
+
+
+@dataclass(frozen=True)
+class ApiBound:
+    """The least total cost (GPU + API) for one attainment target when the router may overflow to a closed API,
+    and the warm fleet that reaches it."""
+
+    warm_replicas: int
+    gpu_usd: float
+    api_usd: float
+    total_usd: float
+    vs_oracle: float
+    """`total_usd` over the oracle's GPU cost."""
+
+    def to_json(self) -> dict[str, object]:
+        """As bench/results/autoscale.json records it."""
+        return {"warmReplicas": self.warm_replicas, "gpuUSD": self.gpu_usd, "apiUSD": self.api_usd,
+                "totalUSD": self.total_usd, "totalVsOracleGpuCost": self.vs_oracle}  # fmt: skip
+
+
+def api_bound(
+    arrivals: np.ndarray,
+    api_usd: np.ndarray,
+    rate: np.ndarray,
+    model: Model,
+    oracle_plan: np.ndarray,
+    oracle_gpu_hours: float,
+    gpu_hour_usd: float,
+    target: float,
+    slo_seconds: float,
+    periodic: bool,
+) -> ApiBound:
+    """`blind_bound` with the API beside the fleet (`api_usd`: each request's price there): with W warm replicas,
+    the requests of each blind onset's window beyond what W admit must go to the API, the cheapest of them at
+    best, less the (1 - `target`) share of all requests that may miss (the dearest of those); the fleet costs
+    what `blind_bound` counts for W. The least total over W. One assumption beyond `blind_bound`'s: the fleet
+    carries at least the oracle's GPU-hours, i.e. serving load a fleet could carry on the API instead never pays
+    (the API costs 10-30x per request what a busy replica does at the benchmark's example prices)."""
+    window = max(0.0, model.cold_start - slo_seconds)
+    blind = onsets(rate, periodic)
+    windows = [np.sort(api_usd[(arrivals >= s) & (arrivals < s + window)]) for s in blind]
+    per_replica = model.concurrency + model.replica_rate() * window
+    allowed = int((1.0 - target) * len(arrivals))
+    last = max(blind, default=0)
+    best: ApiBound | None = None
+    for warm in range(int(oracle_plan.max()) + 1):
+        left = [w[: max(0, len(w) - int(warm * per_replica))] for w in windows]
+        overflowed = np.sort(np.concatenate(left)) if left else np.zeros(0)
+        api = float(overflowed[: max(0, len(overflowed) - allowed)].sum())
+        lacking = np.maximum(0, warm - oracle_plan[:last]).sum() * model.plan.gpus_per_replica
+        gpu = (oracle_gpu_hours + lacking / 3600) * gpu_hour_usd
+        total = gpu + api
+        if best is None or total < best.total_usd:
+            best = ApiBound(warm, round(gpu, 2), round(api, 2), round(total, 2),
+                            round(total / (oracle_gpu_hours * gpu_hour_usd), 2))  # fmt: skip
+    assert best is not None
+    return best

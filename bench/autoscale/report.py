@@ -170,6 +170,45 @@ def goals_table(traces: dict[str, Row], frontier: dict[str, Any]) -> list[str]:
     return out
 
 
+def _usd(x: float) -> str:
+    return f"${x:,.0f}" if x >= 100 else f"${x:,.1f}"
+
+
+def api_table(traces: dict[str, Row]) -> list[str]:
+    """SLO mode (knob 0.99) behind the API overflow, per trace and model: attainment, API share, cost."""
+    out = _header("trace / model", "attainment (SLO mode alone)", "API share: requests / tokens", "GPU cost",
+                  "API cost", "total", "total / oracle's GPU cost", "oracle's GPU cost", "all on the API")  # fmt: skip
+    for model, kind, r in _each(traces, TRACES):
+        a = r["sloApiOverflow"]
+        out.append(f"| {kind}/{model} | {a['sloAttainment']:.4f} ({r['slo']['sloAttainment']:.3f}) | "
+                   f"{100 * a['apiRequestShare']:.1f}% / {100 * a['apiTokenShare']:.1f}% | {_usd(a['gpuCostUSD'])} | "
+                   f"{_usd(a['apiCostUSD'])} | {_usd(a['totalUSD'])} | {a['totalVsOracleGpuCost']:.2f}x | "
+                   f"{_usd(a['oracleGpuCostUSD'])} | {_usd(a['allOnApiUSD'])} "
+                   f"({a['allOnApiUSD'] / a['oracleGpuCostUSD']:.1f}x) |")  # fmt: skip
+    return out
+
+
+def api_goal_table(traces: dict[str, Row]) -> list[str]:
+    """The API goal per surge cell: the cheapest setting reaching the attainment, met or not, the bound, and the
+    router-counted what-if."""
+    out = _header("trace / model", "cheapest setting at >= 0.99", "attainment", "API share", "GPU / oracle",
+                  "API / oracle", "**total / oracle**", "goal (<= 1.3x)", "bound with the API",
+                  "what-if: overflow counted as arrivals")  # fmt: skip
+    for model, kind, r in _each(traces, SURGES):
+        g = r["apiOverflowGoal"]
+        b, why, bound, c = g["best"], g.get("why"), g["blindBoundWithApi"], g["routerCountedWhatIf"]
+        oracle = g["oracleGpuCostUSD"]
+        verdict = "**met**" if g["met"] else "missed" + ("" if why["reachableByBound"] else "; unreachable")
+        flaps = f" ({b['flaps']} flap{'s' if b['flaps'] > 1 else ''})" if b["flaps"] else ""
+        out.append(f"| {kind}/{model} | knob {b['attainmentKnob']}, margin {b['marginSeconds']} s{flaps} | "
+                   f"{b['sloAttainment']:.4f} | {100 * b['apiRequestShare']:.1f}% | "
+                   f"{b['gpuCostUSD'] / oracle:.2f}x | {b['apiCostUSD'] / oracle:.2f}x | "
+                   f"**{b['totalVsOracleGpuCost']:.2f}x** | {verdict} | {bound['warmReplicas']} warm: >= "
+                   f"{bound['totalVsOracleGpuCost']}x | knob {c['attainmentKnob']}: {c['sloAttainment']:.4f}, "
+                   f"{c['totalVsOracleGpuCost']:.2f}x{' met' if c['met'] else ''} |")  # fmt: skip
+    return out
+
+
 def main() -> None:
     """Print every table."""
     results = json.loads((ROOT / "bench" / "results" / "autoscale.json").read_text())
@@ -177,7 +216,8 @@ def main() -> None:
     for title, lines in (("policies", main_table(traces)), ("frontier", frontier_table(results["frontier"])),
                          ("spillover", spill_table(traces)), ("reactive reference", reference_table(traces)),
                          ("blind bound", blind_table(traces)),
-                         ("goals", goals_table(traces, results["frontier"]))):  # fmt: skip
+                         ("goals", goals_table(traces, results["frontier"])), ("API overflow", api_table(traces)),
+                         ("API overflow goal", api_goal_table(traces))):  # fmt: skip
         print(f"### {title}\n")
         print("\n".join(lines) + "\n")
 

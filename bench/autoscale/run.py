@@ -1,4 +1,5 @@
-"""`make bench-autoscale`: static, HPA-style, builtin and oracle policies on the same traces and models.
+"""`make bench-autoscale`: static, HPA-style, builtin and oracle policies on the same traces and models, and SLO
+mode behind the router's overflow to a closed API (`slo+api-overflow`).
 
 Writes bench/results/autoscale.json and docs/autoscale-*.png, and prints a table.
 """
@@ -13,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from bench.autoscale.bound import blind_bound
+from bench.autoscale.bound import ApiBound, api_bound, blind_bound
 from bench.autoscale.simulate import (
     HPA,
     KEDA,
+    ApiOverflow,
     Builtin,
     Model,
     Oracle,
@@ -31,10 +33,13 @@ from bench.autoscale.simulate import (
 )
 from bench.autoscale.traces import DURATION_SECONDS, TRACE_KINDS, Trace, make_trace, rate_profile
 from qwenfleet.autoscale.forecast import Slo
-from qwenfleet.catalog import Precision
+from qwenfleet.catalog import PRICE_SOURCE, Precision
 from qwenfleet.planner import PlanRequest, plan
 
 ROOT = Path(__file__).resolve().parents[2]
+API_PRICES_EXAMPLE = {"inputPerMillionUSD": 3.0, "outputPerMillionUSD": 15.0}
+"""EXAMPLE prices of the closed API the router overflows to, per million tokens: typical of a premium closed API in
+late 2026. Example inputs, not quotes."""
 SLO_TTFT_SECONDS = 2.5
 PEAK_REPLICAS = 6
 MODELS = {
@@ -60,6 +65,15 @@ HPA_GRID = [(target, window) for target in (1, 2, 4, 8) for window in (0, 60, 30
 """HPA targets (waiting requests per pod) and scale-down stabilisation windows (s) searched for the best HPA."""
 SLO_ATTAINMENTS = (0.9, 0.95, 0.99, 0.999)
 """SLO mode's `attainment` knob along the frontier; 0.99 is the headline `slo` row."""
+API_ATTAINMENTS = (0.5, 0.8, *SLO_ATTAINMENTS)
+"""SLO mode's knob behind the API overflow: down to the spec's least (0.5), since the API absorbs the surges."""
+API_MARGINS = (0.25, 0.5, 1.0)
+"""The overflow rule's margin (s) under the SLO (`ApiOverflow.margin_seconds`)."""
+API_HEADLINE = (0.99, 0.5)
+"""(knob, margin) of the headline `sloApiOverflow` row: the `slo` row's knob."""
+API_GOAL = {"attainment": 0.99, "totalVsOracleGpuCost": 1.3}
+"""The goal on SPILL_TRACES: attainment (API answers count as met) at a total cost, GPU + API, at most this
+multiple of the oracle's GPU cost."""
 
 
 def score(trace: Trace, out: Result) -> dict[str, object]:
@@ -80,6 +94,27 @@ def score(trace: Trace, out: Result) -> dict[str, object]:
         "scaleEvents": len(out.scale_times) - 1,
         "flaps": flaps(out.scale_times),
     }
+
+
+def api_usd(trace: Trace) -> np.ndarray:
+    """Each request's price on the closed API at API_PRICES_EXAMPLE."""
+    return (trace.prompt_tokens * API_PRICES_EXAMPLE["inputPerMillionUSD"]
+            + trace.output_tokens * API_PRICES_EXAMPLE["outputPerMillionUSD"]) / 1e6  # fmt: skip
+
+
+def score_api(trace: Trace, out: Result, gpu_hour_usd: float, oracle_gpu_usd: float) -> dict[str, object]:
+    """`score`, with the API's share of requests and tokens and the cost in USD: GPU, API, total, and the total
+    over the oracle's GPU cost; API answers count as met (`ApiOverflow`)."""
+    tokens = trace.prompt_tokens + trace.output_tokens
+    price = api_usd(trace)
+    gpu = out.gpu_hours * gpu_hour_usd
+    api = float(price[out.api].sum())
+    return {**score(trace, out),
+            "apiRequestShare": round(float(out.api.mean()), 4),
+            "apiTokenShare": round(float(tokens[out.api].sum() / tokens.sum()), 4),
+            "gpuCostUSD": round(gpu, 2), "apiCostUSD": round(api, 2), "totalUSD": round(gpu + api, 2),
+            "totalVsOracleGpuCost": round((gpu + api) / oracle_gpu_usd, 3),
+            "allOnApiUSD": round(float(price.sum()), 2)}  # fmt: skip
 
 
 def _percentile(ttft: np.ndarray, q: float) -> float | None:
@@ -133,6 +168,23 @@ def run() -> dict[str, object]:
                 for name in SPILL_POLICIES:
                     out = simulate(trace, model, fresh[name], DURATION_SECONDS, warm=warm, spill=spill)
                     spilled[name] = score(trace, out)
+            gpu_hour_usd = model.plan.cost_per_hour_usd / model.plan.gpus_per_replica
+            oracle_usd = float(scored["oracle"]["gpuHours"]) * gpu_hour_usd  # type: ignore[arg-type]
+            overflowed: dict[tuple[float, float], dict[str, object]] = {}
+            for a in API_ATTAINMENTS:
+                for margin in API_MARGINS:
+                    out = simulate(trace, model, Builtin(model, cap, Slo(SLO_TTFT_SECONDS, a)), DURATION_SECONDS,
+                                   warm=warm, overflow=ApiOverflow(SLO_TTFT_SECONDS, margin))  # fmt: skip
+                    overflowed[(a, margin)] = score_api(trace, out, gpu_hour_usd, oracle_usd)
+                    if (a, margin) == API_HEADLINE:
+                        series[f"{key}/slo+api-overflow"] = out.replicas_over_time
+            counted: dict[float, dict[str, object]] = {}
+            if kind in SPILL_TRACES:
+                for a in API_ATTAINMENTS:
+                    overflow = ApiOverflow(SLO_TTFT_SECONDS, API_HEADLINE[1], counted=True)
+                    out = simulate(trace, model, Builtin(model, cap, Slo(SLO_TTFT_SECONDS, a)), DURATION_SECONDS,
+                                   warm=warm, overflow=overflow)  # fmt: skip
+                    counted[a] = score_api(trace, out, gpu_hour_usd, oracle_usd)
             best = best_of_grid(scored)
             results[key] = {name: scored[name] for name in ("static", "hpa", "keda", "builtin")}
             results[key]["slo"] = scored["slo@0.99"]
@@ -140,6 +192,10 @@ def run() -> dict[str, object]:
             results[key]["oracle"] = scored["oracle"]
             results[key]["sloVsOracle"] = _ratios(scored["slo@0.99"], scored["oracle"])
             results[key]["sloVsBestHpa"] = _ratios(scored["slo@0.99"], scored[best])
+            results[key]["sloApiOverflow"] = {
+                "policy": "slo+api-overflow", "attainmentKnob": API_HEADLINE[0], "marginSeconds": API_HEADLINE[1],
+                "oracleGpuCostUSD": round(oracle_usd, 2), **overflowed[API_HEADLINE],
+            }  # fmt: skip
             if kind in SPILL_TRACES:
                 results[key]["withSpillover"] = {"to": SPILLOVER_TO[model_name].model, **spilled}
                 oracle_hours = float(scored["oracle"]["gpuHours"])  # type: ignore[arg-type]
@@ -148,6 +204,9 @@ def run() -> dict[str, object]:
                 )
                 oracle_plan = Oracle(needed, model.cold_start).plan
                 rate = rate_profile(kind, peak, seed=100 * m_index + t_index)
+                results[key]["apiOverflowGoal"] = _api_goal(overflowed, counted, api_bound(
+                    trace.arrivals, api_usd(trace), rate, model, oracle_plan, oracle_hours, gpu_hour_usd,
+                    API_GOAL["attainment"], SLO_TTFT_SECONDS, kind == "bursty"), oracle_usd)  # fmt: skip
                 results[key]["blindBound"] = {
                     str(target): {
                         side: blind_bound(trace.arrivals, rate, model, oracle_plan, oracle_hours, target,
@@ -161,7 +220,15 @@ def run() -> dict[str, object]:
                 "hpaGrid": [{"target": t, "window": w, **_pick(scored[f"hpa(target={t},window={w})"])}
                             for t, w in HPA_GRID],
             }  # fmt: skip
+            frontier[model_name][kind]["sloApiOverflow"] = [
+                {"attainmentKnob": a, "marginSeconds": m, **_pick_api(r, gpu_hour_usd)}
+                for (a, m), r in overflowed.items()
+            ]
             if kind in SPILL_TRACES:
+                frontier[model_name][kind]["sloApiOverflowRouterCounted"] = [
+                    {"attainmentKnob": a, "marginSeconds": API_HEADLINE[1], **_pick_api(r, gpu_hour_usd)}
+                    for a, r in counted.items()
+                ]
                 frontier[model_name][kind]["sloWithSpillover"] = [
                     {"attainmentKnob": a, **_pick(spilled[f"slo@{a}"]),
                      "attainmentWithDegraded": spilled[f"slo@{a}"]["attainmentWithDegraded"],
@@ -186,14 +253,86 @@ def run() -> dict[str, object]:
         "smaller size, as far as it has free sequences. gpuHours include that replica all along; sloAttainment "
         "counts only requests served within the SLO by the size asked for; attainmentWithDegraded also counts "
         "those the smaller size served within it; degradedShare is the share it served.",
+        "apiPricesExample": {
+            **API_PRICES_EXAMPLE,
+            "note": "example inputs, not quotes: typical of a premium closed API in late 2026; every API "
+            "figure scales with them",
+        },
+        "gpuHourUSD": {
+            **{r.gpu: round(plan(r).cost_per_hour_usd / plan(r).gpus_per_replica, 2) for r in MODELS.values()},
+            "source": PRICE_SOURCE,
+        },
+        "apiOverflow": "sloApiOverflow (policy slo+api-overflow): SLO mode's decisions, unchanged, behind a router "
+        "that sends a request to a closed OpenAI-compatible API when queueing on the fleet would make it late: with "
+        "F free sequences on the ready replicas, Q requests waiting, mu = the ready replicas' generation tokens per "
+        "second over the mean answer length seen, p = the request's prompt over the plan's prefill rate plus one "
+        "decode step and b = the SLO less marginSeconds, it overflows when p <= b < max(0, Q + 1 - F) / mu + p "
+        "(bench/autoscale/simulate.py ApiOverflow). The API is assumed to answer within the SLO and is paid per "
+        "token at apiPricesExample. Overflowed requests do not load the fleet and are invisible to the autoscaler, "
+        "as in the operator: SLO mode counts arrivals and waiting requests from the replicas' vLLM metrics. "
+        "apiRequestShare / apiTokenShare: requests / prompt + output tokens sent to the API; gpuCostUSD = gpuHours x "
+        "gpuHourUSD; totalVsOracleGpuCost = (gpuCostUSD + apiCostUSD) over the oracle's GPU cost; allOnApiUSD: "
+        "every request of the trace on the API. The headline row is knob 0.99 (the slo row's) at a 0.5 s margin; "
+        "frontier.sloApiOverflow has knobs 0.5-0.999 x margins 0.25, 0.5, 1.0 (gpuHourEquivalents = totalUSD over "
+        "the GPU-hour price, the frontier plot's x); sloApiOverflowRouterCounted is the what-if of a router that "
+        "reports its overflow to the autoscaler as arrivals.",
+        "apiOverflowGoal": "bursty, spike, random-bursts: >= 0.99 attainment at a total cost (GPU + API) <= 1.3x the "
+        "oracle's GPU cost, from the cheapest setting (knob x margin; flaps reported, not excluded) reaching 0.99 "
+        "(else the one reaching the most); where missed, its cost split (why); blindBoundWithApi: the least total "
+        "cost any policy without foresight of the onsets pays for 0.99 with the API (bench/autoscale/bound.py "
+        "api_bound); routerCountedWhatIf: the same from the what-if of a router that reports its overflow to the "
+        "autoscaler (knobs at the headline margin).",
         "traces": results,
         "frontier": frontier,
     }
 
 
+def _api_goal(
+    overflowed: dict[tuple[float, float], dict[str, Any]],
+    counted: dict[float, dict[str, Any]],
+    bound: ApiBound,
+    oracle_usd: float,
+) -> dict[str, object]:
+    """API_GOAL for one cell: the cheapest setting reaching its attainment (else the closest; flaps are reported,
+    not excluded: what they cost is in the GPU-hours), whether its total meets the cost, and where not, the split
+    of its cost and the bound with the API; beside it the same for the router-counted what-if."""
+    target, cost = API_GOAL["attainment"], API_GOAL["totalVsOracleGpuCost"]
+
+    def cheapest(rows: dict[Any, dict[str, Any]]) -> tuple[Any, bool]:
+        ok = [k for k, r in rows.items() if r["sloAttainment"] >= target]
+        if ok:
+            return min(ok, key=lambda k: rows[k]["totalUSD"]), True
+        return max(rows, key=lambda k: (rows[k]["sloAttainment"], -rows[k]["totalUSD"])), False
+
+    kept = ("sloAttainment", "apiRequestShare", "apiTokenShare", "gpuHours", "gpuCostUSD", "apiCostUSD", "totalUSD",
+            "totalVsOracleGpuCost", "allOnApiUSD", "flaps")  # fmt: skip
+    key, reached = cheapest(overflowed)
+    r = overflowed[key]
+    met = reached and r["totalVsOracleGpuCost"] <= cost
+    figures = {"attainmentKnob": key[0], "marginSeconds": key[1], **{k: r[k] for k in kept}}
+    entry: dict[str, object] = {**API_GOAL, "met": met, "best": figures, "oracleGpuCostUSD": round(oracle_usd, 2)}
+    if not met:
+        entry["why"] = {"attainmentReached": reached,
+                        "gpuCostVsOracle": round(float(r["gpuCostUSD"]) / oracle_usd, 3),
+                        "apiCostVsOracle": round(float(r["apiCostUSD"]) / oracle_usd, 3),
+                        "reachableByBound": bool(bound.vs_oracle <= cost)}  # fmt: skip
+    entry["blindBoundWithApi"] = bound.to_json()
+    knob, reached = cheapest(counted)
+    c = counted[knob]
+    entry["routerCountedWhatIf"] = {"met": reached and c["totalVsOracleGpuCost"] <= cost, "attainmentKnob": knob,
+                                    "marginSeconds": API_HEADLINE[1], **{k: c[k] for k in kept}}  # fmt: skip
+    return entry
+
+
+def _pick_api(r: dict[str, Any], gpu_hour_usd: float) -> dict[str, object]:
+    return {**_pick(r), **{k: r[k] for k in ("apiRequestShare", "totalUSD", "totalVsOracleGpuCost")},
+            "gpuHourEquivalents": round(float(r["totalUSD"]) / gpu_hour_usd, 2)}  # fmt: skip
+
+
 def _model_entry(request: PlanRequest) -> dict[str, object]:
     return {"gpu": request.gpu, "precision": request.precision.value,
             "coldStartSeconds": plan(request).cold_start_seconds,
+            "gpuHourUSD": round(plan(request).cost_per_hour_usd / plan(request).gpus_per_replica, 2),
             "coldStartOptions": "weights read from the weight cache; vLLM's compile cache persisted on it"}  # fmt: skip
 
 
@@ -244,7 +383,7 @@ def _plot(series: dict[str, np.ndarray], frontier: dict[str, Any], results: dict
 
     for kind in ("bursty", "spike", "diurnal", "random-bursts"):
         fig, ax = plt.subplots(figsize=(9, 3.5))
-        for policy in ("static", "hpa", "builtin", "slo@0.99", "oracle"):
+        for policy in ("static", "hpa", "builtin", "slo@0.99", "slo+api-overflow", "oracle"):
             values = series[f"{kind}/Qwen3-30B-A3B/{policy}"]
             ax.plot(np.arange(len(values)) / 60, values, label=policy, linewidth=1.2)
         ax.set(xlabel="minutes", ylabel="replicas", title=f"Qwen3-30B-A3B on H100, {kind} trace")
@@ -262,6 +401,9 @@ def _plot(series: dict[str, np.ndarray], frontier: dict[str, Any], results: dict
             if spilled:
                 ax.plot([p["gpuHours"] for p in spilled], [p["attainmentWithDegraded"] for p in spilled], "x--",
                         label="SLO mode + spillover (with degraded)")  # fmt: skip
+            api = [p for p in by_trace[kind]["sloApiOverflow"] if p["marginSeconds"] == API_HEADLINE[1]]
+            ax.plot([p["gpuHourEquivalents"] for p in api], [p["sloAttainment"] for p in api], "P-.", c="tab:purple",
+                    label=f"SLO mode + API overflow, {API_HEADLINE[1]} s margin (x: total $ in GPU-h)")  # fmt: skip
             grid = by_trace[kind]["hpaGrid"]
             ax.scatter([p["gpuHours"] for p in grid], [p["sloAttainment"] for p in grid], s=12, c="grey",
                        label="HPA grid")  # fmt: skip
@@ -273,8 +415,9 @@ def _plot(series: dict[str, np.ndarray], frontier: dict[str, Any], results: dict
             if col == 0:
                 ax.set_ylabel("SLO attainment", fontsize=8)
             if row == len(frontier) - 1:
-                ax.set_xlabel("GPU-hours", fontsize=8)
-    axes[0][0].legend(fontsize=6, loc="lower right")
+                ax.set_xlabel("GPU-hours (API: cost in GPU-hours)", fontsize=8)
+    legend = {label: handle for ax in axes.flat for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    axes[0][0].legend(legend.values(), legend.keys(), fontsize=6, loc="lower right")
     fig.tight_layout()
     fig.savefig(ROOT / "docs" / "autoscale-frontier.png", dpi=80)
     plt.close(fig)

@@ -15,7 +15,7 @@ import numpy as np
 
 from bench.autoscale.traces import Trace
 from qwenfleet.api.plan import Plan
-from qwenfleet.autoscale.forecast import Slo, plan_replica_rate
+from qwenfleet.autoscale.forecast import TYPICAL_OUTPUT_TOKENS, Slo, plan_replica_rate
 from qwenfleet.autoscale.policy import Observation, Settings, State, decide
 from qwenfleet.sim.engine import PerfModel
 
@@ -48,6 +48,8 @@ class Result:
     """Per request: served by the spillover size instead of the one asked for."""
     spill_gpu_hours: float = 0.0
     """GPU-hours of the warm spillover replicas (included in gpu_hours)."""
+    api: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    """Per request: sent to the closed API instead of the fleet (`ApiOverflow`)."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,39 @@ class Spillover:
     model: Model
     replicas: int = 1
     queue_per_replica: float = 8.0
+
+
+@dataclass(frozen=True)
+class ApiOverflow:
+    """The router's overflow to a closed OpenAI-compatible API, decided per request on arrival from what a router
+    sees (never the future): the ready replicas' free sequences F (maxNumSeqs or KV cache less running), the
+    requests already waiting on the fleet Q, and the fleet's current serving rate mu = the ready replicas'
+    generation tokens per second (the rate of vllm:generation_tokens_total) / the mean answer length of the
+    requests it sent the fleet so far (answers are memoryless, so that is the requests a second the batch
+    finishes, and so frees a sequence for the next in line). A request that would be number Q + 1 in line waits
+    about max(0, Q + 1 - F) / mu (forever with no replica ready); with its expected prefill p (its prompt over the
+    plan's prefill rate, plus one decode step) and the budget b = `slo_seconds` - `margin_seconds`, it goes to the
+    API when p <= b < wait + p: when queueing, not its own prompt, would make it late. (A prompt no idle replica
+    reads within b stays on the fleet, late or not: on 4B on an L4 at a 0.5 s margin, 0.5-0.6% of requests,
+    whose long prompts carry 2% of all requests' API price, 0.36-0.5x the oracle's GPU cost.) Otherwise it joins
+    the fleet and waits there whatever happens (the router does not take a request back from vLLM's queue).
+    `margin_seconds` covers the estimate's error and the simulation's admission once a second (a request that
+    queues waits for the next whole second).
+
+    The API is assumed to answer within the SLO (time to first token `API_TTFT_SECONDS`) and is paid per token.
+    Overflowed requests never load the fleet and, unless `counted`, never reach the autoscaler either: the
+    operator's SLO mode reads its arrivals from the replicas' vLLM counters (`autoscale.loop.arrivals_since`:
+    finished plus the change in running + waiting, per ready pod) and its queue from `vllm:num_requests_waiting`,
+    so a request the router sent elsewhere is invisible to both. `counted` is the what-if of a router that
+    reports its overflow to the autoscaler as arrivals (the queue still holds only the fleet's requests)."""
+
+    slo_seconds: float
+    margin_seconds: float = 0.0
+    counted: bool = False
+
+
+API_TTFT_SECONDS = 1.0
+"""The time to first token recorded for a request the API served (assumed within the SLO)."""
 
 
 class Policy:
@@ -251,12 +286,39 @@ def _spill(queue: deque[int], ready: int, spill: Spillover, alternates: list[Rep
         excess -= free
 
 
+def _overflow(new: range, queue: deque[int], ready: list[Replica], model: Model, overflow: ApiOverflow,
+              serving_rate: float, trace: Trace, ttft: np.ndarray, api: np.ndarray) -> list[int]:  # fmt: skip
+    """Queue the arrivals `new` on the fleet or send them to the API (`ApiOverflow`); returns those that joined
+    the fleet."""
+    free = sum(max(0, model.concurrency - len(r.remaining)) for r in ready)
+    step = model.perf.step_seconds(model.concurrency, 0)
+    budget = overflow.slo_seconds - overflow.margin_seconds
+    joined: list[int] = []
+    for i in new:
+        ahead = len(queue) + 1 - free
+        wait = 0.0 if ahead <= 0 else (ahead / serving_rate if serving_rate > 0 else math.inf)
+        prefill = trace.prompt_tokens[i] / model.perf.prefill_tokens_per_second + step
+        if prefill <= budget < wait + prefill:
+            api[i] = True
+            ttft[i] = API_TTFT_SECONDS
+        else:
+            queue.append(i)
+            joined.append(i)
+    return joined
+
+
 def simulate(
-    trace: Trace, model: Model, policy: Policy, duration: int, warm: int = 1, spill: Spillover | None = None
+    trace: Trace,
+    model: Model,
+    policy: Policy,
+    duration: int,
+    warm: int = 1,
+    spill: Spillover | None = None,
+    overflow: ApiOverflow | None = None,
 ) -> Result:
     """Run the fleet under `policy` for `duration` seconds of the trace, starting with `warm` ready replicas
     (the provisioned policies start with what they ask for); with `spill`, the router spills to a warm smaller
-    size."""
+    size; with `overflow`, it sends requests that would miss the SLO on the fleet to a closed API."""
     idle = Observation(ready=0, waiting=0.0, running=0.0, kv_usage=0.0, active=False)
     initial = max(1, policy.desired(0.0, idle, 1, 1)) if isinstance(policy, (Static, Oracle)) else max(1, warm)
     if isinstance(policy, Builtin):
@@ -274,12 +336,25 @@ def simulate(
     alternates = [Replica(ready_at=0.0) for _ in range(spill.replicas if spill else 0)]
     degraded = np.zeros(len(trace.arrivals), dtype=bool)
     spill_seconds = 0.0
+    api = np.zeros(len(trace.arrivals), dtype=bool)
+    answered, answered_tokens = 0, 0.0  # requests the fleet took and their answers' tokens: the router's mean length
     for t in range(duration):
-        while next_arrival < len(trace.arrivals) and trace.arrivals[next_arrival] < t + 1:
-            queue.append(next_arrival)
-            next_arrival += 1
-            arrived += 1
         ready = [r for r in replicas if r.ready_at <= t and not r.draining]
+        first = next_arrival
+        while next_arrival < len(trace.arrivals) and trace.arrivals[next_arrival] < t + 1:
+            next_arrival += 1
+        if overflow is None:
+            queue.extend(range(first, next_arrival))
+            arrived += next_arrival - first
+        else:
+            seen = answered_tokens / answered if answered else TYPICAL_OUTPUT_TOKENS  # before any: the plan's guess
+            decoding = sum(len(r.remaining) / model.perf.step_seconds(len(r.remaining), 0) for r in ready
+                           if len(r.remaining))  # fmt: skip
+            joined = _overflow(range(first, next_arrival), queue, ready, model, overflow, decoding / seen, trace,
+                               ttft, api)  # fmt: skip
+            arrived += next_arrival - first if overflow.counted else len(joined)
+            answered += len(joined)
+            answered_tokens += float(trace.output_tokens[joined].sum())
         for replica in sorted(ready, key=lambda r: len(r.remaining)):
             free = model.concurrency - len(replica.remaining)
             if free <= 0 or not queue:
@@ -322,7 +397,8 @@ def simulate(
                 for r in victims:
                     r.draining = True
                 replicas = [r for r in replicas if not (r.draining and (r.ready_at > t or len(r.remaining) == 0))]
-    return Result((gpu_seconds + spill_seconds) / 3600, ttft, scale_times, over_time, degraded, spill_seconds / 3600)
+    return Result((gpu_seconds + spill_seconds) / 3600, ttft, scale_times, over_time, degraded, spill_seconds / 3600,
+                  api)  # fmt: skip
 
 
 def flaps(scale_times: list[tuple[float, int]], window: float = SCALE_DOWN_DELAY) -> int:
