@@ -298,7 +298,7 @@ async def _gateway_requests(session: aiohttp.ClientSession, router: str) -> floa
     return await metric_sum(session, f"{router}/metrics", "qwenfleet_router_gateway_requests_total{")
 
 
-async def test_two_pickers_serve_one_gateway_at_once_and_one_going_away_loses_no_request(
+async def test_two_pickers_serve_one_gateway_at_once_and_one_that_stops_drains_first(
     kube: Kube, namespace: str, operator: OperatorProcess, kubeconfig: Path, tmp_path: Path
 ) -> None:
     await _create(kube, namespace, _q3d("small", "Qwen3-0.6B", replicas=1))
@@ -324,17 +324,25 @@ async def test_two_pickers_serve_one_gateway_at_once_and_one_going_away_loses_no
                 return min([await _gateway_requests(s, router1), await _gateway_requests(s, router2)]) > 0
 
             await wait_for(both_serving, 60, "both pickers answering the gateway's requests")
-            first.terminate()
-            first.wait(10)
+            first.terminate()  # SIGTERM, as Kubernetes stops a pod: it answers NOT_SERVING, then stops
 
-            async def noticed() -> bool:  # the gateway's health check has seen it go
+            async def noticed() -> bool:  # the gateway's health check has seen it go, and its balancer with it
                 async with s.get(f"{admin}/clusters") as r:
-                    text = await r.text()
-                return f"epp::127.0.0.1:{epp1}::health_flags::/failed_active_hc" in text
+                    flagged = f"epp::127.0.0.1:{epp1}::health_flags::/failed_active_hc" in await r.text()
+                async with s.get(f"{admin}/stats?filter=^cluster\\.epp\\.membership_healthy$") as r:
+                    healthy = (await r.text()).strip().endswith(": 1")
+                return flagged and healthy
 
             await wait_for(noticed, 15, "the gateway marking the stopped picker unhealthy")
+            first.wait(10)  # gone now: its port is closed
+            before = await _gateway_requests(s, router2)
             statuses = []
             for _ in range(20):
                 async with s.post(f"{gateway}/v1/chat/completions", json=chat) as r:
                     statuses.append(r.status)
-            assert statuses == [200] * 20
+            assert statuses == [200] * 20, statuses  # the stopped picker drained first: nothing was sent to it
+
+            async def counted() -> bool:  # each is counted once its answer has ended at the picker
+                return await _gateway_requests(s, router2) - before >= 20
+
+            await wait_for(counted, 10, "the surviving picker counting the 20 requests")

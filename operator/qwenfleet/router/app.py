@@ -39,6 +39,8 @@ from qwenfleet.router.requests import BadRequest, route_request
 from qwenfleet.router.usage import TAIL_BYTES, Usage, usage_of_body, usage_of_stream_tail
 
 MAX_ATTEMPTS = 3
+SHUTDOWN_SECONDS = 5.0
+"""On SIGTERM, how long requests in flight may take before the router stops (within Kubernetes' 30 s grace)."""
 WHOLE_BODY_BYTES = 256 * 1024  # non-streaming answers up to this size are sent in one write
 HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive", "host"}
 KEEPALIVE = b": keep-alive\n\n"
@@ -143,8 +145,9 @@ class Router:
         return {"keepalive_timeout": self.spec.limits.header_timeout_seconds, "access_log": None}
 
     def runner(self) -> web.AppRunner:
-        """An AppRunner for `app()` with `server_options()`."""
-        return web.AppRunner(self.app(), **self.server_options())
+        """An AppRunner for `app()` with `server_options()`; on shutdown, requests in flight get
+        SHUTDOWN_SECONDS to finish."""
+        return web.AppRunner(self.app(), shutdown_timeout=SHUTDOWN_SECONDS, **self.server_options())
 
     async def _start(self, _: web.Application) -> None:
         timeout = aiohttp.ClientTimeout(total=self.spec.limits.upstream_timeout_seconds,

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -22,6 +23,10 @@ def _keys(path: str | None) -> set[str]:
     if not path:
         return set()
     return {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
+
+
+DRAIN_SECONDS = 3.0
+"""Longer than a gateway's health-check interval (Envoy's, as qwenfleet's gateway tests configure it: 1 s)."""
 
 
 def _external_keys(directory: Path, backends: list[str]) -> dict[str, str]:
@@ -61,8 +66,14 @@ async def _serve(args: argparse.Namespace) -> None:
         ready = asyncio.create_task(_serving_once_discovered(discovery, checks.update))
     gc.freeze()  # start-up objects (models, modules) never need collecting: shorter collector pauses per request
     print(f"qwenfleet router on http://{args.host}:{args.port}/v1", flush=True)
+    terminated = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminated.set)
     try:
-        await asyncio.Event().wait()
+        await terminated.wait()
+        if picker is not None:  # drain: the gateway's health checks see NOT_SERVING before the port closes
+            ready.cancel()
+            await checks.update(False)
+            await asyncio.sleep(args.drain_seconds)
     finally:
         stop.set()
         if picker is not None:
@@ -96,6 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--discovery-interval", type=float, default=1.0)
     p.add_argument("--external-keys-dir", default=EXTERNAL_KEYS_DIR,
                    help="the external API backends' keys, one <backend>/key file each")  # fmt: skip
+    p.add_argument("--drain-seconds", type=float, default=DRAIN_SECONDS,
+                   help="on SIGTERM, how long the Endpoint Picker answers NOT_SERVING before it stops")  # fmt: skip
     p.add_argument(
         "--epp-port", type=int, default=0, help="also serve the policy as a gateway's Endpoint Picker (ext_proc, gRPC)"
     )
