@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,14 @@ def _stand_in(tmp_path: Path, name: str, time_scale: float) -> Iterator[str]:
            "--cold-start-seconds", "0"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     try:
+        deadline = time.monotonic() + 60
+        while True:  # serving before a test sends it anything
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/health",
+                                                                      timeout=1) as answer:  # fmt: skip
+                if answer.status == 200:
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline, f"the stand-in API did not start ({name})"
+            time.sleep(0.2)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
         proc.terminate()
