@@ -15,7 +15,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from qwenfleet.api.router import ApiPrices, Qwen3RouterSpec
+from qwenfleet.api.cost import ApiPrices
+from qwenfleet.api.router import Qwen3RouterSpec
 from qwenfleet.router.app import Router
 from qwenfleet.router.discovery import Discovery
 from qwenfleet.router.external import DailySpend, UsageFilter, api_error, api_payload, api_url, price

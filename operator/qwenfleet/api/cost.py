@@ -77,16 +77,21 @@ class DeploymentCost(ApiModel):
     ledger: CostLedger | None = Field(default=None, description="The measured totals and buckets.")
 
 
-class CostReference(ApiModel):
-    """A closed API's list prices to compare with. User-supplied: qwenfleet ships no default prices."""
+class ApiPrices(ApiModel):
+    """A closed API's list prices, as you pay them. User-supplied: qwenfleet ships no default prices."""
 
-    name: str = Field(max_length=128, description="What the prices are, e.g. a provider and model name.")
     input_per_million_usd: float = Field(
         alias="inputPerMillionUSD", ge=0, le=10000, description="USD per 1M input (prompt) tokens, as you pay them."
     )
     output_per_million_usd: float = Field(
         alias="outputPerMillionUSD", ge=0, le=10000, description="USD per 1M output tokens, as you pay them."
     )
+
+
+class CostReference(ApiPrices):
+    """A closed API's list prices to compare with."""
+
+    name: str = Field(max_length=128, description="What the prices are, e.g. a provider and model name.")
 
 
 class BackendCost(ApiModel):

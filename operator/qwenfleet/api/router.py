@@ -9,22 +9,11 @@ from pydantic import ConfigDict, Field, StringConstraints, model_validator
 from qwenfleet.api.base import ApiModel
 from qwenfleet.api.cel import cel
 from qwenfleet.api.common import CONDITIONS_SCHEMA_EXTRA, Condition, ResourceName, SecretKeyRef
-from qwenfleet.api.cost import CostReference, RouterCost
+from qwenfleet.api.cost import ApiPrices, CostReference, RouterCost
 from qwenfleet.api.deployment import IMAGE
 
 Alias = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]*$", max_length=128)]
 Tier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+$", max_length=63)]
-
-
-class ApiPrices(ApiModel):
-    """An API's list prices, as you pay them (qwenfleet ships no prices)."""
-
-    input_per_million_usd: float = Field(
-        alias="inputPerMillionUSD", ge=0, le=10000, description="USD per 1M input tokens."
-    )
-    output_per_million_usd: float = Field(
-        alias="outputPerMillionUSD", ge=0, le=10000, description="USD per 1M output tokens."
-    )
 
 
 class ExternalApi(ApiModel):

@@ -19,7 +19,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from qwenfleet.api.router import ApiPrices, Qwen3RouterSpec
+from qwenfleet.api.cost import ApiPrices
+from qwenfleet.api.router import Qwen3RouterSpec
 from qwenfleet.router.discovery import Discovery
 from qwenfleet.router.external import DailySpend, UsageFilter, api_error, api_payload, api_url, host_of, price
 from qwenfleet.router.openai import ROUTE_HEADER, error_body

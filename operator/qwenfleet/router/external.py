@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from qwenfleet.api.router import ApiPrices
+from qwenfleet.api.cost import ApiPrices
 from qwenfleet.router.usage import Usage, usage_of_stream_tail
 
 SECONDS_PER_DAY = 86400
