@@ -69,6 +69,16 @@ class PlanRequest:
     """vLLM's compile cache is persisted (on the weight cache), so a start loads the compiled graphs."""
     download_per_pod: bool = False
     """Every pod downloads the checkpoint before it loads it (no weight cache, no weights volume)."""
+    lora: LoraSlots | None = None
+    """LoRA on: adapter slots one batch mixes and the largest rank (None: no LoRA)."""
+
+
+@dataclass(frozen=True)
+class LoraSlots:
+    """vLLM's `--max-loras` and `--max-lora-rank`: it pre-allocates `max_loras` adapter slots of `max_rank`."""
+
+    max_loras: int
+    max_rank: int
 
 
 @dataclass(frozen=True)
@@ -111,9 +121,28 @@ def overhead_bytes(model: ModelSpec, gpu: GPUSpec) -> int:
     return int(base + (1.0 * GIB if model.arch.is_moe else 0))
 
 
+def lora_bytes_per_gpu(model: ModelSpec, layout: Layout, slots: LoraSlots | None) -> int:
+    """GPU bytes of vLLM's LoRA slots on each GPU: per slot and layer, A (rank x in) and B (out x rank) in bf16
+    for q/k/v, o, gate/up and down (and for every expert's projections on MoE models), the TP-split side divided."""
+    if slots is None:
+        return 0
+    arch, tp = model.arch, layout.tp
+    qkv_out = (arch.attention_heads + 2 * arch.kv_heads) * arch.head_dim
+    attention = (arch.hidden_size + qkv_out / tp) + (arch.attention_heads * arch.head_dim / tp + arch.hidden_size)
+    if arch.experts and arch.moe_intermediate_size:
+        inter = arch.moe_intermediate_size
+        mlp = arch.experts * ((arch.hidden_size + 2 * inter / tp) + (inter / tp + arch.hidden_size))
+    else:
+        inter = arch.intermediate_size
+        mlp = (arch.hidden_size + 2 * inter / tp) + (inter / tp + arch.hidden_size)
+    layers = math.ceil(arch.layers / layout.pp)
+    return int(slots.max_loras * slots.max_rank * 2 * layers * (attention + mlp))
+
+
 def _kv_tokens(model: ModelSpec, gpu: GPUSpec, layout: Layout, req: PlanRequest, weights: int) -> int:
     budget = gpu.memory_bytes * req.gpu_memory_utilization
-    free = budget - weights / layout.gpus - overhead_bytes(model, gpu)
+    lora = lora_bytes_per_gpu(model, layout, req.lora)
+    free = budget - weights / layout.gpus - overhead_bytes(model, gpu) - lora
     if free <= 0:
         return 0
     tokens = int(free // kv_bytes_per_token_per_gpu(model, layout, req.kv_cache_fp8))
@@ -289,6 +318,8 @@ def _vllm_args(model: ModelSpec, req: PlanRequest, layout: Layout, max_len: int,
         args += ["--reasoning-parser", "deepseek_r1"]
     if req.kv_cache_fp8:
         args += ["--kv-cache-dtype", "fp8"]
+    if req.lora is not None:
+        args += ["--enable-lora", "--max-loras", str(req.lora.max_loras), "--max-lora-rank", str(req.lora.max_rank)]
     if yarn is not None and model.context.yarn_original is not None:
         rope = {
             "rope_type": "yarn",
@@ -368,6 +399,10 @@ def _build_plan(model: ModelSpec, gpu: GPUSpec, req: PlanRequest, layout: Layout
         notes.append("cold start includes each pod's download of the weights: a weight cache removes it")
     if req.compile_cache:
         notes.append("cold start loads vLLM's compiled graphs from the compile cache on the weight cache")
+    lora = lora_bytes_per_gpu(model, layout, req.lora)
+    if req.lora is not None:
+        notes.append(f"LoRA: {req.lora.max_loras} adapter slots of rank {req.lora.max_rank} hold "
+                     f"{lora / GIB:.2f} GiB per GPU, taken from the KV cache")  # fmt: skip
     notes.append("throughput, cold start and cost are estimates")
     return Plan(
         model=model.name,
@@ -385,6 +420,9 @@ def _build_plan(model: ModelSpec, gpu: GPUSpec, req: PlanRequest, layout: Layout
         gpu_memory_utilization=req.gpu_memory_utilization,
         weight_bytes_per_gpu=int(per_gpu),
         kv_cache_tokens=kv_tokens,
+        lora_bytes_per_gpu=lora or None,
+        max_loras=req.lora.max_loras if req.lora else None,
+        max_lora_rank=req.lora.max_rank if req.lora else None,
         max_concurrent_sequences=kv_tokens // max_len,
         max_num_seqs=req.max_num_seqs,
         reference_concurrency=batch,
@@ -455,5 +493,6 @@ def plan_request(spec: Qwen3DeploymentSpec) -> PlanRequest:
         price_per_gpu_hour_usd=spec.pricing.gpu_hour_usd if spec.pricing else None,
         compile_cache=bool(spec.cache and spec.cache.compiles_once),
         download_per_pod=not spec.weights_on_volume,
+        lora=LoraSlots(spec.lora_limits.max_loras, spec.lora_limits.max_rank) if spec.serves_adapters else None,
         **tuning,
     )

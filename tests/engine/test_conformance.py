@@ -223,6 +223,57 @@ def test_a_named_tool_choice_returns_the_call(real: str, sim: str) -> None:
         assert choice["finish_reason"] in ("stop", "length"), side  # named: "stop", never "tool_calls"
 
 
+def test_lora_routes_are_absent_without_runtime_updating(real: str, sim: str) -> None:
+    for path in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter"):
+        r, s = both(real, sim, "POST", path, {"lora_name": "a2", "lora_path": "/nowhere"})
+        assert (r.status, r.json()) == (s.status, s.json()) == (404, {"detail": "Not Found"}), path
+
+
+# ------------------------------------------------------------------------------------------ several choices (n)
+
+N_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "chat n": ("/v1/chat/completions", {"model": M, "messages": HELLO, "max_tokens": 6, "n": 3, "ignore_eos": True}),
+    "completion n": ("/v1/completions", {"model": M, "prompt": "Hello", "max_tokens": 6, "n": 3, "ignore_eos": True}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(N_CASES))
+def test_n_choices_count_the_prompt_once_and_sum_the_outputs(real: str, sim: str, case: str) -> None:
+    path, body = N_CASES[case]
+    r, s = both(real, sim, "POST", path, body)
+    assert r.status == s.status == 200, (r.body, s.body)
+    assert diff(case, r.json(), s.json()) == {}
+    single = call(sim, "POST", path, {**body, "n": 1}).json()["usage"]["prompt_tokens"]
+    for answer in (r.json(), s.json()):
+        assert [c["index"] for c in answer["choices"]] == [0, 1, 2]
+        use = answer["usage"]
+        assert use["completion_tokens"] == 18 and use["total_tokens"] == use["prompt_tokens"] + 18  # max_tokens x 3
+    assert s.json()["usage"]["prompt_tokens"] == single
+
+
+@pytest.mark.parametrize("usage", [True, False])
+def test_streamed_choices_have_the_same_chunks(real: str, sim: str, usage: bool) -> None:
+    body: dict[str, Any] = {"model": M, "prompt": "Hello", "max_tokens": 4, "n": 2, "stream": True, "ignore_eos": True}
+    if usage:
+        body["stream_options"] = {"include_usage": True}
+    r, s = both(real, sim, "POST", "/v1/completions", body)
+    a, b = events(r), events(s)
+    assert a[-1] == b[-1] == "[DONE]"
+    for chunks in (a[:-1], b[:-1]):
+        finishes = [c for c in chunks if c["choices"] and c["choices"][0]["finish_reason"] is not None]
+        assert sorted(c["choices"][0]["index"] for c in finishes) == [0, 1]
+        assert all(("system_fingerprint" in c) is not usage for c in finishes)
+        if usage:
+            assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 8
+    assert diff("sse n", {"chunks": a[:-1]}, {"chunks": b[:-1]}) == {}
+
+
+@pytest.mark.parametrize(("n", "extra"), [(0, {}), (-1, {}), (3, {"temperature": 0})])
+def test_a_bad_n_is_refused_alike(real: str, sim: str, n: int, extra: dict[str, Any]) -> None:
+    r, s = both(real, sim, "POST", "/v1/completions", {"model": M, "prompt": "x", "max_tokens": 2, "n": n, **extra})
+    assert r.status == s.status == 400 and r.json() == s.json()
+
+
 # ------------------------------------------------------------------------------------------ streaming
 
 

@@ -311,7 +311,7 @@ class _FakeKube:
 
 
 class _NoScrape(Discovery):
-    async def _scrape(self, session: aiohttp.ClientSession, replica: Replica) -> bool:
+    async def _scrape(self, session: aiohttp.ClientSession, replica: Replica, adapters: bool = False) -> bool:
         return True
 
 

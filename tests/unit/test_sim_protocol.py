@@ -60,7 +60,6 @@ def test_a_valid_chat_request() -> None:
         (_chat(max_tokens=5000), None, HTTPStatus.BAD_REQUEST, "max_tokens"),
         (_chat(max_completion_tokens=5000), None, HTTPStatus.BAD_REQUEST, "max_completion_tokens"),
         (_chat(stream_options={"include_usage": True}), None, HTTPStatus.BAD_REQUEST, "stream_options"),
-        (_chat(n=2), None, HTTPStatus.BAD_REQUEST, "n"),
         ({"model": "Qwen3-8B", "messages": "hi"}, None, HTTPStatus.BAD_REQUEST, "body.messages"),
         (_chat(messages=[{"role": "user", "content": [{"type": "image_url"}]}]), None, HTTPStatus.BAD_REQUEST,
          "messages"),
@@ -75,6 +74,24 @@ def test_bad_requests_are_rejected_like_vllm(body: Any, raw: bytes | None, statu
     # Request validation (FastAPI) names its type after the status phrase and its param after the body path.
     kind = "Bad Request" if param.startswith("body") else "BadRequestError"
     assert shape["type"] == ("NotFoundError" if status == HTTPStatus.NOT_FOUND else kind)
+
+
+def test_n_asks_for_several_choices_as_vllm_allows() -> None:
+    assert _parse(_chat(n=3)).n == 3 and _parse(_chat()).n == 1
+    zero = _error(_chat(n=0))
+    assert (zero.status, zero.message, zero.param, zero.type) == (400, "n must be at least 1, got 0.", None,
+                                                                  "BadRequestError")  # fmt: skip
+    greedy = _error(_chat(n=3, temperature=0))
+    assert greedy.message == "n must be 1 when using greedy sampling, got 3." and greedy.param is None
+    assert _parse(_chat(n=1, temperature=0)).n == 1
+
+
+def test_a_loaded_adapter_is_a_model_a_request_may_name() -> None:
+    raw = json.dumps(_chat(model="a1")).encode()
+    assert parse_generation(raw, SERVED, chat=True, adapters={"a1"}).adapter == "a1"
+    assert _parse(_chat()).adapter is None
+    error = _error(_chat(model="a1"))
+    assert error.status == 404 and error.message == "The model `a1` does not exist. Valid aliases: Qwen3-8B."
 
 
 def test_unknown_model_wins_over_prompt_problems() -> None:

@@ -141,6 +141,8 @@ KINDS: tuple[Kind, ...] = (
             {"name": "Replicas", "type": "string", "jsonPath": ".status.readySummary"},
             {"name": "Queue", "type": "number", "jsonPath": ".status.autoscaler.queuePerReplica"},
             {"name": "SLO-1h", "type": "number", "priority": 1, "jsonPath": ".status.slo.lastHour.attainment"},
+            {"name": "Adapters", "type": "string", "priority": 1, "jsonPath": ".status.adapterSummary"},
+            {"name": "LoRA-Bytes", "type": "integer", "priority": 1, "jsonPath": ".status.plan.loraBytesPerGpu"},
             *_ready_columns()[:-1],
             {"name": "USD/1M-Out", "type": "number", "jsonPath": ".status.cost.lastDay.usdPerMillionOutputTokens"},
             {

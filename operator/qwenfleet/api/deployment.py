@@ -360,6 +360,93 @@ class Pricing(ApiModel):
     )
 
 
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+"""The ranks vLLM's `--max-lora-rank` accepts."""
+DEFAULT_MAX_LORA_RANK = 16
+DEFAULT_MAX_LORAS = 4
+ADAPTER_NAME = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
+ADAPTER_DIR = "/models/adapters"
+"""Where the weight cache keeps adapters, on the pods (MODEL_DIR/adapters)."""
+ADAPTER_CLAIMS_DIR = "/adapters"
+"""Where the pods mount the user's adapter volumes, one directory per claim."""
+
+
+class AdapterHuggingFace(ApiModel):
+    """An adapter on Hugging Face, fetched once into the weight cache."""
+
+    repo: Annotated[str, StringConstraints(pattern=HF_REPO, max_length=193)] = Field(description="Repository id.")
+    revision: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]{1,128}$")] = Field(
+        default="main", description="Branch, tag or commit; pin a commit so every replica loads the same adapter."
+    )
+
+
+class Adapter(ApiModel):
+    """A LoRA adapter served on the deployment's replicas under its own model name."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "[has(self.huggingFace), has(self.pvc)].filter(x, x).size() == 1",
+                    "an adapter needs exactly one source: huggingFace or pvc",
+                )
+            ]
+        }
+    )
+
+    name: Annotated[str, StringConstraints(pattern=ADAPTER_NAME, max_length=63)] = Field(
+        description="The model name clients send (lower case letters, digits, '.', '_' and '-')."
+    )
+    rank: int | None = Field(default=None, ge=1, le=512, description="The adapter's LoRA rank (`r`), if known.")
+    hugging_face: AdapterHuggingFace | None = Field(
+        default=None, description="Fetch from Hugging Face into the weight cache (needs spec.cache.mode pvc)."
+    )
+    pvc: PVCSource | None = Field(
+        default=None, description="Read from a folder on a PersistentVolumeClaim you own (mounted read-only)."
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Adapter:
+        if (self.hugging_face is None) == (self.pvc is None):
+            raise ValueError("an adapter needs exactly one source: huggingFace or pvc")
+        return self
+
+    def pod_path(self) -> str:
+        """The adapter's folder as the pods see it."""
+        if self.pvc is not None:
+            return f"{ADAPTER_CLAIMS_DIR}/{self.pvc.claim_name}{self.pvc.path.rstrip('/')}"
+        assert self.hugging_face is not None
+        return f"{ADAPTER_DIR}/{self.hugging_face.repo}/{self.hugging_face.revision}"
+
+
+class Lora(ApiModel):
+    """How many adapters a batch may mix and how large a rank the replicas accept (`--max-loras`, `--max-lora-rank`).
+
+    Both are engine flags: changing them rolls the replicas; adding or removing an adapter within them does not."""
+
+    max_rank: Literal[8, 16, 32, 64, 128, 256, 320, 512] = Field(
+        default=16, description="The largest adapter rank the replicas accept."
+    )
+    max_loras: int = Field(
+        default=DEFAULT_MAX_LORAS, ge=1, le=64, description="Adapters one batch may mix (each holds GPU memory)."
+    )
+
+
+_LORA_RANK_RULE = cel(
+    f"!has(self.adapters) || self.adapters.all(a, !has(a.rank) || a.rank <= "
+    f"(has(self.lora) && has(self.lora.maxRank) ? self.lora.maxRank : {DEFAULT_MAX_LORA_RANK}))",
+    "an adapter's rank is above spec.lora.maxRank (default 16): raise spec.lora.maxRank to at least its rank "
+    "(8, 16, 32, 64, 128, 256, 320 or 512)",
+)
+_ADAPTER_CACHE_RULE = cel(
+    "!has(self.adapters) || self.adapters.all(a, !has(a.huggingFace)) || (has(self.cache) && self.cache.mode == 'pvc')",
+    "an adapter from huggingFace needs spec.cache.mode pvc: adapters are fetched once into the weight cache",
+)
+_ADAPTER_BASE_RULE = cel(
+    "!has(self.adapters) || self.adapters.all(a, a.name != self.model.lowerAscii())",
+    "an adapter cannot be named like the base model it runs on",
+)
+
 _REPLICAS_RULE = cel(
     "!has(self.replicas) || !has(self.autoscaling) || self.autoscaling.mode == 'none'",
     "spec.replicas must be unset when spec.autoscaling.mode is builtin or keda: the autoscaler owns the "
@@ -385,7 +472,17 @@ class Qwen3DeploymentSpec(ApiModel):
     """What to serve: a Qwen3 model on a GPU type, and how it may scale."""
 
     model_config = ConfigDict(
-        json_schema_extra={"x-kubernetes-validations": [_REPLICAS_RULE, _AWQ_RULE, _CACHE_RULE, _THINKING_RULE]}
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _REPLICAS_RULE,
+                _AWQ_RULE,
+                _CACHE_RULE,
+                _THINKING_RULE,
+                _LORA_RANK_RULE,
+                _ADAPTER_CACHE_RULE,
+                _ADAPTER_BASE_RULE,
+            ]
+        }
     )
 
     model: ModelName = Field(description="Qwen3 model from the catalog (`qwenfleet catalog models`).")
@@ -414,6 +511,25 @@ class Qwen3DeploymentSpec(ApiModel):
     cache: ModelCache | None = Field(default=None, description="Weight cache; default none.")
     scheduling: Scheduling | None = Field(default=None, description="Extra tolerations and node selectors.")
     pricing: Pricing | None = Field(default=None, description="Cost estimate overrides.")
+    lora: Lora | None = Field(
+        default=None, description="LoRA limits of the replicas; set with adapters (defaults maxRank 16, maxLoras 4)."
+    )
+    adapters: list[Adapter] = Field(
+        default_factory=list,
+        max_length=64,
+        description="LoRA adapters served beside the base model, each under its own name; added and removed live.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+
+    @property
+    def serves_adapters(self) -> bool:
+        """The replicas run with LoRA on (adapters, or spec.lora set for adapters to come)."""
+        return bool(self.adapters) or self.lora is not None
+
+    @property
+    def lora_limits(self) -> Lora:
+        """spec.lora or its defaults."""
+        return self.lora or Lora()
 
     @property
     def caches_weights(self) -> bool:
@@ -436,7 +552,19 @@ class Qwen3DeploymentSpec(ApiModel):
             raise ValueError(str(_CACHE_RULE["message"]))
         if not self.thinking_by_default and self.model in THINKING_ONLY_MODELS:
             raise ValueError(str(_THINKING_RULE["message"]))
+        self._check_adapters()
         return self
+
+    def _check_adapters(self) -> None:
+        names = [a.name for a in self.adapters]
+        if len(set(names)) != len(names):
+            raise ValueError("adapter names must be unique")
+        if any(a.rank is not None and a.rank > self.lora_limits.max_rank for a in self.adapters):
+            raise ValueError(str(_LORA_RANK_RULE["message"]))
+        if any(a.hugging_face for a in self.adapters) and not self.caches_weights:
+            raise ValueError(str(_ADAPTER_CACHE_RULE["message"]))
+        if self.model.lower() in names:
+            raise ValueError(str(_ADAPTER_BASE_RULE["message"]))
 
 
 class CacheStatus(ApiModel):
@@ -454,6 +582,15 @@ class AutoscalerStatus(ApiModel):
     queue_per_replica: float = Field(default=0.0, description="Waiting requests per ready replica.")
     last_scale_time: str | None = Field(default=None, description="When the replica count last changed.")
     reason: str = Field(default="", description="Why.")
+
+
+class AdapterStatus(ApiModel):
+    """One adapter on the ready replicas."""
+
+    name: str = Field(description="The adapter's model name.")
+    loaded_replicas: int = Field(default=0, description="Ready replicas that have it loaded.")
+    replicas: int = Field(default=0, description="Ready replicas.")
+    message: str = Field(default="", description="vLLM's answer to the last failed load, if one failed.")
 
 
 class Qwen3DeploymentStatus(ApiModel):
@@ -478,6 +615,12 @@ class Qwen3DeploymentStatus(ApiModel):
     cache: CacheStatus | None = Field(default=None, description="Weight cache progress.")
     autoscaler: AutoscalerStatus | None = Field(default=None, description="Builtin autoscaler state.")
     cost: DeploymentCost | None = Field(default=None, description="Measured cost (qwenfleet.cost).")
+    adapters: list[AdapterStatus] | None = Field(
+        default=None, description="The LoRA adapters and on how many ready replicas each is loaded."
+    )
+    adapter_summary: str | None = Field(
+        default=None, description="Adapters loaded on every ready replica / declared, for kubectl get."
+    )
     slo: SloStatus | None = Field(
         default=None, description="The latency objective's measured attainment, with spec.autoscaling.slo."
     )

@@ -29,6 +29,11 @@ class Plan(ApiModel):
     gpu_memory_utilization: float = Field(description="Fraction of GPU memory vLLM pre-allocates.")
     weight_bytes_per_gpu: int = Field(description="Model weight bytes resident on each GPU.")
     kv_cache_tokens: int = Field(description="Tokens of KV cache one replica holds (estimate).")
+    lora_bytes_per_gpu: int | None = Field(
+        default=None, description="GPU bytes vLLM's LoRA adapter slots take on each GPU (LoRA on only)."
+    )
+    max_loras: int | None = Field(default=None, description="Adapters one batch may mix (--max-loras).")
+    max_lora_rank: int | None = Field(default=None, description="Largest adapter rank accepted (--max-lora-rank).")
     max_concurrent_sequences: int = Field(description="Full-length sequences that fit in the KV cache at once.")
     max_num_seqs: int = Field(description="vLLM's cap on sequences batched together.")
     reference_concurrency: int = Field(

@@ -22,6 +22,7 @@ class ConditionType(StrEnum):
     MODEL_CACHED = "ModelCached"
     NODE_POOL_READY = "NodePoolReady"
     PLAN_FEASIBLE = "PlanFeasible"
+    ADAPTERS_LOADED = "AdaptersLoaded"
 
 
 class Reason(StrEnum):
@@ -59,6 +60,10 @@ class Reason(StrEnum):
     NODE_POOL_PENDING = "NodePoolPending"
     NODE_POOL_READY = "NodePoolReady"
     NODE_POOL_NOT_READY = "NodePoolNotReady"
+    # AdaptersLoaded
+    ADAPTERS_LOADED = "AdaptersLoaded"
+    ADAPTERS_LOADING = "AdaptersLoading"
+    ADAPTER_LOAD_FAILED = "AdapterLoadFailed"
     # Qwen3Router
     ROUTER_NOT_READY = "RouterNotReady"
     BACKEND_MISSING = "BackendMissing"

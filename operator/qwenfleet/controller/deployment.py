@@ -103,6 +103,9 @@ async def _check_preconditions(kube: Kube, spec: Qwen3DeploymentSpec, p: Plan, n
         raise Blocked(
             R.PVC_MISSING, f"PersistentVolumeClaim {pvc.claim_name!r} (weights) does not exist in {namespace}"
         )
+    for claim in sorted({a.pvc.claim_name for a in spec.adapters if a.pvc}):
+        if await kube.get("v1", "PersistentVolumeClaim", claim, namespace) is None:
+            raise Blocked(R.PVC_MISSING, f"PersistentVolumeClaim {claim!r} (adapters) does not exist in {namespace}")
     needs: list[tuple[str, Reason, str, str]] = []
     if p.workload_kind == "LeaderWorkerSet":
         needs.append(("leaderworkersets.leaderworkerset.x-k8s.io", R.LEADER_WORKER_SET_MISSING, "LeaderWorkerSet",

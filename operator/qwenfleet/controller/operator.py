@@ -32,6 +32,8 @@ from qwenfleet.autoscale.loop import CHECKPOINT_SECONDS, Memory
 from qwenfleet.autoscale.loop import save as save_checkpoint
 from qwenfleet.autoscale.loop import tick as autoscale_tick
 from qwenfleet.controller import metrics
+from qwenfleet.controller.adapters import INTERVAL_SECONDS as ADAPTER_INTERVAL_SECONDS
+from qwenfleet.controller.adapters import sync_adapters
 from qwenfleet.controller.applied import CachingApplier, owner_of
 from qwenfleet.controller.deployment import (
     FINALIZER,
@@ -104,6 +106,10 @@ def _collect(memory: Memory) -> None:
     memory.checkpoint_events.clear()
 
 
+def _lora(spec: Mapping[str, Any]) -> bool:
+    return bool(spec.get("adapters") or spec.get("lora"))
+
+
 def _builtin(spec: Mapping[str, Any]) -> bool:
     return bool((spec.get("autoscaling") or {}).get("mode") == "builtin")
 
@@ -134,6 +140,8 @@ class Operator:
         self.slots = asyncio.Semaphore(MAX_CONCURRENT_RECONCILES)
         self.queue: WorkQueue[TriggerKey] = WorkQueue(self._reconcile, MAX_CONCURRENT_RECONCILES, "reconcile")
         self.autoscaler: WorkQueue[Key] = WorkQueue(self._autoscale, AUTOSCALE_WORKERS, "autoscaler")
+        self.adapters: WorkQueue[Key] = WorkQueue(self._sync_adapters, AUTOSCALE_WORKERS, "adapters")
+        """The live LoRA adapter sync of deployments that serve adapters."""
         self.session: aiohttp.ClientSession | None = None
         self.scraper: Scraper | None = None
         """The model-server pods' /metrics, scraped once per tick for the autoscaler and the cost loop."""
@@ -218,9 +226,13 @@ class Operator:
                     self.queue.add(("r", key[0], body["metadata"]["name"]))
 
     def pod_changed(self, namespace: str, owner: str, component: str) -> None:
-        """One of our pods changed: a model server's deployment (status) and its routers (backend counts)."""
+        """One of our pods changed: a model server's deployment (status) and its routers (backend counts), and
+        its adapters (a replica that became ready loads them now)."""
         self.indexed.set()
         self._trigger((namespace, owner), routers=component == "model-server")
+        body = self.idx.deployment(namespace, owner)
+        if component == "model-server" and body is not None and _lora(body.get("spec") or {}):
+            self.adapters.add((namespace, owner))
 
     def child_changed(self, obj: Mapping[str, Any], deleted: bool) -> None:
         """A child changed or vanished: restore it now, not at the next resync."""
@@ -248,6 +260,7 @@ class Operator:
             self.seen.pop(key, None)
             self.queue.forget(("d", *key))
             self.autoscaler.forget(key)
+            self.adapters.forget(key)
             self.memories.pop(key, None)
             metrics.forget(*key)
             self._trigger(key, routers=True)
@@ -257,8 +270,11 @@ class Operator:
                 meta.get("deletionTimestamp") is not None, FINALIZER in (meta.get("finalizers") or []))  # fmt: skip
         if self.seen.get(key) != seen:
             new = key not in self.seen
+            changed = new or self.seen[key][0] != seen[0]
             self.seen[key] = seen
             self._trigger(key, routers=new)
+            if changed and (_lora(body.get("spec") or {}) or (body.get("status") or {}).get("adapters")):
+                self.adapters.add(key)  # a spec change loads or unloads adapters now, not at the next tick
         if key not in self.memories and _builtin(body.get("spec") or {}):
             self.memories[key] = Memory()
             self.autoscaler.add(key)
@@ -292,12 +308,15 @@ class Operator:
         self.events.start()
         self.queue.start()
         self.autoscaler.start()
+        self.adapters.start()
         deployments = list(self.idx.all_deployments())
         routers = list(self.idx.all_routers())
         log.info("leading: %d Qwen3Deployments and %d Qwen3Routers in %s", len(deployments), len(routers),
                  ", ".join(self.options.namespaces) or "all namespaces")  # fmt: skip
         for body in deployments:
             self.queue.add(("d", body["metadata"]["namespace"], body["metadata"]["name"]))
+            if _lora(body.get("spec") or {}) or (body.get("status") or {}).get("adapters"):
+                self.adapters.add((body["metadata"]["namespace"], body["metadata"]["name"]))
         for body in routers:
             self.queue.add(("r", body["metadata"]["namespace"], body["metadata"]["name"]))
         for key in list(self.memories):
@@ -318,7 +337,8 @@ class Operator:
             self._cost_task.cancel()
             await asyncio.gather(self._cost_task, return_exceptions=True)
             self._cost_task = None
-        await asyncio.gather(self.queue.stop(drain_seconds), self.autoscaler.stop(drain_seconds))
+        await asyncio.gather(self.queue.stop(drain_seconds), self.autoscaler.stop(drain_seconds),
+                             self.adapters.stop(drain_seconds))  # fmt: skip
         if checkpoint:
             await self._checkpoint_all()
         await self.events.stop(drain_seconds)
@@ -463,6 +483,22 @@ class Operator:
         except Exception:
             log.exception("autoscaler %s/%s crashed; continuing", *key)
         return self.options.autoscale_interval
+
+    async def _sync_adapters(self, key: Key) -> float | None:
+        """Load and unload one deployment's adapters on its ready replicas; again every few seconds while it has
+        any (a replica that restarted, a load that failed)."""
+        body = self.idx.deployment(*key)
+        if body is None or body["metadata"].get("deletionTimestamp") or self.session is None:
+            return None
+        try:
+            keep = await sync_adapters(self.kube, self.session, body, serving_ips(self.pods_of(key)))
+        except KubeError as exc:
+            log.warning("adapters %s/%s: %s", *key, exc)
+            keep = True
+        except Exception:
+            log.exception("adapters %s/%s: sync crashed; continuing", *key)
+            keep = True
+        return ADAPTER_INTERVAL_SECONDS if keep else None
 
     async def _checkpoint_all(self) -> None:
         """Checkpoint every SLO deployment's memory that grew since its last checkpoint, a few at a time, for at

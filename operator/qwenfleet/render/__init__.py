@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qwenfleet.render.cache import render_cache_pvc, render_download_job
+from qwenfleet.render.cache import render_adapter_jobs, render_cache_pvc, render_download_job
 from qwenfleet.render.inputs import Capabilities, DeploymentInput, Owner
 from qwenfleet.render.keda import render_scaled_object
 from qwenfleet.render.modelserver import render_workload
@@ -38,7 +38,7 @@ def desired_children(inp: DeploymentInput) -> list[Manifest]:
     if nodepool:
         children.append(nodepool)
     if inp.cache_enabled:
-        children += [render_cache_pvc(inp), render_download_job(inp)]
+        children += [render_cache_pvc(inp), render_download_job(inp), *render_adapter_jobs(inp)]
     children += [render_service(inp), render_pdb(inp), render_network_policy(inp)]
     if inp.capabilities.service_monitor:
         children.append(render_service_monitor(inp))

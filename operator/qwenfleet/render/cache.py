@@ -10,6 +10,7 @@ from qwenfleet.render.inputs import DeploymentInput, owned_metadata
 from qwenfleet.render.names import (
     CACHE_COMPLETE_MARKER,
     MODEL_DIR,
+    adapter_job_name,
     checkpoint_disk_gib,
     download_job_name,
     labels,
@@ -45,11 +46,26 @@ def download_deadline_seconds(inp: DeploymentInput) -> int:
 
 def render_download_job(inp: DeploymentInput) -> Manifest:
     """Download the checkpoint into the cache, resuming partial files, then write a completion marker."""
-    target = f"{MODEL_DIR}/{inp.repo}"
+    job_name = download_job_name(inp.owner.name, inp.repo, inp.revision)
+    return _download_job(inp, job_name, inp.repo, inp.revision, f"{MODEL_DIR}/{inp.repo}")
+
+
+def render_adapter_jobs(inp: DeploymentInput) -> list[Manifest]:
+    """One download Job per Hugging Face adapter, into the same cache at its pinned revision (once each)."""
+    jobs = []
+    for adapter in inp.spec.adapters:
+        hf = adapter.hugging_face
+        if hf is not None:
+            name = adapter_job_name(inp.owner.name, hf.repo, hf.revision)
+            jobs.append(_download_job(inp, name, hf.repo, hf.revision, adapter.pod_path()))
+    return jobs
+
+
+def _download_job(inp: DeploymentInput, job_name: str, repo: str, revision: str, target: str) -> Manifest:
     script = " && ".join(
         [
             f"mkdir -p {shlex.quote(target)}",
-            shlex.join(["hf", "download", inp.repo, "--revision", inp.revision, "--local-dir", target]),
+            shlex.join(["hf", "download", repo, "--revision", revision, "--local-dir", target]),
             f"touch {shlex.quote(target + '/' + CACHE_COMPLETE_MARKER)}",
         ]
     )
@@ -79,7 +95,7 @@ def render_download_job(inp: DeploymentInput) -> Manifest:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": owned_metadata(inp, download_job_name(inp.owner.name, inp.repo, inp.revision), "model-cache"),
+        "metadata": owned_metadata(inp, job_name, "model-cache"),
         "spec": {
             "backoffLimit": DOWNLOAD_BACKOFF_LIMIT,
             "activeDeadlineSeconds": download_deadline_seconds(inp),

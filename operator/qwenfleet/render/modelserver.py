@@ -6,6 +6,7 @@ import math
 import shlex
 from typing import Any
 
+from qwenfleet.api.deployment import ADAPTER_CLAIMS_DIR
 from qwenfleet.catalog.engine import VLLM_IMAGE
 from qwenfleet.render.inputs import DeploymentInput, owned_metadata
 from qwenfleet.render.names import (
@@ -53,6 +54,8 @@ def _env(inp: DeploymentInput) -> list[Manifest]:
         env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
     if inp.compile_cache_dir:
         env.append({"name": "VLLM_CACHE_ROOT", "value": inp.compile_cache_dir})
+    if inp.spec.serves_adapters:  # the operator loads and unloads adapters on running replicas
+        env.append({"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"})
     secret = inp.token_secret
     if secret:
         ref = {"secretKeyRef": {"name": secret[0], "key": secret[1]}}
@@ -84,7 +87,16 @@ def _volumes(inp: DeploymentInput) -> tuple[list[Manifest], list[Manifest]]:
         mounts.append({"name": "weights", "mountPath": MODEL_DIR, "readOnly": True})
         if writable:
             mounts.append({"name": "weights", "mountPath": COMPILE_CACHE_MOUNT})
+    for claim_name in adapter_claims(inp):
+        volume = f"adapters-{claim_name}"[:63].rstrip("-.")
+        volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim_name, "readOnly": True}})
+        mounts.append({"name": volume, "mountPath": f"{ADAPTER_CLAIMS_DIR}/{claim_name}", "readOnly": True})
     return volumes, mounts
+
+
+def adapter_claims(inp: DeploymentInput) -> list[str]:
+    """The user's claims that hold adapters, each mounted read-only at /adapters/<claim> (sorted, once each)."""
+    return sorted({a.pvc.claim_name for a in inp.spec.adapters if a.pvc is not None})
 
 
 def _startup_budget_seconds(inp: DeploymentInput) -> int:

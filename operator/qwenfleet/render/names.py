@@ -77,6 +77,11 @@ def download_job_name(name: str, repo: str, revision: str) -> str:
     return bounded(f"{name}-download-{weights_identity(repo, revision)}")
 
 
+def adapter_job_name(name: str, repo: str, revision: str) -> str:
+    """The Job that fetches one Hugging Face adapter into the weight cache."""
+    return bounded(f"{name}-adapter-{weights_identity(repo, revision)}")
+
+
 def nodepool_name(namespace: str, name: str) -> str:
     """The cluster-scoped Karpenter NodePool owned by one deployment."""
     return bounded(f"qwenfleet-{namespace}-{name}")

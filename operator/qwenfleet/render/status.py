@@ -337,8 +337,11 @@ def _wire_fields(model: type[BaseModel], exclude: tuple[str, ...] = ()) -> tuple
     return tuple(f.alias or n for n, f in model.model_fields.items() if n not in exclude)
 
 
-DEPLOYMENT_STATUS_FIELDS = _wire_fields(Qwen3DeploymentStatus, exclude=("autoscaler", "cost", "slo"))
-"""The status fields the reconcile owns (`autoscaler` is the autoscaler's, `cost` and `slo` the cost ledger's)."""
+DEPLOYMENT_STATUS_FIELDS = _wire_fields(
+    Qwen3DeploymentStatus, exclude=("autoscaler", "cost", "slo", "adapters", "adapter_summary")
+)
+"""The status fields the reconcile owns (`autoscaler` is the autoscaler's, `cost` and `slo` the cost ledger's,
+`adapters` the adapter sync's)."""
 ROUTER_STATUS_FIELDS = _wire_fields(Qwen3RouterStatus, exclude=("cost",))  # the cost loop owns status.cost
 
 

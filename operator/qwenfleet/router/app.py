@@ -32,9 +32,13 @@ from qwenfleet.router.policy import (
     Route,
     RouteRequest,
     UnknownModel,
+    adapter_of,
     choose_replica,
     decide,
     model_names,
+)
+from qwenfleet.router.policy import (
+    upstream_model as upstream_model_of,
 )
 from qwenfleet.router.requests import BadRequest, route_request
 from qwenfleet.router.usage import TAIL_BYTES, Usage, usage_of_body, usage_of_stream_tail
@@ -191,8 +195,14 @@ class Router:
 
     def models_list(self) -> dict[str, Any]:
         """/v1/models: the union of aliases, served model names and `auto`."""
-        names = model_names(self.spec, self.discovery.states)
-        data = [{"id": n, "object": "model", "owned_by": "qwenfleet", "backend": b or "auto"} for n, b in names.items()]
+        states = self.discovery.states
+        data = []
+        for name, backend in model_names(self.spec, states).items():
+            entry = {"id": name, "object": "model", "owned_by": "qwenfleet", "backend": backend or "auto"}
+            state = states.get(backend)
+            if state is not None and adapter_of(name, state) is not None:
+                entry["parent"] = state.served_model  # a LoRA adapter, as vLLM lists it
+            data.append(entry)
         return {"object": "list", "data": data}
 
     def unknown_model_message(self, model: str) -> str:
@@ -348,12 +358,12 @@ class Router:
         for _ in range(MAX_ATTEMPTS):
             replica = choose_replica(
                 state, self.rng, prefix=parsed.prefix, prefix_chars=prefix_chars, homes=homes,
-                load_bound=affinity.load_bound, exclude=frozenset(tried),
+                load_bound=affinity.load_bound, exclude=frozenset(tried), adapter=route.adapter,
             )  # fmt: skip
             if replica is None:
                 break
             tried.add(replica.id)
-            upstream_model = replica.served_model or state.served_model or body["model"]
+            upstream_model = upstream_model_of(route, replica, state, body["model"])
             if upstream_model not in payloads:
                 try:
                     payloads[upstream_model] = with_model(raw, body, upstream_model)

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from qwenfleet.adapters import loaded_adapters
 from qwenfleet.api.base import API_VERSION
 from qwenfleet.api.router import Qwen3RouterSpec
 from qwenfleet.enginemetrics.parse import parse
@@ -135,10 +136,13 @@ class Discovery:
                     pod_name = pod["metadata"]["name"]
                     signals[pod_name] = self._signals.get(pod_name) or queue_signal(pod_plan(pod))
             state.served_model = served_model(status.get("plan") or {}) if deployment else ""
+            spec_adapters = ((deployment or {}).get("spec") or {}).get("adapters") or []
+            state.adapters = tuple(str(a.get("name")) for a in spec_adapters if isinstance(a, dict))
             if deployment and not state.served_model:  # not planned yet: what the pods serve
                 state.served_model = next((r.served_model for r in replicas if r.served_model), "")
             self._signals.update(signals)
-            healthy = await asyncio.gather(*(self._scrape(session, r) for r in replicas))
+            lora = bool(state.adapters)
+            healthy = await asyncio.gather(*(self._scrape(session, r, lora) for r in replicas))
             state.replicas = [r for r, ok in zip(replicas, healthy, strict=True) if ok]
         clashes = name_clashes(self.spec, self.states)
         if clashes != self._clashes:
@@ -151,13 +155,15 @@ class Discovery:
         self.changed.set()
         self.changed = asyncio.Event()
 
-    async def _scrape(self, session: aiohttp.ClientSession, replica: Replica) -> bool:
+    async def _scrape(self, session: aiohttp.ClientSession, replica: Replica, adapters: bool = False) -> bool:
         """True when the replica's server answers /health; also refreshes its queue depth from the cheap signal.
 
         Real vLLM's /metrics ignores `name[]` and renders its whole exposition (about 56 kB, milliseconds of the
         engine's time) at every call, so the queue comes from `/load` (17 bytes; the planner renders
         `--enable-server-load-tracking`): requests in flight beyond the replica's `--max-num-seqs` are waiting.
         Pods started without load tracking are scraped from /metrics, but only every `FULL_SCRAPE_EVERY` passes.
+        With `adapters` (its deployment declares LoRA adapters) /v1/models is read each pass: the adapters loaded
+        there, which the operator loads and unloads live.
         """
         signal = self._signals.get(replica.id) or QueueSignal(False, None)
         try:
@@ -171,6 +177,12 @@ class Discovery:
                     if response.status != 200 or replica.served_model not in {m.get("id") for m in listed}:
                         return False
                 replica.confirmed = True
+            if adapters:
+                async with session.get(f"http://{replica.address}/v1/models", timeout=timeout) as response:
+                    models = await response.json(content_type=None) if response.status == 200 else {}
+                replica.adapters = frozenset(loaded_adapters(models))
+            elif replica.adapters:
+                replica.adapters = frozenset()
             if signal.load_tracking:
                 async with session.get(f"http://{replica.address}/load", timeout=timeout) as response:
                     replica.waiting = waiting_from_load(await response.json(content_type=None), signal.max_num_seqs)

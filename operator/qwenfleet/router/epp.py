@@ -50,6 +50,7 @@ from qwenfleet.router.extproc import (
 )
 from qwenfleet.router.openai import ROUTE_HEADER
 from qwenfleet.router.policy import AUTO, Replica, Route, RouteRequest, UnknownModel, choose_replica, decide
+from qwenfleet.router.policy import upstream_model as upstream_model_of
 from qwenfleet.router.requests import BadRequest, route_request
 from qwenfleet.router.usage import TAIL_BYTES, usage_of_stream_tail
 
@@ -153,12 +154,13 @@ class Exchange:
         affinity = router.spec.prefix_affinity
         replica = choose_replica(
             state, router.rng, prefix=parsed.prefix, prefix_chars=affinity.prefix_chars if affinity.enabled else 0,
-            homes=router.homes(route.backend), load_bound=affinity.load_bound, exclude=outside,
+            homes=router.homes(route.backend), load_bound=affinity.load_bound, exclude=outside, adapter=route.adapter,
         )  # fmt: skip
         if replica is None:
             where = " among the endpoints the gateway allowed" if self.subset is not None else ""
             return [self._refuse(503, f"no ready replica of {route.backend}{where}", route)]
-        others = sorted((r for r in state.replicas if r.id not in outside and r.id != replica.id), key=lambda r: r.load)
+        others = sorted((r for r in state.replicas if r.id not in outside and r.id != replica.id
+                         and (route.adapter is None or route.adapter in r.adapters)), key=lambda r: r.load)  # fmt: skip
         picks = [replica.address, *(r.address for r in others[: MAX_ATTEMPTS - 1])]
         replica.outstanding += 1
         router.metrics.inflight.labels(route.backend).inc()
@@ -166,7 +168,7 @@ class Exchange:
         mutation = [header(DESTINATION, replica.address)]
         payload = b""
         if body_ended:
-            upstream_model = replica.served_model or state.served_model or body["model"]
+            upstream_model = upstream_model_of(route, replica, state, body["model"])
             payload = with_model(raw, body, upstream_model)
             if upstream_model != body["model"] and body["model"] != AUTO:
                 self.rewriter = ModelRewriter(upstream_model, body["model"])

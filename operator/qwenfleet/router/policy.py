@@ -66,6 +66,8 @@ class Replica:
     """The model name this pod serves (from its own plan: during a rollout old and new pods differ)."""
     confirmed: bool = False
     """The server at `address` listed `served_model` in its /v1/models: it is this pod's, not a stale one."""
+    adapters: frozenset[str] = frozenset()
+    """The LoRA adapters loaded there (from its /v1/models)."""
 
     @property
     def load(self) -> float:
@@ -96,6 +98,8 @@ class BackendState:
     """An external API: one pseudo-replica whose capacity is its concurrency limit."""
     over_budget: bool = False
     """The router's daily budget for the external APIs is spent."""
+    adapters: tuple[str, ...] = ()
+    """The LoRA adapters its Qwen3Deployment declares (each a model name that reaches this backend)."""
 
     @property
     def full(self) -> bool:
@@ -153,6 +157,8 @@ class Route:
     hold: bool = False
     meanwhile: str | None = None
     refusal: Refusal | None = None
+    adapter: str | None = None
+    """The LoRA adapter asked for: only replicas that have it loaded serve, under its own name."""
 
 
 class UnknownModel(LookupError):
@@ -168,11 +174,20 @@ def model_names(spec: Qwen3RouterSpec, states: dict[str, BackendState]) -> dict[
             names[alias] = backend.name
     for backend in spec.backends:
         served = states.get(backend.name)
+        for adapter in served.adapters if served and served.exists else ():
+            names[adapter] = backend.name
+    for backend in spec.backends:
+        served = states.get(backend.name)
         if served and served.exists and served.served_model:
             names[served.served_model] = backend.name
     for backend in spec.backends:
         names[backend.name] = backend.name
     return names
+
+
+def adapter_of(model: str, state: BackendState) -> str | None:
+    """The adapter a request names on its backend, or None for the base model."""
+    return model if model in state.adapters and model != state.served_model else None
 
 
 def name_clashes(spec: Qwen3RouterSpec, states: dict[str, BackendState]) -> list[str]:
@@ -235,12 +250,18 @@ def decide(
     if state.external and state.full:
         message = f"backend {target} (an external API) is at its concurrency limit; retry later"
         return Route(target, reason, target, refusal=Refusal(429, message, retry_after=RETRY_AFTER_SECONDS))
+    adapter = adapter_of(req.model, state)
+    if adapter is not None and state.phase == "ready":  # only this backend's replicas serve its adapter
+        if not any(adapter in r.adapters for r in state.replicas):
+            message = f"adapter {adapter} is not loaded on a ready replica of {target} yet; retry shortly"
+            return Route(target, f"{reason}>adapter", target, refusal=Refusal(503, message, retry_after=5))
+        return Route(target, f"{reason}>adapter", target, adapter=adapter)
     if state.phase == "ready":
         alternate = _spillover(backend, state, states)
         if alternate:
             return Route(alternate, f"{reason}>spillover", target)
         return Route(target, reason, target)
-    fallback = states.get(backend.fallback) if backend.fallback else None
+    fallback = states.get(backend.fallback) if backend.fallback and adapter is None else None
     fallback_ready = fallback is not None and fallback.takes_overflow()
     if state.phase == "missing":
         if fallback is not None and fallback_ready:
@@ -306,10 +327,12 @@ def choose_replica(
     homes: PrefixHomes | None = None,
     load_bound: float = 2.0,
     exclude: frozenset[str] = frozenset(),
+    adapter: str | None = None,
 ) -> Replica | None:
     """Least load of two random replicas; with prefix affinity, the least loaded replica holding the prefix
-    unless it is above the load bound, else the least loaded replica (which becomes a holder)."""
-    candidates = [r for r in state.replicas if r.id not in exclude]
+    unless it is above the load bound, else the least loaded replica (which becomes a holder). With `adapter`,
+    only replicas that have it loaded."""
+    candidates = [r for r in state.replicas if r.id not in exclude and (adapter is None or adapter in r.adapters)]
     if not candidates:
         return None
     if not (prefix and prefix_chars and homes is not None):
@@ -321,3 +344,10 @@ def choose_replica(
     choice = min(warm or candidates, key=lambda r: r.load)
     homes.record(key, choice.id)
     return choice
+
+
+def upstream_model(route: Route, replica: Replica, state: BackendState, requested: str) -> str:
+    """The model name sent to the replica: the adapter's own, else the base model that pod serves."""
+    if route.adapter is not None:
+        return route.adapter
+    return replica.served_model or state.served_model or requested

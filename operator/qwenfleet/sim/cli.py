@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 
 from qwenfleet.catalog import Precision, UnknownGPUError, UnknownModelError
 from qwenfleet.planner import PlanInfeasible, PlanRequest, plan
 from qwenfleet.render.names import HTTP_PORT
 from qwenfleet.sim.fleet import SimFleet
+from qwenfleet.sim.lora import parse_lora_modules, runtime_updates_from_env
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -25,6 +27,11 @@ async def _serve(args: argparse.Namespace) -> None:
             seed=args.seed,
             cold_start_seconds=args.cold_start_seconds,
             max_num_seqs=args.max_num_seqs,
+            enable_lora=args.enable_lora or bool(args.lora_modules) or None,
+            max_loras=args.max_loras,
+            max_lora_rank=args.max_lora_rank,
+            lora_modules=dict(parse_lora_modules(args.lora_modules)) if args.lora_modules else None,
+            lora_runtime_updates=runtime_updates_from_env(dict(os.environ)),
         )
         server.api_key = args.api_key
         pod = fleet.pods["sim"]
@@ -40,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve(args))
-    except (PlanInfeasible, UnknownModelError, UnknownGPUError, OSError) as exc:
+    except (PlanInfeasible, UnknownModelError, UnknownGPUError, OSError, ValueError) as exc:
         print(f"qwenfleet sim: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -70,4 +77,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="simulated load time before /health is 200 (default: the plan's estimate)")  # fmt: skip
     p.add_argument("--max-num-seqs", type=int, default=None, help="override the plan's max_num_seqs")
     p.add_argument("--api-key", default=None, help="as vLLM's: /v1 requests need `Authorization: Bearer KEY`")
+    p.add_argument("--enable-lora", action="store_true", help="as vLLM's: serve LoRA adapters")
+    p.add_argument("--max-loras", type=int, default=None, help="as vLLM's: adapters one batch may run (default 1)")
+    p.add_argument("--max-lora-rank", type=int, default=None, help="as vLLM's: the highest adapter rank (default 16)")
+    p.add_argument("--lora-modules", nargs="+", default=None, metavar="NAME=PATH",
+                   help="as vLLM's: adapters loaded at start; VLLM_ALLOW_RUNTIME_LORA_UPDATING=True serves "
+                   "/v1/load_lora_adapter and /v1/unload_lora_adapter")  # fmt: skip
     p.set_defaults(func=run)

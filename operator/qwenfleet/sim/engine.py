@@ -59,6 +59,8 @@ class SimRequest:
     """Hashes of the prompt's full blocks, for prefix caching (empty: the prompt shares nothing)."""
     max_tokens: int | None = None
     """The request's max_tokens parameter, for vLLM's request_params_max_tokens histogram."""
+    lora: str | None = None
+    """The LoRA adapter it runs with (None: the base model)."""
 
     state: RequestState = RequestState.WAITING
     computed: int = 0
@@ -155,8 +157,10 @@ class StepResult:
 class Engine:
     """The scheduler of one simulated vLLM replica."""
 
-    def __init__(self, perf: PerfModel, *, prefix_caching: bool = True) -> None:
+    def __init__(self, perf: PerfModel, *, prefix_caching: bool = True, max_loras: int | None = None) -> None:
         self.perf = perf
+        self.max_loras = max_loras
+        """Distinct LoRA adapters one step may run (vLLM's `--max-loras`); None: no limit."""
         self.kv = KVCache(perf.kv_blocks, BLOCK_TOKENS, prefix_caching=prefix_caching)
         self.waiting: deque[SimRequest] = deque()
         self.running: list[SimRequest] = []
@@ -232,10 +236,30 @@ class Engine:
             i += 1
         return scheduled, budget
 
+    def _lora_blocked(self, request: SimRequest) -> bool:
+        """Whether running `request` would take the batch past `max_loras` distinct adapters (vLLM skips it and
+        schedules the ones behind it)."""
+        if self.max_loras is None or request.lora is None:
+            return False
+        loras = {r.lora for r in self.running if r.lora is not None}
+        return request.lora not in loras and len(loras) >= self.max_loras
+
     def _schedule_waiting(self, now: float, budget: int, result: StepResult) -> list[tuple[SimRequest, int]]:
+        skipped: list[SimRequest] = []
+        try:
+            return self._admit(now, budget, result, skipped)
+        finally:
+            self.waiting.extendleft(reversed(skipped))
+
+    def _admit(
+        self, now: float, budget: int, result: StepResult, skipped: list[SimRequest]
+    ) -> list[tuple[SimRequest, int]]:
         scheduled: list[tuple[SimRequest, int]] = []
         while self.waiting and budget > 0 and len(self.running) < self.perf.max_num_seqs:
             request = self.waiting[0]
+            if self._lora_blocked(request):
+                skipped.append(self.waiting.popleft())
+                continue
             hits = self._cached_prefix(request, result)
             computed = len(hits) * BLOCK_TOKENS
             n = min(request.num_tokens - computed, budget)

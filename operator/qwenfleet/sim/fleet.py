@@ -11,12 +11,14 @@ uses namespace/name/uid); starting a key that exists replaces its pod.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import TracebackType
 
 from aiohttp import web
 
 from qwenfleet.api.plan import Plan
+from qwenfleet.sim.lora import LoraConfig
 from qwenfleet.sim.server import SimServer
 
 SHUTDOWN_SECONDS = 0.5
@@ -66,11 +68,20 @@ class SimFleet:
         max_num_seqs: int | None = None,
         max_num_batched_tokens: int | None = None,
         time_scale: float | None = None,
+        enable_lora: bool | None = None,
+        max_loras: int | None = None,
+        max_lora_rank: int | None = None,
+        lora_modules: dict[str, str] | None = None,
+        lora_runtime_updates: bool = False,
+        path_map: dict[str, Path] | None = None,
     ) -> SimServer:
         """Serve a simulated vLLM for `plan` on host:port (port 0 picks a free one: see `pods[key].port`).
 
         `cold_start_seconds` is in simulated seconds (default: the plan's estimate); `/health` answers 503
         until it has passed. `time_scale` defaults to the fleet's. Raises OSError when the address is taken.
+        The LoRA settings left None follow the plan's vLLM arguments (`--enable-lora`, `--max-loras`,
+        `--max-lora-rank`, `--lora-modules`); `lora_runtime_updates` serves the load/unload routes, and
+        `path_map` maps the pod's path prefixes to directories on this machine.
         """
         await self.stop_pod(key)
         server = SimServer(
@@ -80,6 +91,8 @@ class SimFleet:
             cold_start_seconds=cold_start_seconds,
             max_num_seqs=max_num_seqs,
             max_num_batched_tokens=max_num_batched_tokens,
+            lora=lora_config(plan, enable_lora, max_loras, max_lora_rank, lora_modules, lora_runtime_updates),
+            path_map=path_map,
         )
         runner = web.AppRunner(server.app(), access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
         await runner.setup()
@@ -114,6 +127,25 @@ class SimFleet:
     def url(self, key: str) -> str:
         """Base URL of a running pod."""
         return self.pods[key].url
+
+
+def lora_config(
+    plan: Plan,
+    enable: bool | None = None,
+    max_loras: int | None = None,
+    max_rank: int | None = None,
+    modules: dict[str, str] | None = None,
+    runtime_updates: bool = False,
+) -> LoraConfig:
+    """The plan's LoRA flags, with each setting given here in place of the plan's."""
+    base = LoraConfig.from_vllm_args(plan.vllm_args, runtime_updates=runtime_updates)
+    return replace(
+        base,
+        enabled=base.enabled if enable is None else enable,
+        max_loras=base.max_loras if max_loras is None else max_loras,
+        max_lora_rank=base.max_lora_rank if max_rank is None else max_rank,
+        modules=base.modules if modules is None else tuple(modules.items()),
+    )
 
 
 def _bound_port(runner: web.AppRunner, default: int) -> int:

@@ -38,9 +38,20 @@ def buckets_1_2_5(limit: int) -> tuple[int, ...]:
 class VllmMetrics:
     """The metrics of one simulated replica."""
 
-    def __init__(self, model_name: str, plan: Plan, perf: PerfModel) -> None:
+    def __init__(self, model_name: str, plan: Plan, perf: PerfModel, *, max_loras: int | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self.max_loras = max_loras
+        self.lora_info = (
+            None
+            if max_loras is None
+            else Gauge(
+                "vllm:lora_requests_info",
+                "Running stats on lora requests.",
+                ["max_lora", "waiting_lora_adapters", "running_lora_adapters"],
+                registry=r,
+            )
+        )
         labels = (model_name, "0")
         tokens = buckets_1_2_5(plan.max_model_len)
 
@@ -245,12 +256,22 @@ class VllmMetrics:
         """The Prometheus text format of every family (vLLM's /metrics has no filter: it ignores `name[]`)."""
         return generate_latest(self.registry)
 
-    def record_state(self, running: int, waiting: int, kv_usage: float) -> None:
-        """Scheduler gauges."""
+    def record_state(self, running: int, waiting: int, kv_usage: float, loras: list[str] | None = None) -> None:
+        """Scheduler gauges. `loras`: the adapters of the requests in the engine, in order of arrival."""
         self.running.set(running)
         self.waiting.set(waiting)
         self.waiting_capacity.set(waiting)
         self.kv_usage.set(kv_usage)
+        if self.lora_info is not None:
+            self.record_loras(loras or [])
+
+    def record_loras(self, loras: list[str]) -> None:
+        """vLLM 0.32's lora_requests_info: one series per set of adapters with requests in the engine (waiting
+        and running list the same names), its value the wall time it was last seen; earlier sets stay."""
+        if self.lora_info is None:
+            return
+        names = ",".join(loras)
+        self.lora_info.labels(str(self.max_loras), names, names).set_to_current_time()
 
     def record_step(self, step: StepResult) -> None:
         """Counters and per-token histograms of one engine step."""
@@ -276,10 +297,10 @@ class VllmMetrics:
         mode = "streaming" if streamed else "non_streaming"
         self.tool_parser[mode, "tool_call" if called else "no_tool_call", "chat_completions"].inc()
 
-    def record_arrival(self, max_tokens: int) -> None:
+    def record_arrival(self, max_tokens: int, n: int = 1) -> None:
         """Per-request parameter histograms (`max_tokens`: the effective limit, context room if unset)."""
         self.max_generation_tokens.observe(max_tokens)
-        self.params_n.observe(1)
+        self.params_n.observe(n)
 
     def record_finished(self, request: SimRequest) -> None:
         """A request that ended with stop or length."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -71,6 +72,10 @@ def _summary(value: object) -> object:
     return str(value)
 
 
+FieldError = tuple[str, tuple[str | int, ...], str, object]
+"""One pydantic error: its type, location under `body`, message and input."""
+
+
 def validation_error(kind: str, loc: tuple[str | int, ...], msg: str, value: object, **ctx: str) -> APIError:
     """A 400 from request validation, as vLLM's handler renders pydantic's first error."""
     param = ".".join(str(part) for part in ("body", *loc))
@@ -78,6 +83,25 @@ def validation_error(kind: str, loc: tuple[str | int, ...], msg: str, value: obj
     if ctx:
         error["ctx"] = dict(ctx)
     return APIError(HTTPStatus.BAD_REQUEST, f"1 validation error:\n  {error}", param, kind="Bad Request")
+
+
+def validation_errors(errors: list[FieldError]) -> APIError:
+    """A 400 listing several validation errors (`param` is the first one's location), as vLLM renders them."""
+    if len(errors) == 1:
+        return validation_error(*errors[0])
+    lines = []
+    for kind, loc, msg, value in errors:
+        where = ".".join(str(part) for part in ("body", *loc))
+        lines.append(f"  { ({'type': kind, 'loc': where, 'msg': msg, 'input': _summary(value)}) }")
+    param = ".".join(str(part) for part in ("body", *errors[0][1]))
+    message = f"{len(errors)} validation errors:\n" + "\n".join(lines)
+    return APIError(HTTPStatus.BAD_REQUEST, message, param, kind="Bad Request")
+
+
+def unsupported_media_type() -> APIError:
+    """vLLM's 400 for a JSON route called without `Content-Type: application/json`."""
+    message = "1 validation error:\n  Unsupported Media Type: Only 'application/json' is allowed"
+    return APIError(HTTPStatus.BAD_REQUEST, message, kind="Bad Request")
 
 
 @dataclass(frozen=True)
@@ -136,10 +160,16 @@ class Generation:
     seed: int | None
     tool_call: ToolCallPlan | None = None
     has_tools: bool = False
+    n: int = 1
+    """Choices to generate (each its own sequence; the prompt is counted once)."""
+    adapter: str | None = None
+    """The LoRA adapter asked for by name, None for the base model."""
 
 
-def parse_generation(raw: bytes, served: ServedModel, *, chat: bool) -> Generation:
-    """Validate a /v1/chat/completions or /v1/completions body; raise APIError as vLLM would answer."""
+def parse_generation(raw: bytes, served: ServedModel, *, chat: bool, adapters: Collection[str] = ()) -> Generation:
+    """Validate a /v1/chat/completions or /v1/completions body; raise APIError as vLLM would answer.
+
+    `adapters` are the LoRA adapters loaded: a request may name one as its model."""
     body = parse_body(raw)
     if chat and "messages" not in body:
         raise validation_error("missing", ("messages",), "Field required", body)
@@ -148,7 +178,8 @@ def parse_generation(raw: bytes, served: ServedModel, *, chat: bool) -> Generati
     if options is not None and not isinstance(options, dict):
         raise validation_error("model_type", ("stream_options",), _DICT_MSG, options)
     n = _optional(body, "n", int)
-    for sampling in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
+    temperature = _optional(body, "temperature", float)
+    for sampling in ("top_p", "presence_penalty", "frequency_penalty"):
         _optional(body, sampling, float)
     max_name = "max_tokens"
     max_tokens = _optional(body, "max_tokens", int)
@@ -162,7 +193,7 @@ def parse_generation(raw: bytes, served: ServedModel, *, chat: bool) -> Generati
     if options is not None and not stream:
         raise invalid_value("Stream options can only be defined when `stream=True`.", "stream_options")
     model = body.get("model")
-    if model is not None and model != served.name:
+    if model is not None and model != served.name and model not in adapters:
         raise APIError(
             HTTPStatus.NOT_FOUND, f"The model `{model}` does not exist. Valid aliases: {served.name}.", "model"
         )
@@ -192,8 +223,10 @@ def parse_generation(raw: bytes, served: ServedModel, *, chat: bool) -> Generati
         )
     if max_tokens is not None and max_tokens < 1:
         raise invalid_value(f"max_tokens must be at least 1, got {max_tokens}.", "max_tokens", max_tokens)
-    if n is not None and n != 1:
-        raise invalid_value("n must be 1 on this server (the simulator generates one choice)", "n", n)
+    if n is not None and n < 1:
+        raise bad_request(f"n must be at least 1, got {n}.")
+    if n is not None and n > 1 and temperature is not None and temperature < _GREEDY_EPSILON:
+        raise bad_request(f"n must be 1 when using greedy sampling, got {n}.")
     if min_tokens < 0 or (max_tokens is not None and min_tokens > max_tokens):
         raise invalid_value(f"min_tokens must be between 0 and max_tokens, got {min_tokens}.", "min_tokens", min_tokens)
     # Like vLLM, a max_tokens beyond the room left by the prompt is clamped to it, not refused.
@@ -213,7 +246,13 @@ def parse_generation(raw: bytes, served: ServedModel, *, chat: bool) -> Generati
         seed=seed,
         tool_call=tool_call,
         has_tools=bool(chat and isinstance(body.get("tools"), list) and body["tools"]),
+        n=n or 1,
+        adapter=model if model is not None and model != served.name else None,
     )
+
+
+_GREEDY_EPSILON = 1e-5
+"""vLLM samples greedily below this temperature."""
 
 
 _DICT_MSG = "Input should be a valid dictionary or object to extract fields from"
@@ -475,6 +514,7 @@ def chunk(
     use: dict[str, Any] | None = None,
     role: bool = False,
     last: bool = False,
+    index: int = 0,
 ) -> bytes:
     """One SSE event of a streamed answer, keyed as vLLM 0.32 writes them.
 
@@ -484,13 +524,13 @@ def chunk(
     when no usage chunk follows) adds `system_fingerprint`."""
     choice: dict[str, Any]
     if chat:
-        choice = {"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish}
+        choice = {"index": index, "delta": delta or {}, "logprobs": None, "finish_reason": finish}
         if finish is not None:
             choice["stop_reason"] = None
         if not role:
             choice["token_ids"] = None
     else:
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": None,
+        choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": None,
                   "prompt_token_ids": None, "token_ids": None}  # fmt: skip
     body: dict[str, Any] = {
         "id": rid,
@@ -525,31 +565,48 @@ def usage_chunk(rid: str, created: int, served: ServedModel, *, chat: bool, use:
 DONE = b"data: [DONE]\n\n"
 
 
-def model_card(served: ServedModel, created: int) -> dict[str, Any]:
-    """GET /v1/models."""
-    card = {
-        "id": served.name,
-        "object": "model",
+def permission(name: str, created: int) -> dict[str, Any]:
+    """The one `permission` entry of a /v1/models card."""
+    return {
+        "id": f"modelperm-{zlib.crc32(name.encode()):016x}",
+        "object": "model_permission",
         "created": created,
-        "owned_by": "vllm",
-        "root": served.root,
-        "parent": None,
-        "max_model_len": served.max_model_len,
-        "permission": [
-            {
-                "id": f"modelperm-{zlib.crc32(served.name.encode()):016x}",
-                "object": "model_permission",
-                "created": created,
-                "allow_create_engine": False,
-                "allow_sampling": True,
-                "allow_logprobs": True,
-                "allow_search_indices": False,
-                "allow_view": True,
-                "allow_fine_tuning": False,
-                "organization": "*",
-                "group": None,
-                "is_blocking": False,
-            }
-        ],
+        "allow_create_engine": False,
+        "allow_sampling": True,
+        "allow_logprobs": True,
+        "allow_search_indices": False,
+        "allow_view": True,
+        "allow_fine_tuning": False,
+        "organization": "*",
+        "group": None,
+        "is_blocking": False,
     }
-    return {"object": "list", "data": [card]}
+
+
+def model_card(served: ServedModel, created: int, adapters: Collection[tuple[str, str]] = ()) -> dict[str, Any]:
+    """GET /v1/models: the base model, then each LoRA adapter (name, path) with the base model as its parent,
+    its path as root and no max_model_len."""
+    cards = [
+        {
+            "id": served.name,
+            "object": "model",
+            "created": created,
+            "owned_by": "vllm",
+            "root": served.root,
+            "parent": None,
+            "max_model_len": served.max_model_len,
+            "permission": [permission(served.name, created)],
+        }
+    ]
+    for name, path in adapters:
+        cards.append({
+            "id": name,
+            "object": "model",
+            "created": created,
+            "owned_by": "vllm",
+            "root": path,
+            "parent": served.name,
+            "max_model_len": None,
+            "permission": [permission(name, created)],
+        })  # fmt: skip
+    return {"object": "list", "data": cards}

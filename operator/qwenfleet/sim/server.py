@@ -14,8 +14,10 @@ import random
 import time
 import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
+from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -24,7 +26,8 @@ from qwenfleet.api.plan import Plan
 from qwenfleet.catalog.engine import VLLM_VERSION
 from qwenfleet.sim.answer import AnswerShape, Channel, Transcript, shape_answer
 from qwenfleet.sim.clock import SimClock
-from qwenfleet.sim.engine import BLOCK_TOKENS, Engine, SimRequest, StepResult
+from qwenfleet.sim.engine import BLOCK_TOKENS, Engine, RequestState, SimRequest, StepResult
+from qwenfleet.sim.lora import AdapterRegistry, LoraConfig, parse_load_request, parse_unload_request
 from qwenfleet.sim.metrics import VllmMetrics
 from qwenfleet.sim.perf import PerfModel
 from qwenfleet.sim.protocol import (
@@ -40,6 +43,7 @@ from qwenfleet.sim.protocol import (
     parse_generation,
     text_completion,
     tool_call_object,
+    unsupported_media_type,
     usage,
     usage_chunk,
 )
@@ -56,6 +60,10 @@ class _Stream:
     shape: AnswerShape
     transcript: Transcript
     generation: Generation
+    served: ServedModel
+    """What the answer names as its model: the base model, or the adapter asked for."""
+    index: int = 0
+    """The choice it is (requests with `n` > 1 have one stream per choice)."""
     call_id: str = ""
     """The tool call's id when the request forces one."""
     produced: int = 0
@@ -108,13 +116,22 @@ class SimServer:
         max_num_seqs: int | None = None,
         max_num_batched_tokens: int | None = None,
         prefix_caching: bool = True,
+        lora: LoraConfig | None = None,
+        path_map: dict[str, Path] | None = None,
     ) -> None:
+        """`lora` defaults to the plan's LoRA flags (runtime updating off); `path_map` maps path prefixes the
+        server is given (`--lora-modules`, `lora_path`) to directories on this machine. An adapter of `lora` that
+        cannot be loaded raises ValueError, as vLLM fails to start."""
         self.plan = plan
         self.served = ServedModel.from_plan(plan)
         self.load_tracking = "--enable-server-load-tracking" in plan.vllm_args
         self.perf = PerfModel.from_plan(plan, max_num_seqs, max_num_batched_tokens=max_num_batched_tokens)
-        self.engine = Engine(self.perf, prefix_caching=prefix_caching)
-        self.metrics = VllmMetrics(self.served.name, plan, self.perf)
+        self.lora = LoraConfig.from_vllm_args(plan.vllm_args) if lora is None else lora
+        max_loras = self.lora.max_loras if self.lora.enabled else None
+        self.engine = Engine(self.perf, prefix_caching=prefix_caching, max_loras=max_loras)
+        self.metrics = VllmMetrics(self.served.name, plan, self.perf, max_loras=max_loras)
+        self.adapters = AdapterRegistry(self.served.name, self.lora.max_lora_rank, dict(path_map or {}))
+        self._load_static_adapters()
         self.clock = SimClock(time_scale)
         self.cold_start_seconds = float(plan.cold_start_seconds if cold_start_seconds is None else cold_start_seconds)
         self.rng = random.Random(seed)
@@ -125,6 +142,13 @@ class SimServer:
         self._stalled = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    def _load_static_adapters(self) -> None:
+        for name, path in self.lora.modules:
+            try:
+                self.adapters.load(name, path)
+            except APIError as exc:
+                raise ValueError(exc.message) from None
 
     @property
     def name(self) -> str:
@@ -199,7 +223,16 @@ class SimServer:
 
     def _record_state(self) -> None:
         engine = self.engine
-        self.metrics.record_state(len(engine.running), len(engine.waiting), engine.kv_usage)
+        self.metrics.record_state(len(engine.running), len(engine.waiting), engine.kv_usage, self._loras_in_flight())
+
+    def _loras_in_flight(self) -> list[str]:
+        """Adapters of the requests in the engine, in order of arrival."""
+        names: dict[str, None] = {}
+        for stream in self._streams.values():
+            r = stream.request
+            if r.lora is not None and r.state is not RequestState.FINISHED:
+                names[r.lora] = None
+        return list(names)
 
     # ------------------------------------------------------------------------------------------ HTTP
 
@@ -231,6 +264,9 @@ class SimServer:
         app.router.add_post("/tokenize", self.tokenize)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
+        if self.lora.runtime_updates:
+            app.router.add_post("/v1/load_lora_adapter", self.load_adapter)
+            app.router.add_post("/v1/unload_lora_adapter", self.unload_adapter)
         return app
 
     async def health(self, _: web.Request) -> web.Response:
@@ -253,7 +289,16 @@ class SimServer:
     async def models(self, _: web.Request) -> web.Response:
         """The one served model."""
         self._require_loaded()
-        return _json(model_card(self.served, self.created))
+        return _json(model_card(self.served, int(time.time()), self.adapters.cards()))
+
+    async def load_adapter(self, request: web.Request) -> web.Response:
+        """vLLM's /v1/load_lora_adapter (served with runtime LoRA updating): a text/plain-less 200 on success."""
+        name, path, inplace = parse_load_request(await _json_body(request))
+        return _untyped(self.adapters.load(name, path, inplace=inplace))
+
+    async def unload_adapter(self, request: web.Request) -> web.Response:
+        """vLLM's /v1/unload_lora_adapter."""
+        return _untyped(self.adapters.unload(parse_unload_request(await _json_body(request))))
 
     async def tokenize(self, request: web.Request) -> web.Response:
         """vLLM's /tokenize with the simulator's token estimate (ids are stable pseudo ids)."""
@@ -284,153 +329,236 @@ class SimServer:
 
     async def _generate(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
         self._require_loaded()
-        gen = parse_generation(await request.read(), self.served, chat=chat)
-        stream = self._submit(gen)
+        gen = parse_generation(await request.read(), self.served, chat=chat, adapters=self.adapters)
+        streams = self._submit(gen)
         if gen.chat and gen.has_tools:
             self.metrics.record_tool_parse(streamed=gen.stream, called=gen.tool_call is not None)
-        rid = stream.request.id
         try:
             if gen.stream:
-                return await self._streamed(request, gen, stream)
-            return await self._whole(request, gen, stream)
+                return await self._streamed(request, gen, streams)
+            return await self._whole(request, gen, streams)
         finally:
-            del self._streams[rid]
-            if self.engine.abort_request(rid) is not None:  # still inside: the client went away
-                self.metrics.record_abort()
-                self._record_state()
-                self._wake.set()
+            self._forget(streams)
 
-    def _submit(self, gen: Generation) -> _Stream:
-        """Draw the answer, queue the request in the engine and wake the loop."""
+    def _forget(self, streams: list[_Stream]) -> None:
+        """Drop a request's streams; abort the sequences still in the engine (the client went away)."""
+        aborted = False
+        for stream in streams:
+            rid = stream.request.id
+            del self._streams[rid]
+            if self.engine.abort_request(rid) is not None:
+                self.metrics.record_abort()
+                aborted = True
+        if aborted:
+            self._record_state()
+            self._wake.set()
+
+    def _submit(self, gen: Generation) -> list[_Stream]:
+        """Draw each choice's answer, queue its sequence in the engine and wake the loop."""
+        served = self.served if gen.adapter is None else replace(self.served, name=gen.adapter)
+        rid = f"{'chatcmpl' if gen.chat else 'cmpl'}-{self.rng.getrandbits(128):032x}"
+        changed = asyncio.Event()
+        streams = [self._sequence(gen, served, rid, index, changed) for index in range(gen.n)]
+        try:
+            for stream in streams:
+                self.engine.add_request(stream.request)
+                self._streams[stream.request.id] = stream
+        except ValueError as exc:  # longer than the KV cache (only with a hand-made plan)
+            self._forget([s for s in streams if s.request.id in self._streams])
+            raise bad_request(str(exc)) from None
+        self.metrics.record_arrival(gen.max_tokens, gen.n)
+        self._record_state()
+        self._wake.set()
+        return streams
+
+    def _sequence(self, gen: Generation, served: ServedModel, rid: str, index: int, changed: asyncio.Event) -> _Stream:
+        """One choice: its answer drawn (from the seed when given) and its engine request."""
         if gen.seed is not None:
-            rng = random.Random(f"{gen.seed}:{zlib.crc32(chr(31).join(gen.prompt).encode())}")
+            salt = f":{index}" if index else ""
+            rng = random.Random(f"{gen.seed}:{zlib.crc32(chr(31).join(gen.prompt).encode())}{salt}")
         else:
             rng = random.Random(self.rng.getrandbits(64))
         thinking = self.served.thinking if gen.thinking else None
         shape = shape_answer(rng, max_tokens=gen.max_tokens, chat=gen.chat, thinking=thinking,
                              min_tokens=gen.min_tokens, ignore_eos=gen.ignore_eos)  # fmt: skip
-        rid = f"{'chatcmpl' if gen.chat else 'cmpl'}-{self.rng.getrandbits(128):032x}"
         sim = SimRequest(
-            id=rid,
+            id=rid if index == 0 else f"{rid}-{index}",
             prompt_tokens=len(gen.prompt),
             output_tokens=shape.total,
             arrival=self._arrival_time(),
             finish_reason=shape.finish_reason,
             prompt_hashes=block_hashes(gen.prompt, BLOCK_TOKENS),
             max_tokens=gen.max_tokens_param,
+            lora=gen.adapter,
         )
-        try:
-            self.engine.add_request(sim)
-        except ValueError as exc:  # longer than the KV cache (only with a hand-made plan)
-            raise bad_request(str(exc)) from None
-        stream = _Stream(sim, shape, Transcript(rng), gen)
+        stream = _Stream(sim, shape, Transcript(rng), gen, served, index=index, changed=changed)
         if gen.tool_call is not None:
             stream.call_id = f"chatcmpl-tool-{rng.getrandbits(64):016x}"
-        self._streams[rid] = stream
-        self.metrics.record_arrival(gen.max_tokens)
-        self._record_state()
-        self._wake.set()
         return stream
 
-    async def _whole(self, request: web.Request, gen: Generation, stream: _Stream) -> web.Response:
-        while not stream.done:
-            await stream.changed.wait()
-            stream.changed.clear()
-            if stream.closed:
+    async def _whole(self, request: web.Request, gen: Generation, streams: list[_Stream]) -> web.Response:
+        changed = streams[0].changed
+        while not all(stream.done for stream in streams):
+            await changed.wait()
+            changed.clear()
+            if any(stream.closed for stream in streams):
                 _cut(request)
                 raise APIError(HTTPStatus.SERVICE_UNAVAILABLE, "The server stopped.")
-        r, shape = stream.request, stream.shape
+        created = int(time.time())
+        bodies = [self._body(gen, stream, created) for stream in streams]
+        body = bodies[0]
+        if len(bodies) > 1:
+            body["choices"] = [{**b["choices"][0], "index": i} for i, b in enumerate(bodies)]
+            body["usage"] = _total_use(gen, streams, streamed=False)
+        return _json(body)
+
+    def _body(self, gen: Generation, stream: _Stream, created: int) -> dict[str, Any]:
+        """The whole answer of one choice."""
+        r, shape, served = stream.request, stream.shape, stream.served
         reasoning, content = stream.text(0, r.generated)
         use = stream.use(r.generated)
-        created = int(time.time())
+        rid = r.id if stream.index == 0 else r.id.rsplit("-", 1)[0]
         if not gen.chat:
-            body = text_completion(r.id, created, self.served, text=content, finish=r.finish_reason.value, use=use)
-        elif gen.tool_call is not None:
-            body = chat_completion(
-                r.id,
+            return text_completion(rid, created, served, text=content, finish=r.finish_reason.value, use=use)
+        if gen.tool_call is not None:
+            return chat_completion(
+                rid,
                 created,
-                self.served,
+                served,
                 content="",
                 reasoning=reasoning if shape.thinks else None,
                 finish=stream.finish_reason(),
                 use=use,
                 tool_calls=[tool_call_object(stream.call_id, gen.tool_call)],
             )
-        else:
-            body = chat_completion(
-                r.id,
-                created,
-                self.served,
-                content=content if content or not shape.thinks or r.generated > shape.reasoning_end else None,
-                reasoning=reasoning if shape.thinks else None,
-                finish=r.finish_reason.value,
-                use=use,
-            )
-        return _json(body)
+        return chat_completion(
+            rid,
+            created,
+            served,
+            content=content if content or not shape.thinks or r.generated > shape.reasoning_end else None,
+            reasoning=reasoning if shape.thinks else None,
+            finish=r.finish_reason.value,
+            use=use,
+        )
 
-    async def _streamed(self, request: web.Request, gen: Generation, stream: _Stream) -> web.StreamResponse:
+    async def _streamed(self, request: web.Request, gen: Generation, streams: list[_Stream]) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         await response.prepare(request)
-        r = stream.request
-        created = int(time.time())
-        sent = 0
+        rid = streams[0].request.id
+        writers = [_ChoiceWriter(stream, rid, int(time.time())) for stream in streams]
+        changed = streams[0].changed
         started = False
-        call_sent = -1  # characters of the tool call's arguments streamed so far; -1 before its header
         while True:
-            await stream.changed.wait()
-            stream.changed.clear()
-            if stream.closed:
+            await changed.wait()
+            changed.clear()
+            if any(stream.closed for stream in streams):
                 _cut(request)
                 return response
-            upto, done = stream.produced, stream.done
-            if upto == sent and not done:
+            if not any(w.pending() for w in writers):
                 continue
             out = bytearray()
-            use = stream.use(upto, streamed=True) if gen.include_usage and gen.continuous_usage else None
             if gen.chat and not started:
-                out += chunk(r.id, created, self.served, chat=True, delta={"role": "assistant", "content": ""},
-                             use=stream.use(0, streamed=True) if use is not None else None, role=True)  # fmt: skip
+                for w in writers:
+                    out += w.role()
             started = True
-            reasoning, content = stream.text(sent, upto)
-            finish = stream.finish_reason() if done else None
-            last = done and not gen.include_usage
-            if gen.chat and gen.tool_call is not None:
-                deltas: list[dict[str, object]] = [{"reasoning": reasoning}] if reasoning else []
-                if content and call_sent < 0:
-                    head = {"id": stream.call_id, "type": "function", "index": 0,
-                            "function": {"name": gen.tool_call.name}}  # fmt: skip
-                    deltas.append({"content": None, "tool_calls": [head]})
-                    call_sent = 0
-                elif content or (done and r.finish_reason.value == "stop" and call_sent >= 0):
-                    arguments = gen.tool_call.arguments
-                    end = len(arguments) if done else min(len(arguments), call_sent + 8)
-                    if end > call_sent:
-                        piece = {"index": 0, "function": {"arguments": arguments[call_sent:end]}}
-                        deltas.append({"content": None, "tool_calls": [piece]})
-                        call_sent = end
-                for i, delta in enumerate(deltas):
-                    fin = finish if i == len(deltas) - 1 else None
-                    out += chunk(r.id, created, self.served, chat=True, delta=delta, finish=fin, use=use,
-                                 last=last and fin is not None)  # fmt: skip
-                if finish and not deltas:
-                    out += chunk(r.id, created, self.served, chat=True, delta={}, finish=finish, use=use, last=last)
-            elif gen.chat:
-                delta = {k: v for k, v in (("reasoning", reasoning), ("content", content)) if v}
-                if delta or finish:
-                    # A finish without text (the end-of-sequence token) has an empty delta, as in vLLM.
-                    out += chunk(r.id, created, self.served, chat=True, delta=delta, finish=finish, use=use, last=last)
-            elif content or finish:
-                out += chunk(r.id, created, self.served, chat=False, text=content, finish=finish, use=use, last=last)
-            sent = upto
-            if done:
+            for w in writers:
+                out += w.frames()
+            if all(w.finished for w in writers):
                 if gen.include_usage:
-                    out += usage_chunk(r.id, created, self.served, chat=gen.chat, use=stream.use(r.generated,
-                                       streamed=True))  # fmt: skip
+                    use = _total_use(gen, streams, streamed=True)
+                    out += usage_chunk(rid, writers[0].created, streams[0].served, chat=gen.chat, use=use)
                 out += DONE
                 await response.write(bytes(out))
                 await response.write_eof()
                 return response
             await response.write(bytes(out))
+
+
+def _total_use(gen: Generation, streams: list[_Stream], *, streamed: bool) -> dict[str, object]:
+    """The usage of all choices: the prompt once, the output tokens (and reasoning tokens) summed."""
+    generated = sum(s.request.generated for s in streams)
+    reasoning = sum(s.reasoning_tokens(s.request.generated) for s in streams)
+    return usage(streams[0].request.prompt_tokens, generated, chat=gen.chat, reasoning_tokens=reasoning,
+                 streamed=streamed)  # fmt: skip
+
+
+@dataclass(eq=False)
+class _ChoiceWriter:
+    """The SSE chunks of one choice of a streamed answer, as its tokens come out."""
+
+    stream: _Stream
+    rid: str
+    created: int
+    sent: int = 0
+    finished: bool = False
+    call_sent: int = -1
+    """Characters of the tool call's arguments streamed so far; -1 before its header."""
+
+    def pending(self) -> bool:
+        """Whether there are tokens (or the end) not yet written."""
+        return not self.finished and (self.stream.produced > self.sent or self.stream.done)
+
+    def _chunk(self, **kwargs: object) -> bytes:
+        s = self.stream
+        return chunk(self.rid, self.created, s.served, chat=s.generation.chat, index=s.index, **kwargs)  # type: ignore[arg-type]
+
+    def _continuous_use(self, upto: int) -> dict[str, object] | None:
+        g = self.stream.generation
+        return self.stream.use(upto, streamed=True) if g.include_usage and g.continuous_usage else None
+
+    def role(self) -> bytes:
+        """The chat stream's first chunk of this choice."""
+        use = self.stream.use(0, streamed=True) if self._continuous_use(0) is not None else None
+        return self._chunk(delta={"role": "assistant", "content": ""}, use=use, role=True)
+
+    def frames(self) -> bytes:
+        """The chunks of the tokens produced since the last call (and the finish, once done)."""
+        if not self.pending():
+            return b""
+        stream, gen = self.stream, self.stream.generation
+        upto, done = stream.produced, stream.done
+        use = self._continuous_use(upto)
+        reasoning, content = stream.text(self.sent, upto)
+        finish = stream.finish_reason() if done else None
+        last = done and not gen.include_usage
+        out = bytearray()
+        if gen.chat and gen.tool_call is not None:
+            out += self._tool_frames(reasoning, content, finish, use, last)
+        elif gen.chat:
+            delta = {k: v for k, v in (("reasoning", reasoning), ("content", content)) if v}
+            if delta or finish:
+                # A finish without text (the end-of-sequence token) has an empty delta, as in vLLM.
+                out += self._chunk(delta=delta, finish=finish, use=use, last=last)
+        elif content or finish:
+            out += self._chunk(text=content, finish=finish, use=use, last=last)
+        self.sent = upto
+        self.finished = done
+        return bytes(out)
+
+    def _tool_frames(
+        self, reasoning: str, content: str, finish: str | None, use: dict[str, object] | None, last: bool
+    ) -> bytes:
+        stream = self.stream
+        call = stream.generation.tool_call
+        assert call is not None
+        deltas: list[dict[str, object]] = [{"reasoning": reasoning}] if reasoning else []
+        if content and self.call_sent < 0:
+            head = {"id": stream.call_id, "type": "function", "index": 0, "function": {"name": call.name}}
+            deltas.append({"content": None, "tool_calls": [head]})
+            self.call_sent = 0
+        elif content or (finish and stream.request.finish_reason.value == "stop" and self.call_sent >= 0):
+            end = len(call.arguments) if finish else min(len(call.arguments), self.call_sent + 8)
+            if end > self.call_sent:
+                piece = {"index": 0, "function": {"arguments": call.arguments[self.call_sent : end]}}
+                deltas.append({"content": None, "tool_calls": [piece]})
+                self.call_sent = end
+        out = bytearray()
+        for i, delta in enumerate(deltas):
+            fin = finish if i == len(deltas) - 1 else None
+            out += self._chunk(delta=delta, finish=fin, use=use, last=last and fin is not None)
+        if finish and not deltas:
+            out += self._chunk(delta={}, finish=finish, use=use, last=last)
+        return bytes(out)
 
 
 @web.middleware
@@ -450,6 +578,26 @@ def _cut(request: web.Request) -> None:
     """Drop the connection, as a stopped pod does."""
     if request.transport is not None:
         request.transport.abort()
+
+
+async def _json_body(request: web.Request) -> bytes:
+    """The body of a route that wants JSON, or vLLM's 400 when the content type is not JSON."""
+    if request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower() != "application/json":
+        raise unsupported_media_type()
+    return await request.read()
+
+
+class _Untyped(web.Response):
+    """A response without a Content-Type header (aiohttp adds `application/octet-stream` to any body)."""
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self.headers.popall("Content-Type", None)
+
+
+def _untyped(text: str) -> web.Response:
+    """A 200 with a text body and no Content-Type, as FastAPI's bare `Response(content=...)`."""
+    return _Untyped(body=text.encode())
 
 
 def _json(body: object, status: int = 200) -> web.Response:
