@@ -228,10 +228,11 @@ def engine_argv(command: list[str], args: list[str], host: str, port: int) -> li
     return out
 
 
-def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+def spawn(argv: list[str], log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start one real engine in its own process group, its output appended to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**engine_env(), **(extra_env or {})}
     with log.open("ab") as out:
         return subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=engine_env(), cwd=str(engine_root()), start_new_session=True
+            argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(engine_root()), start_new_session=True
         )

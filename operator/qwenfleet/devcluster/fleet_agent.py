@@ -28,6 +28,7 @@ from aiohttp import web
 from qwenfleet.api.plan import Plan
 from qwenfleet.api.router import Qwen3RouterSpec
 from qwenfleet.devcluster import engine
+from qwenfleet.devcluster.podvolumes import host_mounts, lora_runtime_updates
 from qwenfleet.devcluster.real_pods import RealEngines, wants_real_engine
 from qwenfleet.kube import Kube, KubeError, make_api_client
 from qwenfleet.render.names import GROUP, HTTP_PORT, PLAN_ANNOTATION
@@ -138,13 +139,14 @@ async def sync(kube: Kube, fleet: SimFleet, engines: RealEngines, cold_start_sca
     if pods:
         for d in await kube.list(f"{GROUP}/v1alpha1", "Qwen3Deployment"):
             deployments[(d["metadata"]["namespace"], d["metadata"]["name"])] = d
-    wanted, real = {}, {}
+    wanted, real, lora = {}, {}, {}
     for pod in pods:
         serving = _serving(pod)
         if serving and wants_real_engine(pod, deployments):
             real[serving[0]] = (serving[1], pod)
         elif serving:
             wanted[serving[0]] = serving
+            lora[serving[0]] = pod if lora_runtime_updates(pod) else None
     await sync_real(kube, engines, real)
     for key in set(fleet.pods) - set(wanted):
         await fleet.stop_pod(key)
@@ -152,9 +154,12 @@ async def sync(kube: Kube, fleet: SimFleet, engines: RealEngines, cold_start_sca
     for key, (_, ip, plan) in wanted.items():
         if key in fleet.pods:
             continue
+        lora_pod = lora.get(key)
         try:
+            path_map = await host_mounts(kube, lora_pod) if lora_pod else None
             await fleet.start_pod(key, ip, HTTP_PORT, plan, seed=zlib.crc32(key.encode()),
-                                  cold_start_seconds=plan.cold_start_seconds * cold_start_scale)  # fmt: skip
+                                  cold_start_seconds=plan.cold_start_seconds * cold_start_scale,
+                                  lora_runtime_updates=lora_pod is not None, path_map=path_map)  # fmt: skip
             log.info("simulated vLLM for %s on %s:%d", key, ip, HTTP_PORT)
         except OSError as exc:
             log.warning("cannot serve %s on %s:%d: %s", key, ip, HTTP_PORT, exc)
@@ -168,7 +173,7 @@ async def sync_real(kube: Kube, engines: RealEngines, wanted: dict[str, tuple[st
         if key in engines.pods:
             continue
         try:
-            engines.start_pod(key, pod, ip)
+            engines.start_pod(key, pod, ip, await host_mounts(kube, pod) if lora_runtime_updates(pod) else None)
         except (engine.ArgsError, OSError) as exc:
             log.warning("cannot run the real engine for %s: %s", key, exc)
     await engines.tick(kube, {key: pod for key, (_, pod) in wanted.items()})

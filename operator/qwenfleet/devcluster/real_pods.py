@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 
 from qwenfleet.devcluster import engine
+from qwenfleet.devcluster.podvolumes import LORA_ENV, bind_mounted, lora_runtime_updates
 from qwenfleet.kube import Kube, KubeError
 from qwenfleet.render.names import GROUP, HTTP_PORT
 
@@ -111,10 +112,12 @@ class EnginePod:
     restart_at: float = 0.0
     ready: bool = False
     reported: Obj = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    """The pod's own settings that reach the engine (vLLM's runtime LoRA switch)."""
 
     def start(self) -> None:
         """Start (or restart) the engine process."""
-        self.process = engine.spawn(self.argv, self.log_path)
+        self.process = engine.spawn(self.argv, self.log_path, self.env)
         self.pgid_path.write_text(str(self.process.pid))  # `dev down` kills what a killed agent left behind
         self.started_at = now_rfc3339()
         log.info("real vLLM for %s on %s:%d (pid %d): %s", self.key, self.ip, HTTP_PORT, self.process.pid,
@@ -191,13 +194,19 @@ class RealEngines:
         self.pods: dict[str, EnginePod] = {}
         self._session: aiohttp.ClientSession | None = None
 
-    def start_pod(self, key: str, pod: Obj, ip: str) -> None:
-        """Start the engine of a new pod from its container's command and args."""
+    def start_pod(self, key: str, pod: Obj, ip: str, mounts: dict[str, Path] | None = None) -> None:
+        """Start the engine of a new pod from its container's command and args; with LoRA on (the pod's env),
+        its PVC volumes bind-mounted where the pod mounts them (`mounts`: mount path -> host directory), so the
+        adapter folders the operator names are where vLLM looks."""
         container = pod["spec"]["containers"][0]
         argv = engine.engine_argv(container.get("command") or [], container.get("args") or [], ip, HTTP_PORT)
+        env = {}
+        if lora_runtime_updates(pod):
+            env[LORA_ENV] = "True"
+            argv = bind_mounted(argv, mounts or {})
         meta = pod["metadata"]
         safe = key.replace("/", "_")
-        item = EnginePod(key, meta["namespace"], meta["name"], ip, argv, self.log_dir / f"{safe}.log")
+        item = EnginePod(key, meta["namespace"], meta["name"], ip, argv, self.log_dir / f"{safe}.log", env=env)
         self.pods[key] = item
         item.start()
 
