@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from qwenfleet.devcluster import engine
 from qwenfleet.devcluster.adapters import write_adapter
 from qwenfleet.devcluster.real_pods import ENGINE_ANNOTATION
 from qwenfleet.kube import Kube
-from tests.e2e.operator_proc import OperatorProcess, router_process, wait_for, wait_openai_serving
+from tests.e2e.operator_proc import OperatorProcess, metric_sum, router_process, wait_for, wait_openai_serving
 from tests.e2e.test_reconciler import API, KIND, _create, _pods, _wait_ready
 
 pytestmark = pytest.mark.e2e
@@ -101,9 +102,17 @@ async def test_adapters_are_served_by_name_and_change_live_on_the_real_engine(
     await wait_for(lambda: loaded("support", "legal"), 120, "both adapters loaded on the replica")
     client = openai.AsyncOpenAI(base_url=f"{router}/v1", api_key="unused", max_retries=0)
     await wait_openai_serving(client, ["support", "legal"], 60, "the router knowing the adapters' replicas")
+    line = 'qwenfleet_router_adapter_tokens_total{adapter="support",backend="tuned",type="output"}'
+    async with aiohttp.ClientSession() as session:
+        before = await metric_sum(session, f"{router}/metrics", line)
     raw = await client.chat.completions.with_raw_response.create(model="support", messages=MESSAGES, max_tokens=4,
                                                                  extra_body=QUIET)  # fmt: skip
-    assert raw.parse().model == "support"  # vLLM served the adapter under its own name
+    reply = raw.parse()
+    assert reply.model == "support"  # vLLM served the adapter under its own name
+    assert reply.usage is not None
+    async with aiohttp.ClientSession() as session:  # the adapter's tokens, as the client got them (cost per adapter)
+        counted = await metric_sum(session, f"{router}/metrics", line) - before
+    assert counted == reply.usage.completion_tokens
     assert raw.headers["x-qwenfleet-route"].startswith("tuned;alias>adapter;tuned-")
     base = await client.chat.completions.create(model="qwen3-tuned", messages=MESSAGES, max_tokens=2, extra_body=QUIET)
     assert base.model == "Qwen3-0.6B"

@@ -7,6 +7,7 @@ import random
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 from pydantic import ValidationError
 
 from qwenfleet.adapters import (
@@ -21,8 +22,11 @@ from qwenfleet.adapters import (
 )
 from qwenfleet.api.deployment import Qwen3DeploymentSpec
 from qwenfleet.api.router import Qwen3RouterSpec
+from qwenfleet.cost.loop import parse_router
+from qwenfleet.cost.routing import BackendPrice, report
 from qwenfleet.planner import LoraSlots, PlanRequest, plan, plan_request
 from qwenfleet.render import Capabilities, DeploymentInput, Owner, desired_children
+from qwenfleet.router.app import RouterMetrics
 from qwenfleet.router.policy import (
     BackendState,
     Replica,
@@ -33,6 +37,7 @@ from qwenfleet.router.policy import (
     model_names,
     upstream_model,
 )
+from qwenfleet.router.usage import Usage
 
 
 def _spec(**extra: Any) -> Qwen3DeploymentSpec:
@@ -189,6 +194,39 @@ def test_an_adapter_loaded_nowhere_yet_is_a_503_and_never_another_size() -> None
     assert starting.backend == "tuned" and starting.meanwhile is None  # no fallback to a model without it
 
 
+def test_a_rule_can_send_auto_requests_to_an_adapter() -> None:
+    spec = Qwen3RouterSpec.model_validate({
+        "backends": [{"name": "tuned"}, {"name": "small"}], "defaultBackend": "small",
+        "rules": [{"name": "sql", "match": {"tier": "sql"}, "backend": "tuned", "adapter": "legal"},
+                  {"name": "ghost", "match": {"tier": "ghost"}, "backend": "tuned", "adapter": "nope"}],
+    })  # fmt: skip
+    with_it = Replica("p1", "127.0.0.1:8000", adapters=frozenset({"legal"}), served_model="Qwen3-8B")
+    states = _states(with_it)
+    route = decide(RouteRequest(model="auto", tier="sql"), spec, states)
+    assert (route.backend, route.adapter, route.reason) == ("tuned", "legal", "rule:sql>adapter")
+    assert upstream_model(route, with_it, states["tuned"], "auto") == "legal"
+    assert decide(RouteRequest(model="auto"), spec, states).adapter is None
+    ghost = decide(RouteRequest(model="auto", tier="ghost"), spec, states)
+    assert ghost.refusal is not None and "not in spec.adapters" in ghost.refusal.message
+
+
 def test_an_unknown_adapter_is_an_unknown_model() -> None:
     with pytest.raises(UnknownModel):
         decide(RouteRequest(model="nope"), ROUTER, _states(Replica("p", "127.0.0.1:8000")))
+
+
+# ------------------------------------------------------------------------------------------------ cost
+
+
+def test_each_adapter_gets_its_tokens_and_its_share_of_its_backends_cost() -> None:
+    metrics = RouterMetrics()
+    metrics.count_usage("tuned", Usage(prompt=100, output=300, reasoning=0), "support")
+    metrics.count_usage("tuned", Usage(prompt=50, output=100, reasoning=0))
+    totals = parse_router(generate_latest(metrics.registry).decode()).tokens
+    prices = {"tuned": BackendPrice(2.0, 1, 0.8, 1000.0, 10000.0)}
+    cost = report(totals, prices, None)
+    (backend,) = cost.backends
+    assert (backend.prompt_tokens, backend.output_tokens) == (150, 400)  # the adapter's tokens are the backend's
+    (adapter,) = cost.adapters or []
+    assert (adapter.adapter, adapter.prompt_tokens, adapter.output_tokens) == ("support", 100, 300)
+    assert adapter.usd == round(300 / 1e6 * 2.0, 4) and adapter.backend_share == 0.75

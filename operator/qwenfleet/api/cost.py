@@ -110,6 +110,17 @@ class BackendCost(ApiModel):
     external: bool | None = Field(default=None, description="An external API backend, priced at its list prices.")
 
 
+class AdapterCost(ApiModel):
+    """One LoRA adapter's share of its backend: its tokens (counted by the router), priced at the backend's price."""
+
+    backend: str = Field(description="Backend (Qwen3Deployment) the adapter runs on.")
+    adapter: str = Field(description="The adapter's model name.")
+    prompt_tokens: int = Field(description="Prompt tokens of answers from the adapter.")
+    output_tokens: int = Field(description="Output tokens (reasoning included).")
+    usd: float = Field(description="Output tokens at the backend's realised USD per 1M output tokens.")
+    backend_share: float | None = Field(default=None, description="Its share of the backend's cost (0-1).")
+
+
 class ModeCost(ApiModel):
     """Thinking or non-thinking answers (an answer with reasoning tokens is thinking)."""
 
@@ -174,6 +185,9 @@ class RouterCost(ApiModel):
     )
     saved_vs_reference_usd: float | None = Field(
         default=None, alias="savedVsReferenceUSD", description="referenceUSD minus usd."
+    )
+    adapters: list[AdapterCost] | None = Field(
+        default=None, description="Per LoRA adapter: its tokens and share of its backend's cost."
     )
     ledger: RouterCostLedger | None = Field(default=None, description="The counters the figures come from.")
 

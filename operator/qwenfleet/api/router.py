@@ -89,6 +89,9 @@ class RouteRule(ApiModel):
     )
     match: RuleMatch = Field(description="Conditions that must all hold.")
     backend: ResourceName = Field(description="Backend that serves matching requests.")
+    adapter: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")] | None = Field(
+        default=None, description="A LoRA adapter of that backend (its spec.adapters name) that serves them instead."
+    )
 
 
 class ScaleFromZero(ApiModel):

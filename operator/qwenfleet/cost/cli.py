@@ -77,6 +77,11 @@ def tables(view: dict[str, list[dict[str, Any]]]) -> list[Table]:
             rt.add_row(first, b["name"], f"{b['promptTokens']:,}", f"{b['outputTokens']:,}",
                        f"{b['reasoningTokens']:,}", _num(b["usd"], 4), "")  # fmt: skip
             first = ""
+        for a in cost.get("adapters") or []:
+            share = a.get("backendShare")
+            rt.add_row("", f"  {a['backend']} adapter {a['adapter']}", f"{a['promptTokens']:,}",
+                       f"{a['outputTokens']:,}", "", _num(a["usd"], 4),
+                       f"{_num(share, 2)} of {a['backend']}" if share is not None else "")  # fmt: skip
         for m in cost.get("modes") or []:
             rt.add_row("", m["mode"], f"{m['promptTokens']:,}", f"{m['outputTokens']:,}", "", _num(m["usd"], 4),
                        f"{_num(m['tokenShare'], 2)} tok / {_num(m.get('costShare'), 2)} USD")  # fmt: skip

@@ -42,6 +42,7 @@ SCRAPE_TIMEOUT_SECONDS = 2.0
 POD_SELECTOR = "app.kubernetes.io/managed-by=qwenfleet,app.kubernetes.io/component=model-server"
 ROUTER_SELECTOR = "app.kubernetes.io/managed-by=qwenfleet,app.kubernetes.io/component=router"
 ROUTER_TOKENS = "qwenfleet_router_tokens_total"
+ADAPTER_TOKENS = "qwenfleet_router_adapter_tokens_total"
 BUDGET_GAUGE = "qwenfleet_router_external_budget_exhausted"
 Key = tuple[str, str]
 Obj = dict[str, Any]
@@ -155,6 +156,10 @@ def parse_router(text: str) -> RouterSample:
         for sample in family.samples:
             if sample.name == ROUTER_TOKENS:
                 key = f"{sample.labels.get('backend')}/{sample.labels.get('type')}/{sample.labels.get('mode')}"
+                out[key] = out.get(key, 0.0) + sample.value
+            elif sample.name == ADAPTER_TOKENS:
+                labels = sample.labels
+                key = routing.adapter_key(labels.get("backend", ""), labels.get("adapter", ""), labels.get("type", ""))
                 out[key] = out.get(key, 0.0) + sample.value
             elif sample.name == BUDGET_GAUGE and sample.value >= 1:
                 exhausted = True

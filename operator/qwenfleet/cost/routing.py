@@ -15,11 +15,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from qwenfleet.api.cost import BackendCost, ModeCost, RouterCost, RouterCostLedger
+from qwenfleet.api.cost import AdapterCost, BackendCost, ModeCost, RouterCost, RouterCostLedger
 from qwenfleet.cost.ledger import counter_delta
 
 Counters = dict[str, float]
-"""Token counters keyed `backend/type/mode` (type: prompt, output, reasoning; mode: thinking, non_thinking)."""
+"""Token counters keyed `backend/type/mode` (type: prompt, output, reasoning; mode: thinking, non_thinking), and
+the LoRA adapters' share of them keyed `ADAPTER_PREFIX + backend/adapter/type` (counted in both)."""
+ADAPTER_PREFIX = "adapter:"
+
+
+def adapter_key(backend: str, adapter: str, kind: str) -> str:
+    """The counter key of one adapter's tokens of one type."""
+    return f"{ADAPTER_PREFIX}{backend}/{adapter}/{kind}"
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,8 @@ def advance_counters(
 def _split(totals: Counters) -> dict[tuple[str, str, str], float]:
     parts: dict[tuple[str, str, str], float] = {}
     for key, value in totals.items():
+        if key.startswith(ADAPTER_PREFIX):
+            continue
         backend, kind, mode = [*key.split("/"), "", "", ""][:3]
         parts[(backend, kind, mode)] = parts.get((backend, kind, mode), 0.0) + value
     return parts
@@ -83,6 +92,26 @@ def _on_largest(price: BackendPrice, prompt: float, output: float, own_prompt: f
         return None
     own_cost = _usd(own_output, price.usd_per_million_output)
     return hours, max(0.0, own_cost - own_hours * price.cost_per_hour_usd)
+
+
+def _adapter_rows(totals: Counters, prices: Mapping[str, BackendPrice], cost: Any, tokens: Any) -> list[AdapterCost]:
+    """Each adapter's tokens and its share of its backend's cost (by output tokens, at the backend's price)."""
+    parts: dict[tuple[str, str], dict[str, float]] = {}
+    for key, value in totals.items():
+        if key.startswith(ADAPTER_PREFIX):
+            backend, adapter, kind = [*key.removeprefix(ADAPTER_PREFIX).split("/"), "", "", ""][:3]
+            row = parts.setdefault((backend, adapter), {})
+            row[kind] = row.get(kind, 0.0) + value
+    rows = []
+    for (backend, adapter), kinds in sorted(parts.items()):
+        price = prices.get(backend)
+        rate = price.usd_per_million_output if price else None
+        usd = _usd(kinds.get("output", 0.0), rate)
+        backend_usd = cost(backend)
+        rows.append(AdapterCost(backend=backend, adapter=adapter, prompt_tokens=int(kinds.get("prompt", 0)),
+                                output_tokens=int(kinds.get("output", 0)), usd=round(usd, 4),
+                                backend_share=round(usd / backend_usd, 4) if backend_usd else None))  # fmt: skip
+    return rows
 
 
 def report(
@@ -127,7 +156,8 @@ def report(
                                                     / max(1.0, tokens() - tokens(kind="reasoning")), 4),
                                   usd=round(m_usd, 4), cost_share=round(m_usd / usd, 4) if usd else None))  # fmt: skip
     ledger = RouterCostLedger(totals=dict(totals), pods={k: dict(v) for k, v in (pods or {}).items()})
-    out = RouterCost(usd=round(usd, 4), backends=rows, modes=mode_rows, ledger=ledger)
+    out = RouterCost(usd=round(usd, 4), backends=rows, modes=mode_rows, ledger=ledger,
+                     adapters=_adapter_rows(totals, prices, cost, tokens) or None)  # fmt: skip
     apis = [b for b in prices if prices[b].external]
     if apis:
         out.external_usd = round(sum(cost(b) for b in apis), 4)

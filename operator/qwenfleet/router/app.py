@@ -72,6 +72,9 @@ class RouterMetrics:
                           ["backend"], registry=r)  # fmt: skip
         self.tokens = Counter("qwenfleet_router_tokens", "Tokens of answers by backend, type and thinking mode.",
                               ["backend", "type", "mode"], registry=r)  # fmt: skip
+        self.adapter_tokens = Counter("qwenfleet_router_adapter_tokens", "Tokens of answers by backend, LoRA "
+                                      "adapter and type (also counted in qwenfleet_router_tokens).",
+                                      ["backend", "adapter", "type"], registry=r)  # fmt: skip
         self.gateway = Counter("qwenfleet_router_gateway_requests", "Requests an inference gateway asked this "
                                "router's Endpoint Picker about, by backend and answer status.", ["backend", "status"],
                                registry=r)  # fmt: skip
@@ -86,12 +89,15 @@ class RouterMetrics:
             ["backend"], buckets=HOLD_BUCKETS, registry=r,
         )  # fmt: skip
 
-    def count_usage(self, backend: str, use: Usage | None) -> None:
-        """Add one answer's tokens (prompt, output, reasoning) under its backend and mode."""
+    def count_usage(self, backend: str, use: Usage | None, adapter: str | None = None) -> None:
+        """Add one answer's tokens (prompt, output, reasoning) under its backend and mode, and under its LoRA
+        adapter too when it named one (vLLM's own token counters carry no adapter)."""
         if use is None:
             return
         for kind, value in (("prompt", use.prompt), ("output", use.output), ("reasoning", use.reasoning)):
             self.tokens.labels(backend, kind, use.mode).inc(value)
+            if adapter is not None:
+                self.adapter_tokens.labels(backend, adapter, kind).inc(value)
 
 
 def _error(status: int, message: str, route: str | None = None, retry_after: int | None = None) -> web.Response:
@@ -503,7 +509,7 @@ class Router:
                         async for chunk in upstream.content.iter_any():
                             await prepared.write(chunk)
                             tail = (tail + chunk)[-TAIL_BYTES:]
-                        self.metrics.count_usage(route.backend, usage_of_stream_tail(tail))
+                        self.metrics.count_usage(route.backend, usage_of_stream_tail(tail), route.adapter)
                     await prepared.write_eof()
                     self.metrics.requests.labels(route.backend, route.reason, status).inc()
                     return prepared
@@ -514,7 +520,7 @@ class Router:
                     answer = await upstream.read()
                     whole = web.Response(status=upstream.status, headers=headers, body=answer)
                     if upstream.status == 200:
-                        self.metrics.count_usage(route.backend, usage_of_body(answer))
+                        self.metrics.count_usage(route.backend, usage_of_body(answer), route.adapter)
                     self.metrics.requests.labels(route.backend, route.reason, status).inc()
                     return whole
                 response = web.StreamResponse(status=upstream.status, headers=headers)
@@ -525,7 +531,7 @@ class Router:
                     await response.write(chunk)  # a client that went away raises here; upstream is closed
                     tail = (tail + chunk)[-TAIL_BYTES:]
                 if upstream.status == 200:
-                    self.metrics.count_usage(route.backend, usage_of_stream_tail(tail))
+                    self.metrics.count_usage(route.backend, usage_of_stream_tail(tail), route.adapter)
                 await response.write_eof()
                 self.metrics.requests.labels(route.backend, route.reason, status).inc()
                 return response

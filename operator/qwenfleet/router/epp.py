@@ -221,7 +221,7 @@ class Exchange:
         metrics.requests.labels(route.backend, route.reason, self.status or "aborted").inc()
         metrics.gateway.labels(route.backend, self.status or "aborted").inc()
         if self.status == "200":
-            metrics.count_usage(route.backend, usage_of_stream_tail(self.tail))
+            metrics.count_usage(route.backend, usage_of_stream_tail(self.tail), route.adapter)
 
 
 class Picker(pb_grpc.ExternalProcessorServicer):  # type: ignore[misc]

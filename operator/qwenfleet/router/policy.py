@@ -215,14 +215,16 @@ def _matches(req: RouteRequest, m: RuleMatch) -> bool:
     )
 
 
-def _target(req: RouteRequest, spec: Qwen3RouterSpec, states: dict[str, BackendState]) -> tuple[str, str]:
+def _target(req: RouteRequest, spec: Qwen3RouterSpec, states: dict[str, BackendState]) -> tuple[str, str, str | None]:
+    """(backend, reason, the LoRA adapter asked for or None)."""
     names = model_names(spec, states)
     if req.model not in names:
         raise UnknownModel(req.model)
     if req.model != AUTO:
-        return names[req.model], "alias"
+        backend = names[req.model]
+        return backend, "alias", adapter_of(req.model, states.get(backend) or BackendState(backend))
     rule = next((r for r in spec.rules if _matches(req, r.match)), None)
-    return (rule.backend, f"rule:{rule.name}") if rule else (spec.default_backend, "default")
+    return (rule.backend, f"rule:{rule.name}", rule.adapter) if rule else (spec.default_backend, "default", None)
 
 
 def _spillover(backend: Backend, state: BackendState, states: dict[str, BackendState]) -> str | None:
@@ -244,14 +246,16 @@ def decide(
     `already_held` is true when the proxy asks again for a request it holds (it counts among `held` already).
     Raises UnknownModel for a name no backend answers to.
     """
-    target, reason = _target(req, spec, states)
+    target, reason, adapter = _target(req, spec, states)
     backend = next(b for b in spec.backends if b.name == target)
     state = states.get(target) or BackendState(target)
     if state.external and state.full:
         message = f"backend {target} (an external API) is at its concurrency limit; retry later"
         return Route(target, reason, target, refusal=Refusal(429, message, retry_after=RETRY_AFTER_SECONDS))
-    adapter = adapter_of(req.model, state)
     if adapter is not None and state.phase == "ready":  # only this backend's replicas serve its adapter
+        if adapter not in state.adapters:
+            message = f"adapter {adapter} is not in spec.adapters of the Qwen3Deployment {target}"
+            return Route(target, f"{reason}>adapter", target, refusal=Refusal(503, message))
         if not any(adapter in r.adapters for r in state.replicas):
             message = f"adapter {adapter} is not loaded on a ready replica of {target} yet; retry shortly"
             return Route(target, f"{reason}>adapter", target, refusal=Refusal(503, message, retry_after=5))
