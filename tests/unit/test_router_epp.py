@@ -296,3 +296,18 @@ def test_chunks_are_at_most_the_limit_and_an_empty_body_is_one_last_chunk() -> N
     parts = list(chunks(b"x" * (CHUNK_BYTES * 2 + 5)))
     assert [len(p) for p, _ in parts] == [CHUNK_BYTES, CHUNK_BYTES, 5] and [last for _, last in parts] == [0, 0, 1]
     assert list(chunks(b"")) == [(b"", True)]
+
+
+async def test_an_adapter_is_picked_only_where_it_is_loaded_and_keeps_its_name() -> None:
+    states = _states({"large": 3})
+    states["large"].adapters = ("support",)
+    states["large"].replicas[1].adapters = frozenset({"support"})
+    async with _picker(states) as (stub, _, _):
+        for _ in range(5):
+            stream, answer, sent = await _pick(stub, _chat("support"))
+            headers = _set_headers(answer)
+            assert headers[DESTINATION] == states["large"].replicas[1].address
+            picks = answer.dynamic_metadata.fields["envoy.lb"].struct_value.fields[DESTINATION].string_value
+            assert picks == headers[DESTINATION]  # no retry on a replica without the adapter
+            assert json.loads(sent)["model"] == "support"  # never rewritten to the base model
+            await stream.close()
