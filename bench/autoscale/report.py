@@ -190,13 +190,13 @@ def api_table(traces: dict[str, Row]) -> list[str]:
 
 def api_goal_table(traces: dict[str, Row]) -> list[str]:
     """The API goal per surge cell: the cheapest setting reaching the attainment, met or not, the bound, and the
-    router-counted what-if."""
+    same with an autoscaler blind to the overflow."""
     out = _header("trace / model", "cheapest setting at >= 0.99", "attainment", "API share", "GPU / oracle",
                   "API / oracle", "**total / oracle**", "goal (<= 1.3x)", "bound with the API",
-                  "what-if: overflow counted as arrivals")  # fmt: skip
+                  "autoscaler blind to the overflow")  # fmt: skip
     for model, kind, r in _each(traces, SURGES):
         g = r["apiOverflowGoal"]
-        b, why, bound, c = g["best"], g.get("why"), g["blindBoundWithApi"], g["routerCountedWhatIf"]
+        b, why, bound, c = g["best"], g.get("why"), g["blindBoundWithApi"], g["autoscalerBlind"]
         oracle = g["oracleGpuCostUSD"]
         verdict = "**met**" if g["met"] else "missed" + ("" if why["reachableByBound"] else "; unreachable")
         flaps = f" ({b['flaps']} flap{'s' if b['flaps'] > 1 else ''})" if b["flaps"] else ""

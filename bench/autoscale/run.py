@@ -174,14 +174,14 @@ def run() -> dict[str, object]:
             for a in API_ATTAINMENTS:
                 for margin in API_MARGINS:
                     out = simulate(trace, model, Builtin(model, cap, Slo(SLO_TTFT_SECONDS, a)), DURATION_SECONDS,
-                                   warm=warm, overflow=ApiOverflow(SLO_TTFT_SECONDS, margin))  # fmt: skip
+                                   warm=warm, overflow=ApiOverflow(SLO_TTFT_SECONDS, margin, counted=True))  # fmt: skip
                     overflowed[(a, margin)] = score_api(trace, out, gpu_hour_usd, oracle_usd)
                     if (a, margin) == API_HEADLINE:
                         series[f"{key}/slo+api-overflow"] = out.replicas_over_time
             counted: dict[float, dict[str, object]] = {}
             if kind in SPILL_TRACES:
                 for a in API_ATTAINMENTS:
-                    overflow = ApiOverflow(SLO_TTFT_SECONDS, API_HEADLINE[1], counted=True)
+                    overflow = ApiOverflow(SLO_TTFT_SECONDS, API_HEADLINE[1], counted=False)
                     out = simulate(trace, model, Builtin(model, cap, Slo(SLO_TTFT_SECONDS, a)), DURATION_SECONDS,
                                    warm=warm, overflow=overflow)  # fmt: skip
                     counted[a] = score_api(trace, out, gpu_hour_usd, oracle_usd)
@@ -225,7 +225,7 @@ def run() -> dict[str, object]:
                 for (a, m), r in overflowed.items()
             ]
             if kind in SPILL_TRACES:
-                frontier[model_name][kind]["sloApiOverflowRouterCounted"] = [
+                frontier[model_name][kind]["sloApiOverflowBlind"] = [
                     {"attainmentKnob": a, "marginSeconds": API_HEADLINE[1], **_pick_api(r, gpu_hour_usd)}
                     for a, r in counted.items()
                 ]
@@ -268,20 +268,20 @@ def run() -> dict[str, object]:
         "second over the mean answer length seen, p = the request's prompt over the plan's prefill rate plus one "
         "decode step and b = the SLO less marginSeconds, it overflows when p <= b < max(0, Q + 1 - F) / mu + p "
         "(bench/autoscale/simulate.py ApiOverflow). The API is assumed to answer within the SLO and is paid per "
-        "token at apiPricesExample. Overflowed requests do not load the fleet and are invisible to the autoscaler, "
-        "as in the operator: SLO mode counts arrivals and waiting requests from the replicas' vLLM metrics. "
+        "token at apiPricesExample. Overflowed requests do not load the fleet; the router counts them for their target "
+        "and the operator's SLO mode adds them to the arrivals its replicas' vLLM metrics show (as the operator does). "
         "apiRequestShare / apiTokenShare: requests / prompt + output tokens sent to the API; gpuCostUSD = gpuHours x "
         "gpuHourUSD; totalVsOracleGpuCost = (gpuCostUSD + apiCostUSD) over the oracle's GPU cost; allOnApiUSD: "
         "every request of the trace on the API. The headline row is knob 0.99 (the slo row's) at a 0.5 s margin; "
         "frontier.sloApiOverflow has knobs 0.5-0.999 x margins 0.25, 0.5, 1.0 (gpuHourEquivalents = totalUSD over "
-        "the GPU-hour price, the frontier plot's x); sloApiOverflowRouterCounted is the what-if of a router that "
-        "reports its overflow to the autoscaler as arrivals.",
+        "the GPU-hour price, the frontier plot's x); sloApiOverflowBlind is the same without the overflow reaching "
+        "the autoscaler (an autoscaler that counts only what its replicas saw).",
         "apiOverflowGoal": "bursty, spike, random-bursts: >= 0.99 attainment at a total cost (GPU + API) <= 1.3x the "
         "oracle's GPU cost, from the cheapest setting (knob x margin; flaps reported, not excluded) reaching 0.99 "
         "(else the one reaching the most); where missed, its cost split (why); blindBoundWithApi: the least total "
         "cost any policy without foresight of the onsets pays for 0.99 with the API (bench/autoscale/bound.py "
-        "api_bound); routerCountedWhatIf: the same from the what-if of a router that reports its overflow to the "
-        "autoscaler (knobs at the headline margin).",
+        "api_bound); autoscalerBlind: the same with an autoscaler that does not see the overflow (knobs at the "
+        "headline margin).",
         "traces": results,
         "frontier": frontier,
     }
@@ -295,7 +295,7 @@ def _api_goal(
 ) -> dict[str, object]:
     """API_GOAL for one cell: the cheapest setting reaching its attainment (else the closest; flaps are reported,
     not excluded: what they cost is in the GPU-hours), whether its total meets the cost, and where not, the split
-    of its cost and the bound with the API; beside it the same for the router-counted what-if."""
+    of its cost and the bound with the API; beside it the same with an autoscaler blind to the overflow."""
     target, cost = API_GOAL["attainment"], API_GOAL["totalVsOracleGpuCost"]
 
     def cheapest(rows: dict[Any, dict[str, Any]]) -> tuple[Any, bool]:
@@ -319,7 +319,7 @@ def _api_goal(
     entry["blindBoundWithApi"] = bound.to_json()
     knob, reached = cheapest(counted)
     c = counted[knob]
-    entry["routerCountedWhatIf"] = {"met": reached and c["totalVsOracleGpuCost"] <= cost, "attainmentKnob": knob,
+    entry["autoscalerBlind"] = {"met": reached and c["totalVsOracleGpuCost"] <= cost, "attainmentKnob": knob,
                                     "marginSeconds": API_HEADLINE[1], **{k: c[k] for k in kept}}  # fmt: skip
     return entry
 

@@ -102,11 +102,12 @@ class ApiOverflow:
     queues waits for the next whole second).
 
     The API is assumed to answer within the SLO (time to first token `API_TTFT_SECONDS`) and is paid per token.
-    Overflowed requests never load the fleet and, unless `counted`, never reach the autoscaler either: the
-    operator's SLO mode reads its arrivals from the replicas' vLLM counters (`autoscale.loop.arrivals_since`:
-    finished plus the change in running + waiting, per ready pod) and its queue from `vllm:num_requests_waiting`,
-    so a request the router sent elsewhere is invisible to both. `counted` is the what-if of a router that
-    reports its overflow to the autoscaler as arrivals (the queue still holds only the fleet's requests)."""
+    Overflowed requests never load the fleet. SLO mode reads its arrivals from the replicas' vLLM counters
+    (`autoscale.loop.arrivals_since`: finished plus the change in running + waiting, per ready pod) and its queue
+    from `vllm:num_requests_waiting`, where a request the router sent elsewhere is invisible. `counted`, as the
+    operator does: the router counts its overflow per target (`qwenfleet_router_overflow_requests_total`) and the
+    autoscaler adds it to the arrivals (`autoscale.loop.overflow_since`); the queue still holds only the fleet's
+    requests. Without it, the autoscaler is blind to the overflow."""
 
     slo_seconds: float
     margin_seconds: float = 0.0

@@ -39,6 +39,8 @@ class Memory:
     written_at: float = 0.0
     counters: dict[str, tuple[float, float]] = field(default_factory=dict)
     """Per pod IP: (finished, running + waiting) at the previous tick, to count arrivals for SLO mode."""
+    overflow: dict[str, float] = field(default_factory=dict)
+    """Per router pod IP: its count of this deployment's requests that another backend served, at the last tick."""
     plan: str | None = None
     """The plan the forecast's replica learning belongs to (`checkpoint.plan_key`)."""
     owner: tuple[str, str, str] | None = None
@@ -84,6 +86,16 @@ def arrivals_since(previous: dict[str, tuple[float, float]], samples: dict[str, 
     return arrived, finished
 
 
+def overflow_since(previous: dict[str, float], now: dict[str, float]) -> float:
+    """Requests served elsewhere since the previous tick, over every router pod (a new or restarted pod counts
+    from zero)."""
+    total = 0.0
+    for ip, value in now.items():
+        before = previous.get(ip)
+        total += value if before is None or value < before else value - before
+    return total
+
+
 async def tick(
     kube: Kube,
     scraper: Scraper,
@@ -91,8 +103,13 @@ async def tick(
     ready_ips: list[str],
     memory: Memory,
     checkpoint_every: float = CHECKPOINT_SECONDS,
+    overflow: dict[str, float] | None = None,
 ) -> Decision | None:
-    """Decide once; write status.autoscaler when the decision or the observed queue changed."""
+    """Decide once; write status.autoscaler when the decision or the observed queue changed.
+
+    `overflow`: per router pod IP, its count of requests meant for this deployment that another backend served
+    (spillover, a fallback while it woke, an external API). They arrived for it as much as those its replicas
+    saw, so SLO mode sizes on both."""
     meta, status = body["metadata"], body.get("status") or {}
     plan = status.get("plan")
     if not plan or "referenceConcurrency" not in plan:
@@ -121,6 +138,9 @@ async def tick(
     tokens = sum(s.generation_tokens for s in samples)
     arrived, finished = arrivals_since(memory.counters, by_ip)
     memory.counters = {ip: (s.finished, s.running + s.waiting) for ip, s in by_ip.items()}
+    if overflow is not None:
+        arrived += overflow_since(memory.overflow, overflow)
+        memory.overflow = dict(overflow)
     wake_value = (meta.get("annotations") or {}).get(WAKE_ANNOTATION)
     wake = wake_value is not None and wake_value != memory.wake_seen
     memory.wake_seen = wake_value

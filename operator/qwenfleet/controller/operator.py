@@ -49,7 +49,7 @@ from qwenfleet.controller.indexes import COMPONENT, OPTIONAL_CRDS, Indexes
 from qwenfleet.controller.router import reconcile_router
 from qwenfleet.controller.workqueue import WorkQueue
 from qwenfleet.cost.loop import INTERVAL_SECONDS as COST_INTERVAL_SECONDS
-from qwenfleet.cost.loop import CostLoop, Snapshot, register
+from qwenfleet.cost.loop import CostLoop, Snapshot, register, scrape_router
 from qwenfleet.enginemetrics.scrape import Scraper
 from qwenfleet.kube import Kube, KubeError
 from qwenfleet.render import Capabilities
@@ -141,6 +141,7 @@ class Operator:
         self.queue: WorkQueue[TriggerKey] = WorkQueue(self._reconcile, MAX_CONCURRENT_RECONCILES, "reconcile")
         self.autoscaler: WorkQueue[Key] = WorkQueue(self._autoscale, AUTOSCALE_WORKERS, "autoscaler")
         self.adapters: WorkQueue[Key] = WorkQueue(self._sync_adapters, AUTOSCALE_WORKERS, "adapters")
+        self._overflow_cache: dict[str, tuple[float, dict[str, dict[str, float]]]] = {}
         """The live LoRA adapter sync of deployments that serve adapters."""
         self.session: aiohttp.ClientSession | None = None
         self.scraper: Scraper | None = None
@@ -469,8 +470,9 @@ class Operator:
             return None
         assert self.scraper is not None
         try:
+            overflow = await self._overflow(key)
             decision = await autoscale_tick(self.kube, self.scraper, body, serving_ips(self.pods_of(key)), memory,
-                                            self.options.checkpoint_interval)  # fmt: skip
+                                            self.options.checkpoint_interval, overflow)  # fmt: skip
             _collect(memory)
             if slo_objective(body) is not None and memory.state is not None:
                 f = memory.state.forecast
@@ -499,6 +501,22 @@ class Operator:
             log.exception("adapters %s/%s: sync crashed; continuing", *key)
             keep = True
         return ADAPTER_INTERVAL_SECONDS if keep else None
+
+    async def _overflow(self, key: Key) -> dict[str, float]:
+        """Per running router pod of the namespace: its count of requests meant for deployment `key` that another
+        backend served (read at most once a second per namespace, for every deployment there)."""
+        namespace, name = key
+        cached = self._overflow_cache.get(namespace)
+        if cached is None or time.monotonic() - cached[0] >= 1.0:
+            pods = [r.slim for r in self.idx.all_pods() if r.component == "router"
+                    and r.slim.get("metadata", {}).get("namespace") == namespace]  # fmt: skip
+            running = [str(p["status"]["podIP"]) for p in pods
+                       if (p.get("status") or {}).get("podIP") and p["status"].get("phase") == "Running"]  # fmt: skip
+            assert self.session is not None
+            samples = await asyncio.gather(*(scrape_router(self.session, ip) for ip in running))
+            cached = (time.monotonic(), {ip: s.overflow for ip, s in zip(running, samples, strict=True) if s})
+            self._overflow_cache[namespace] = cached
+        return {ip: counts.get(name, 0.0) for ip, counts in cached[1].items()}
 
     async def _checkpoint_all(self) -> None:
         """Checkpoint every SLO deployment's memory that grew since its last checkpoint, a few at a time, for at

@@ -43,6 +43,7 @@ POD_SELECTOR = "app.kubernetes.io/managed-by=qwenfleet,app.kubernetes.io/compone
 ROUTER_SELECTOR = "app.kubernetes.io/managed-by=qwenfleet,app.kubernetes.io/component=router"
 ROUTER_TOKENS = "qwenfleet_router_tokens_total"
 ADAPTER_TOKENS = "qwenfleet_router_adapter_tokens_total"
+OVERFLOW = "qwenfleet_router_overflow_requests_total"
 BUDGET_GAUGE = "qwenfleet_router_external_budget_exhausted"
 Key = tuple[str, str]
 Obj = dict[str, Any]
@@ -141,6 +142,8 @@ class RouterSample:
 
     tokens: routing.Counters
     budget_exhausted: bool = False
+    overflow: dict[str, float] = field(default_factory=dict)
+    """Requests meant for each backend (by target) that another backend served, since the pod started."""
 
 
 def parse_router_tokens(text: str) -> routing.Counters:
@@ -152,8 +155,12 @@ def parse_router(text: str) -> RouterSample:
     """A router pod's /metrics as the cost loop reads it."""
     out: routing.Counters = {}
     exhausted = False
+    overflow: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
+            if sample.name == OVERFLOW:
+                target = sample.labels.get("target", "")
+                overflow[target] = overflow.get(target, 0.0) + sample.value
             if sample.name == ROUTER_TOKENS:
                 key = f"{sample.labels.get('backend')}/{sample.labels.get('type')}/{sample.labels.get('mode')}"
                 out[key] = out.get(key, 0.0) + sample.value
@@ -163,7 +170,7 @@ def parse_router(text: str) -> RouterSample:
                 out[key] = out.get(key, 0.0) + sample.value
             elif sample.name == BUDGET_GAUGE and sample.value >= 1:
                 exhausted = True
-    return RouterSample(out, exhausted)
+    return RouterSample(out, exhausted, overflow)
 
 
 async def scrape_router(session: aiohttp.ClientSession, ip: str) -> RouterSample | None:

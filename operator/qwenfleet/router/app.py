@@ -75,6 +75,9 @@ class RouterMetrics:
         self.adapter_tokens = Counter("qwenfleet_router_adapter_tokens", "Tokens of answers by backend, LoRA "
                                       "adapter and type (also counted in qwenfleet_router_tokens).",
                                       ["backend", "adapter", "type"], registry=r)  # fmt: skip
+        self.overflow = Counter("qwenfleet_router_overflow_requests", "Requests meant for a backend (target) that "
+                                "another served: spillover, or a fallback while it woke.", ["target"],
+                                registry=r)  # fmt: skip
         self.gateway = Counter("qwenfleet_router_gateway_requests", "Requests an inference gateway asked this "
                                "router's Endpoint Picker about, by backend and answer status.", ["backend", "status"],
                                registry=r)  # fmt: skip
@@ -88,6 +91,12 @@ class RouterMetrics:
             "before its first token that the engines' time-to-first-token histograms (status.slo) do not see.",
             ["backend"], buckets=HOLD_BUCKETS, registry=r,
         )  # fmt: skip
+
+    def count_overflow(self, route: Route) -> None:
+        """A request meant for one backend that another serves (spillover, or a fallback meanwhile): counted for
+        its target, whose autoscaler adds it to the arrivals its own replicas saw."""
+        if route.target and route.backend != route.target:
+            self.overflow.labels(route.target).inc()
 
     def count_usage(self, backend: str, use: Usage | None, adapter: str | None = None) -> None:
         """Add one answer's tokens (prompt, output, reasoning) under its backend and mode, and under its LoRA
@@ -352,6 +361,7 @@ class Router:
         if route.refusal is not None:
             refusal = route.refusal
             return await self._refuse(route, refusal.status, refusal.message, prepared, refusal.retry_after)
+        self.metrics.count_overflow(route)
         state = self.discovery.states[route.backend]
         if state.external:
             return await self._external(request, route, state, body, prepared)

@@ -140,6 +140,7 @@ class Exchange:
                 return [self._refuse(503, message, route)]
         if route.refusal is not None:
             return [self._refuse(route.refusal.status, route.refusal.message, route, route.refusal.retry_after)]
+        router.metrics.count_overflow(route)
         return self._pick(route, parsed, raw, body, body_ended)
 
     def _pick(self, route: Route, parsed: RouteRequest, raw: bytes, body: Any,
