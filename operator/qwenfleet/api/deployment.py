@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic.config import JsonDict
 
 from qwenfleet.api.base import ApiModel
 from qwenfleet.api.cel import cel, one_of
@@ -60,6 +61,13 @@ class AutoscalingMode(StrEnum):
     KEDA = "keda"
 
 
+def _one_source(who: str) -> JsonDict:
+    """The CEL rule of a source that is exactly one of huggingFace or pvc."""
+    message = f"{who} exactly one source: huggingFace or pvc"
+    return {"x-kubernetes-validations": [cel("[has(self.huggingFace), has(self.pvc)].filter(x, x).size() == 1",
+                                             message)]}  # fmt: skip
+
+
 class HuggingFaceSource(ApiModel):
     """Download the weights from Hugging Face."""
 
@@ -89,16 +97,7 @@ class PVCSource(ApiModel):
 class WeightSource(ApiModel):
     """Where the weights come from: exactly one of huggingFace or pvc."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "[has(self.huggingFace), has(self.pvc)].filter(x, x).size() == 1",
-                    "spec.weights needs exactly one source: huggingFace or pvc",
-                )
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=_one_source("spec.weights needs"))
 
     hugging_face: HuggingFaceSource | None = Field(default=None, description="Download from Hugging Face.")
     pvc: PVCSource | None = Field(default=None, description="Read from an existing PersistentVolumeClaim.")
@@ -383,16 +382,7 @@ class AdapterHuggingFace(ApiModel):
 class Adapter(ApiModel):
     """A LoRA adapter served on the deployment's replicas under its own model name."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                cel(
-                    "[has(self.huggingFace), has(self.pvc)].filter(x, x).size() == 1",
-                    "an adapter needs exactly one source: huggingFace or pvc",
-                )
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=_one_source("an adapter needs"))
 
     name: Annotated[str, StringConstraints(pattern=ADAPTER_NAME, max_length=63)] = Field(
         description="The model name clients send (lower case letters, digits, '.', '_' and '-')."
