@@ -108,8 +108,12 @@ async def test_demo_fleet_wakes_the_large_model_for_thinking_and_serves_meanwhil
         # the README's example: served at once by the fallback, and qwen3-large is woken
         status, route = await ask(README_THINKING)
         assert status == 200 and route.startswith("qwen3-medium;rule:thinking>wake>fallback;"), route
-        large = await kube.get(API, KIND, "qwen3-large", namespace)
-        assert large is not None and WAKE_ANNOTATION in (large["metadata"].get("annotations") or {})
+
+        async def woken() -> bool:  # the router annotates in the background, beside the answer
+            large = await kube.get(API, KIND, "qwen3-large", namespace)
+            return large is not None and WAKE_ANNOTATION in (large["metadata"].get("annotations") or {})
+
+        await wait_for(woken, 10, "qwen3-large annotated to wake")
 
         # until qwen3-large can serve, thinking requests are answered by the fallback, never held or refused
         pods: list[dict[str, Any]] = []
