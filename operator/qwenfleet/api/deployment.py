@@ -364,8 +364,10 @@ LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 DEFAULT_MAX_LORA_RANK = 16
 DEFAULT_MAX_LORAS = 4
 ADAPTER_NAME = r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$"
-ADAPTER_DIR = "/models/adapters"
-"""Where the weight cache keeps adapters, on the pods (MODEL_DIR/adapters)."""
+MODEL_DIR = "/models"
+"""Where the pods mount the weights (the weight cache, or the user's volume)."""
+ADAPTER_DIR = f"{MODEL_DIR}/adapters"
+"""Where the weight cache keeps adapters, on the pods."""
 ADAPTER_CLAIMS_DIR = "/adapters"
 """Where the pods mount the user's adapter volumes, one directory per claim."""
 
@@ -515,6 +517,11 @@ class Qwen3DeploymentSpec(ApiModel):
     def serves_adapters(self) -> bool:
         """The replicas run with LoRA on (adapters, or spec.lora set for adapters to come)."""
         return bool(self.adapters) or self.lora is not None
+
+    @property
+    def adapter_claims(self) -> list[str]:
+        """The user's claims that hold adapters (sorted, once each); the pods mount each at /adapters/<claim>."""
+        return sorted({a.pvc.claim_name for a in self.adapters if a.pvc is not None})
 
     @property
     def lora_limits(self) -> Lora:

@@ -103,7 +103,7 @@ async def _check_preconditions(kube: Kube, spec: Qwen3DeploymentSpec, p: Plan, n
         raise Blocked(
             R.PVC_MISSING, f"PersistentVolumeClaim {pvc.claim_name!r} (weights) does not exist in {namespace}"
         )
-    for claim in sorted({a.pvc.claim_name for a in spec.adapters if a.pvc}):
+    for claim in spec.adapter_claims:
         if await kube.get("v1", "PersistentVolumeClaim", claim, namespace) is None:
             raise Blocked(R.PVC_MISSING, f"PersistentVolumeClaim {claim!r} (adapters) does not exist in {namespace}")
     needs: list[tuple[str, Reason, str, str]] = []

@@ -49,7 +49,7 @@ from qwenfleet.controller.indexes import COMPONENT, OPTIONAL_CRDS, Indexes
 from qwenfleet.controller.router import reconcile_router
 from qwenfleet.controller.workqueue import WorkQueue
 from qwenfleet.cost.loop import INTERVAL_SECONDS as COST_INTERVAL_SECONDS
-from qwenfleet.cost.loop import CostLoop, Snapshot, register, scrape_router
+from qwenfleet.cost.loop import CostLoop, Snapshot, register, running_pods, scrape_router
 from qwenfleet.enginemetrics.scrape import Scraper
 from qwenfleet.kube import Kube, KubeError
 from qwenfleet.render import Capabilities
@@ -106,8 +106,10 @@ def _collect(memory: Memory) -> None:
     memory.checkpoint_events.clear()
 
 
-def _lora(spec: Mapping[str, Any]) -> bool:
-    return bool(spec.get("adapters") or spec.get("lora"))
+def _lora(body: Mapping[str, Any]) -> bool:
+    """The deployment serves adapters, or still reports some (their status goes once they are all removed)."""
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    return bool(spec.get("adapters") or spec.get("lora") or status.get("adapters"))
 
 
 def _builtin(spec: Mapping[str, Any]) -> bool:
@@ -141,8 +143,9 @@ class Operator:
         self.queue: WorkQueue[TriggerKey] = WorkQueue(self._reconcile, MAX_CONCURRENT_RECONCILES, "reconcile")
         self.autoscaler: WorkQueue[Key] = WorkQueue(self._autoscale, AUTOSCALE_WORKERS, "autoscaler")
         self.adapters: WorkQueue[Key] = WorkQueue(self._sync_adapters, AUTOSCALE_WORKERS, "adapters")
-        self._overflow_cache: dict[str, tuple[float, dict[str, dict[str, float]]]] = {}
         """The live LoRA adapter sync of deployments that serve adapters."""
+        self._overflow_cache: dict[str, tuple[float, dict[str, dict[str, float]]]] = {}
+        """Per namespace: when its router pods were read, and each pod's overflow counts by target."""
         self.session: aiohttp.ClientSession | None = None
         self.scraper: Scraper | None = None
         """The model-server pods' /metrics, scraped once per tick for the autoscaler and the cost loop."""
@@ -232,7 +235,7 @@ class Operator:
         self.indexed.set()
         self._trigger((namespace, owner), routers=component == "model-server")
         body = self.idx.deployment(namespace, owner)
-        if component == "model-server" and body is not None and _lora(body.get("spec") or {}):
+        if component == "model-server" and body is not None and _lora(body):
             self.adapters.add((namespace, owner))
 
     def child_changed(self, obj: Mapping[str, Any], deleted: bool) -> None:
@@ -274,7 +277,7 @@ class Operator:
             changed = new or self.seen[key][0] != seen[0]
             self.seen[key] = seen
             self._trigger(key, routers=new)
-            if changed and (_lora(body.get("spec") or {}) or (body.get("status") or {}).get("adapters")):
+            if changed and _lora(body):
                 self.adapters.add(key)  # a spec change loads or unloads adapters now, not at the next tick
         if key not in self.memories and _builtin(body.get("spec") or {}):
             self.memories[key] = Memory()
@@ -316,7 +319,7 @@ class Operator:
                  ", ".join(self.options.namespaces) or "all namespaces")  # fmt: skip
         for body in deployments:
             self.queue.add(("d", body["metadata"]["namespace"], body["metadata"]["name"]))
-            if _lora(body.get("spec") or {}) or (body.get("status") or {}).get("adapters"):
+            if _lora(body):
                 self.adapters.add((body["metadata"]["namespace"], body["metadata"]["name"]))
         for body in routers:
             self.queue.add(("r", body["metadata"]["namespace"], body["metadata"]["name"]))
@@ -470,7 +473,7 @@ class Operator:
             return None
         assert self.scraper is not None
         try:
-            overflow = await self._overflow(key)
+            overflow = await self._overflow(key) if slo_objective(body) is not None else None  # SLO mode's arrivals
             decision = await autoscale_tick(self.kube, self.scraper, body, serving_ips(self.pods_of(key)), memory,
                                             self.options.checkpoint_interval, overflow)  # fmt: skip
             _collect(memory)
@@ -510,8 +513,7 @@ class Operator:
         if cached is None or time.monotonic() - cached[0] >= 1.0:
             pods = [r.slim for r in self.idx.all_pods() if r.component == "router"
                     and r.slim.get("metadata", {}).get("namespace") == namespace]  # fmt: skip
-            running = [str(p["status"]["podIP"]) for p in pods
-                       if (p.get("status") or {}).get("podIP") and p["status"].get("phase") == "Running"]  # fmt: skip
+            running = [str(p["status"]["podIP"]) for p in running_pods(pods)]
             assert self.session is not None
             samples = await asyncio.gather(*(scrape_router(self.session, ip) for ip in running))
             cached = (time.monotonic(), {ip: s.overflow for ip, s in zip(running, samples, strict=True) if s})

@@ -173,6 +173,11 @@ def parse_router(text: str) -> RouterSample:
     return RouterSample(out, exhausted, overflow)
 
 
+def running_pods(pods: list[Obj]) -> list[Obj]:
+    """The pods among `pods` that are Running with an IP (router pods to scrape)."""
+    return [p for p in pods if (p.get("status") or {}).get("podIP") and p["status"].get("phase") == "Running"]
+
+
 async def scrape_router(session: aiohttp.ClientSession, ip: str) -> RouterSample | None:
     """A router pod's token counters and budget state, or None if it did not answer."""
     try:
@@ -279,7 +284,7 @@ class CostLoop(Collector):
         if not routers:
             return
         deployments = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in snapshot.deployments}
-        running = [p for p in pods if (p.get("status") or {}).get("podIP") and p["status"].get("phase") == "Running"]
+        running = running_pods(pods)
         scraped = await asyncio.gather(*(scrape_router(session, p["status"]["podIP"]) for p in running))
         for body in routers:
             meta, status = body["metadata"], body.get("status") or {}

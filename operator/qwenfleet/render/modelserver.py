@@ -87,16 +87,11 @@ def _volumes(inp: DeploymentInput) -> tuple[list[Manifest], list[Manifest]]:
         mounts.append({"name": "weights", "mountPath": MODEL_DIR, "readOnly": True})
         if writable:
             mounts.append({"name": "weights", "mountPath": COMPILE_CACHE_MOUNT})
-    for claim_name in adapter_claims(inp):
+    for claim_name in inp.spec.adapter_claims:
         volume = f"adapters-{claim_name}"[:63].rstrip("-.")
         volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": claim_name, "readOnly": True}})
         mounts.append({"name": volume, "mountPath": f"{ADAPTER_CLAIMS_DIR}/{claim_name}", "readOnly": True})
     return volumes, mounts
-
-
-def adapter_claims(inp: DeploymentInput) -> list[str]:
-    """The user's claims that hold adapters, each mounted read-only at /adapters/<claim> (sorted, once each)."""
-    return sorted({a.pvc.claim_name for a in inp.spec.adapters if a.pvc is not None})
 
 
 def _startup_budget_seconds(inp: DeploymentInput) -> int:

@@ -7,8 +7,9 @@ import json
 import math
 
 from qwenfleet.api.base import API_VERSION, GROUP
+from qwenfleet.api.deployment import MODEL_DIR
 
-__all__ = ["API_VERSION", "GROUP"]
+__all__ = ["API_VERSION", "GROUP", "MODEL_DIR"]  # re-exported: the renderer imports them from here
 MANAGER = "qwenfleet"
 HTTP_PORT = 8000
 OPERATOR_IMAGE = "ghcr.io/qwenfleet/qwenfleet:0.1.0"
@@ -16,7 +17,6 @@ PLAN_ANNOTATION = f"{GROUP}/plan"
 WAKE_ANNOTATION = f"{GROUP}/wake"
 ROLE_LABEL = f"{GROUP}/role"
 """`leader` or `worker` on a LeaderWorkerSet's pods: the leader serves HTTP for the whole replica."""
-MODEL_DIR = "/models"
 CACHE_COMPLETE_MARKER = ".qwenfleet-complete"
 COMPILE_CACHE_MOUNT = "/cache-rw"
 """The weight cache volume mounted writable (the weights' own mount at MODEL_DIR stays read-only)."""
